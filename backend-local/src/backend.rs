@@ -1,0 +1,204 @@
+//! [`LocalBackend`]: its builder and its [`ComputeBackend`] implementation.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use redwood_core::config::LoadedConfig;
+use redwood_core::raw::backend::{
+    CancelReply, CancelRequest, Capabilities, CleanupReply, CleanupRequest, ComputeBackend,
+    SubmitReply, SubmitRequest,
+};
+use redwood_core::raw::factory::BackendFactory;
+use redwood_core::{Error, ErrorKind, Result};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::pool::{Command, PoolHandle, start_pool};
+
+/// The backend's name in configuration.
+pub const NAME: &str = "local";
+
+/// Runs tasks on a pool of warm worker processes on this machine: the program's own executable
+/// started in worker mode, fed over pipes. Started on the first submit, stopped on `cleanup` or
+/// when dropped.
+#[derive(Debug)]
+pub struct LocalBackend {
+    workers: usize,
+    exe: PathBuf,
+    pool: Mutex<Option<PoolHandle>>,
+}
+
+impl LocalBackend {
+    /// A builder with the defaults: one worker per core, this executable.
+    pub fn builder() -> LocalBackendBuilder {
+        LocalBackendBuilder::default()
+    }
+
+    /// How many worker processes the pool keeps.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn pool(&self) -> Result<PoolHandle> {
+        let mut guard = self
+            .pool
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "local pool lock poisoned"))?;
+        if let Some(handle) = guard.as_ref().filter(|h| !h.commands.is_closed()) {
+            return Ok(handle.clone());
+        }
+        let handle = start_pool(self.exe.clone(), self.workers);
+        *guard = Some(handle.clone());
+        Ok(handle)
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        self.pool()?.commands.send(command).map_err(|_| {
+            Error::new(
+                ErrorKind::Backend,
+                "the local worker pool stopped unexpectedly",
+            )
+        })
+    }
+}
+
+/// Builds a [`LocalBackend`].
+#[derive(Debug, Default, Clone)]
+pub struct LocalBackendBuilder {
+    workers: Option<usize>,
+    exe: Option<PathBuf>,
+}
+
+impl LocalBackendBuilder {
+    /// Reads `REDWOOD_WORKERS` from the environment.
+    pub fn from_env() -> Result<Self> {
+        let mut b = Self::default();
+        if let Ok(v) = std::env::var("REDWOOD_WORKERS") {
+            let n = v.parse::<usize>().map_err(|_| {
+                Error::new(ErrorKind::Config, "REDWOOD_WORKERS must be a whole number")
+                    .with_context("value", format!("`{v}`"))
+            })?;
+            b.workers = Some(n);
+        }
+        Ok(b)
+    }
+
+    /// Keeps `n` worker processes (default: the number of cores).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Starts workers from this executable instead of the running one. It must be built from
+    /// the same code (the worker checks the binary hash).
+    pub fn executable(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exe = Some(path.into());
+        self
+    }
+
+    /// Builds the backend; workers start on the first submit.
+    pub fn build(self) -> Result<LocalBackend> {
+        let workers = match self.workers {
+            Some(0) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "the local backend needs at least 1 worker",
+                ));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        let exe = match self.exe {
+            Some(p) => p,
+            None => std::env::current_exe().map_err(|e| {
+                Error::new(ErrorKind::Backend, "cannot locate the running executable")
+                    .with_source(e)
+            })?,
+        };
+        Ok(LocalBackend {
+            workers,
+            exe,
+            pool: Mutex::new(None),
+        })
+    }
+}
+
+#[async_trait]
+impl ComputeBackend for LocalBackend {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::none();
+        c.cancel = true;
+        c.timeout = true;
+        c.retries = true;
+        c.concurrency_limit = true;
+        c.survives_client = false;
+        c.max_payload = Some(crate::protocol::MAX_FRAME as u64 - 4096);
+        c
+    }
+
+    async fn submit(&self, request: SubmitRequest) -> Result<SubmitReply> {
+        let span = tracing::debug_span!("local.submit", job = %request.job.id, tasks = request.tasks.len());
+        async {
+            let (events, receiver) = futures::channel::mpsc::unbounded();
+            self.send(Command::Submit {
+                spec: request.job,
+                tasks: request.tasks,
+                storage: request.storage,
+                events,
+            })?;
+            Ok(SubmitReply::new(Box::pin(receiver)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn cancel(&self, request: CancelRequest) -> Result<CancelReply> {
+        let span = tracing::debug_span!("local.cancel", job = %request.job);
+        async {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Cancel {
+                job: request.job,
+                reply,
+            })?;
+            let mut out = CancelReply::default();
+            out.cancelled = rx.await.unwrap_or(0);
+            Ok(out)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn cleanup(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+        let handle = self
+            .pool
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "local pool lock poisoned"))?
+            .take();
+        let mut out = CleanupReply::default();
+        if let Some(handle) = handle {
+            let (reply, rx) = oneshot::channel();
+            if handle.commands.send(Command::Shutdown { reply }).is_ok() {
+                let n = rx.await.unwrap_or(0);
+                out.released.push(format!("{n} local worker processes"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
+    let mut builder = LocalBackend::builder();
+    if let Some(n) = config.config.workers {
+        builder = builder.workers(n);
+    }
+    Ok(Arc::new(builder.build()?))
+}
+
+inventory::submit! {
+    BackendFactory { name: NAME, build: build_from_config }
+}

@@ -1,0 +1,134 @@
+//! Durable results with group commit: finished tasks of a job are written together in one
+//! packed segment (`jobs/<job>/results/<n>`), and reported finished only once it is stored.
+
+use std::time::{Duration, SystemTime};
+
+use futures::channel::mpsc::UnboundedSender;
+use redwood_core::Storage;
+use redwood_core::raw::backend::{Finished, TaskEvent};
+use redwood_core::raw::envelope::Outcome;
+use redwood_core::raw::pack::PackWriter;
+use redwood_core::types::result_ref::ResultLocation;
+use redwood_core::{TaskError, TaskErrorKind};
+use tokio::sync::mpsc;
+
+/// The most results in one segment.
+const MAX_BATCH: usize = 8192;
+/// Attempts to store a segment before its tasks are reported lost.
+const PUT_ATTEMPTS: u32 = 5;
+
+/// A final outcome waiting to be stored.
+#[derive(Debug)]
+pub(crate) struct PersistItem {
+    pub(crate) task: u64,
+    pub(crate) attempt: u32,
+    pub(crate) outcome: Outcome,
+    pub(crate) started: Option<SystemTime>,
+    pub(crate) finished: SystemTime,
+    pub(crate) worker: Option<u32>,
+}
+
+/// Stores outcomes as they come and forwards them as `Finished` events, until `rx` closes.
+pub(crate) async fn persist_loop(
+    storage: Storage,
+    job: String,
+    mut rx: mpsc::UnboundedReceiver<PersistItem>,
+    events: UnboundedSender<TaskEvent>,
+) {
+    let layout = storage.layout();
+    let mut segment = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut pack = PackWriter::new();
+        let mut encode_failures = Vec::new();
+        for (i, item) in batch.iter().enumerate() {
+            match item.outcome.to_stored() {
+                Ok(bytes) => pack.push(item.task, &bytes),
+                Err(e) => encode_failures.push((i, e.to_string())),
+            }
+        }
+        let ranges = pack.ranges();
+        let key = layout.result_segment(&job, segment);
+        segment += 1;
+        let stored = store_with_retry(&storage, &key, pack.finish()).await;
+        let mut ranges = ranges.into_iter();
+        for (i, item) in batch.into_iter().enumerate() {
+            let (outcome, location) = match (&stored, encode_failures.iter().find(|(j, _)| *j == i))
+            {
+                (Ok(()), None) => (
+                    item.outcome,
+                    ResultLocation {
+                        key: key.to_string(),
+                        range: ranges.next(),
+                    },
+                ),
+                (Ok(()), Some((_, why))) => {
+                    (lost(&job, &item, format!("cannot encode: {why}")), empty())
+                }
+                (Err(why), _) => (
+                    lost(&job, &item, format!("result could not be stored: {why}")),
+                    empty(),
+                ),
+            };
+            let finished = Finished {
+                task: item.task,
+                attempt: item.attempt,
+                outcome,
+                location,
+                started: item.started,
+                finished: item.finished,
+                worker: item.worker,
+            };
+            if events
+                .unbounded_send(TaskEvent::Finished(Box::new(finished)))
+                .is_err()
+            {
+                tracing::debug!(job, "nobody listens to the job's events any more");
+            }
+        }
+    }
+}
+
+fn empty() -> ResultLocation {
+    ResultLocation {
+        key: String::new(),
+        range: None,
+    }
+}
+
+fn lost(job: &str, item: &PersistItem, message: String) -> Outcome {
+    let mut e = TaskError::new(TaskErrorKind::Lost, message);
+    e.job = job.to_string();
+    e.task = item.task;
+    e.attempt = item.attempt;
+    if let Outcome::Err(original) = &item.outcome {
+        e.function = original.function.clone();
+    }
+    Outcome::Err(e)
+}
+
+async fn store_with_retry(
+    storage: &Storage,
+    key: &object_store::path::Path,
+    bytes: Vec<u8>,
+) -> Result<(), String> {
+    let bytes = bytes::Bytes::from(bytes);
+    let mut attempt = 0;
+    loop {
+        match storage.put(key, bytes.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt + 1 < PUT_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(key = %key, attempt, error = %e, "storing results failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The dispatcher: one task that owns the worker processes, the queue of tasks, retries with
+//! backoff, timeouts, cancellation and crash handling. Everything goes through its channels, so
+//! its state needs no lock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::channel::mpsc::UnboundedSender;
+use redwood_core::raw::backend::{JobSpec, TaskEvent, TaskInput};
+use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
+use redwood_core::{Storage, TaskError, TaskErrorKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::persist::{PersistItem, persist_loop};
+use crate::process::{WorkerEvent, WorkerProcess, spawn_worker};
+use crate::protocol::{FromWorker, ToWorker, encode_frame};
+
+/// The most tasks queued on one worker's pipe when tasks are short.
+const MAX_PIPELINE: usize = 8;
+/// Tasks slower than this (moving average) are sent one at a time, for balance.
+const PIPELINE_BELOW: Duration = Duration::from_millis(2);
+/// Workers that die before saying ready this many times in a row fail the queued tasks.
+const MAX_STARTUP_FAILURES: u32 = 3;
+
+/// Requests to the dispatcher.
+pub(crate) enum Command {
+    Submit {
+        spec: Arc<JobSpec>,
+        tasks: Vec<TaskInput>,
+        storage: Storage,
+        events: UnboundedSender<TaskEvent>,
+    },
+    Cancel {
+        job: String,
+        reply: oneshot::Sender<u64>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+/// A handle to a running dispatcher.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolHandle {
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Starts the dispatcher with `size` workers running `exe`.
+pub(crate) fn start_pool(exe: PathBuf, size: usize) -> PoolHandle {
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (worker_tx, worker_rx) = mpsc::unbounded_channel();
+    let mut pool = Pool {
+        exe,
+        size,
+        slots: Vec::new(),
+        next_worker_id: 0,
+        next_seq: 0,
+        queue: VecDeque::new(),
+        delayed: BinaryHeap::new(),
+        delayed_items: HashMap::new(),
+        jobs: HashMap::new(),
+        worker_tx,
+        startup_failures: 0,
+        last_error: None,
+    };
+    for _ in 0..size {
+        pool.spawn_slot();
+    }
+    tokio::spawn(pool.run(command_rx, worker_rx));
+    PoolHandle { commands }
+}
+
+/// A task waiting to run (or to run again).
+#[derive(Debug, Clone)]
+struct Pending {
+    job: Arc<str>,
+    task: u64,
+    attempt: u32,
+    args: Bytes,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    pending: Pending,
+    pipelined: bool,
+}
+
+#[derive(Debug)]
+enum KillReason {
+    Timeout(Duration),
+    Cancel,
+    Protocol(String),
+}
+
+struct Slot {
+    process: WorkerProcess,
+    inflight: VecDeque<InFlight>,
+    /// When the task at the head of `inflight` started.
+    head_since: Instant,
+    head_started_at: SystemTime,
+    ready: bool,
+    killing: Option<KillReason>,
+}
+
+struct JobRun {
+    spec: Arc<JobSpec>,
+    storage: Storage,
+    events: UnboundedSender<TaskEvent>,
+    persist: mpsc::UnboundedSender<PersistItem>,
+    remaining: u64,
+    running: usize,
+    /// Moving average of task run time, in microseconds.
+    avg_us: f64,
+}
+
+impl JobRun {
+    fn pipelined(&self) -> bool {
+        self.spec.options.timeout.is_none() && self.avg_us < PIPELINE_BELOW.as_micros() as f64
+    }
+
+    fn at_limit(&self) -> bool {
+        self.spec
+            .options
+            .concurrency
+            .is_some_and(|limit| self.running >= limit)
+    }
+}
+
+struct Pool {
+    exe: PathBuf,
+    size: usize,
+    slots: Vec<Slot>,
+    next_worker_id: u32,
+    next_seq: u64,
+    queue: VecDeque<Pending>,
+    /// Retries waiting for their backoff: (due, key into `delayed_items`).
+    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
+    delayed_items: HashMap<u64, Pending>,
+    jobs: HashMap<Arc<str>, JobRun>,
+    worker_tx: mpsc::UnboundedSender<WorkerEvent>,
+    startup_failures: u32,
+    last_error: Option<String>,
+}
+
+impl Pool {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut workers: mpsc::UnboundedReceiver<WorkerEvent>,
+    ) {
+        loop {
+            self.dispatch();
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                event = workers.recv() => {
+                    if let Some(event) = event {
+                        self.on_worker_event(event);
+                        // Take every event already waiting before dispatching again.
+                        while let Ok(event) = workers.try_recv() {
+                            self.on_worker_event(event);
+                        }
+                    }
+                }
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.shutdown();
+                        return;
+                    }
+                },
+                () = sleep => self.on_timer(),
+            }
+        }
+    }
+
+    fn spawn_slot(&mut self) {
+        let id = self.next_worker_id;
+        self.next_worker_id += 1;
+        match spawn_worker(id, &self.exe, self.worker_tx.clone()) {
+            Ok(process) => {
+                tracing::debug!(worker = id, pid = ?process.pid, "worker started");
+                self.slots.push(Slot {
+                    process,
+                    inflight: VecDeque::new(),
+                    head_since: Instant::now(),
+                    head_started_at: SystemTime::now(),
+                    ready: false,
+                    killing: None,
+                })
+            }
+            Err(e) => {
+                let msg = format!("cannot start worker {}: {e}", self.exe.display());
+                tracing::error!("{msg}");
+                self.startup_failures += 1;
+                self.last_error = Some(msg);
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit {
+                spec,
+                tasks,
+                storage,
+                events,
+            } => {
+                let job: Arc<str> = Arc::from(spec.id.as_str());
+                let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+                tokio::spawn(persist_loop(
+                    storage.clone(),
+                    spec.id.clone(),
+                    persist_rx,
+                    events.clone(),
+                ));
+                tracing::debug!(job = %job, tasks = tasks.len(), "job queued");
+                self.jobs.insert(
+                    job.clone(),
+                    JobRun {
+                        spec,
+                        storage,
+                        events,
+                        persist: persist_tx,
+                        remaining: tasks.len() as u64,
+                        running: 0,
+                        avg_us: 0.0,
+                    },
+                );
+                self.queue.extend(tasks.into_iter().map(|t| Pending {
+                    job: job.clone(),
+                    task: t.index,
+                    attempt: 0,
+                    args: t.args,
+                }));
+                // New work gets fresh workers even after start-up failures.
+                self.startup_failures = 0;
+                while self.slots.len() < self.size && self.startup_failures < MAX_STARTUP_FAILURES {
+                    self.spawn_slot();
+                }
+                if self.slots.is_empty() {
+                    self.fail_all_queued();
+                }
+            }
+            Command::Cancel { job, reply } => {
+                let _ = reply.send(self.cancel(&job));
+            }
+            Command::Shutdown { reply } => {
+                let n = self.slots.len();
+                self.shutdown();
+                let _ = reply.send(n);
+            }
+        }
+    }
+
+    /// Sends queued tasks to workers with room for them.
+    fn dispatch(&mut self) {
+        if self.queue.is_empty() {
+            return;
+        }
+        let n = self.slots.len();
+        for s in 0..n {
+            loop {
+                let Some(pos) = self.next_for(s) else { break };
+                let Some(pending) = self.queue.remove(pos) else {
+                    break;
+                };
+                self.send(s, pending);
+            }
+            if self.queue.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// The queue position of the next task worker `s` may take now.
+    fn next_for(&self, s: usize) -> Option<usize> {
+        let slot = &self.slots[s];
+        if slot.killing.is_some() {
+            return None;
+        }
+        let busy = !slot.inflight.is_empty();
+        if busy
+            && (slot.inflight.len() >= MAX_PIPELINE || !slot.inflight.iter().all(|f| f.pipelined))
+        {
+            return None;
+        }
+        // Look a little way down the queue past jobs at their concurrency limit.
+        for (pos, p) in self.queue.iter().enumerate().take(256) {
+            let Some(job) = self.jobs.get(&p.job) else {
+                return Some(pos); // a job gone (cancelled): taken and dropped by `send`
+            };
+            if job.at_limit() {
+                continue;
+            }
+            if busy && !job.pipelined() {
+                return None;
+            }
+            return Some(pos);
+        }
+        None
+    }
+
+    fn send(&mut self, s: usize, pending: Pending) {
+        let Some(job) = self.jobs.get_mut(&pending.job) else {
+            return;
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let envelope = TaskEnvelope {
+            job: job.spec.id.clone(),
+            task: pending.task,
+            attempt: pending.attempt,
+            function: job.spec.function.clone(),
+            signature: job.spec.signature,
+            binary: job.spec.binary.clone(),
+            args: pending.args.to_vec(),
+        };
+        let frame = match encode_frame(&ToWorker::Run { seq, envelope }) {
+            Ok(f) => f,
+            Err(e) => {
+                let error = task_error(&job.spec, &pending, TaskErrorKind::Decode, e.to_string());
+                self.finish(pending, Outcome::Err(error), None, None);
+                return;
+            }
+        };
+        job.running += 1;
+        let pipelined = job.pipelined();
+        let slot = &mut self.slots[s];
+        if slot.inflight.is_empty() {
+            slot.head_since = Instant::now();
+            slot.head_started_at = SystemTime::now();
+        }
+        slot.inflight.push_back(InFlight {
+            seq,
+            pending,
+            pipelined,
+        });
+        // A closed pipe shows up as the worker's exit, which requeues the task.
+        let _ = slot.process.tx.send(frame);
+    }
+
+    fn slot_index(&self, id: u32) -> Option<usize> {
+        self.slots.iter().position(|s| s.process.id == id)
+    }
+
+    fn on_worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Message(id, msg) => {
+                let Some(s) = self.slot_index(id) else { return };
+                match msg {
+                    FromWorker::Ready { pid, binary } => {
+                        tracing::debug!(worker = id, pid, binary = %&binary[..binary.len().min(12)], "worker ready");
+                        self.slots[s].ready = true;
+                        self.startup_failures = 0;
+                    }
+                    FromWorker::Done { seq, outcome } => self.on_done(s, seq, outcome),
+                    FromWorker::Fetch {
+                        id: fetch,
+                        key,
+                        range,
+                    } => self.on_fetch(s, fetch, key, range),
+                }
+            }
+            WorkerEvent::Exited {
+                id,
+                status,
+                stderr_tail,
+                error,
+            } => self.on_exit(id, status, stderr_tail, error),
+        }
+    }
+
+    fn on_done(&mut self, s: usize, seq: u64, outcome: Outcome) {
+        let slot = &mut self.slots[s];
+        let Some(head) = slot.inflight.pop_front() else {
+            self.kill(s, KillReason::Protocol(format!("reply {seq} for no task")));
+            return;
+        };
+        if head.seq != seq {
+            let reason = format!("reply {seq} while task {} was running", head.seq);
+            slot.inflight.push_front(head);
+            self.kill(s, KillReason::Protocol(reason));
+            return;
+        }
+        let now = Instant::now();
+        let started_at = slot.head_started_at;
+        let took = now - slot.head_since;
+        slot.head_since = now;
+        slot.head_started_at = SystemTime::now();
+        let worker = slot.process.id;
+        if let Some(job) = self.jobs.get_mut(&head.pending.job) {
+            job.running = job.running.saturating_sub(1);
+            let us = took.as_micros() as f64;
+            job.avg_us = if job.avg_us == 0.0 {
+                us
+            } else {
+                0.8 * job.avg_us + 0.2 * us
+            };
+        }
+        self.settle(head.pending, outcome, Some(started_at), Some(worker));
+    }
+
+    /// Retries a failed attempt if its options allow, or finishes the task.
+    fn settle(
+        &mut self,
+        pending: Pending,
+        outcome: Outcome,
+        started: Option<SystemTime>,
+        worker: Option<u32>,
+    ) {
+        let Some(job) = self.jobs.get(&pending.job) else {
+            return;
+        };
+        if let Outcome::Err(error) = &outcome {
+            let options = &job.spec.options;
+            if error.is_retryable() && pending.attempt < options.retries {
+                let next = Pending {
+                    attempt: pending.attempt + 1,
+                    ..pending
+                };
+                let due = Instant::now() + options.backoff_for(next.attempt);
+                let _ = job.events.unbounded_send(TaskEvent::Retrying {
+                    task: next.task,
+                    error: error.clone(),
+                });
+                let key = self.next_seq;
+                self.next_seq += 1;
+                self.delayed.push(Reverse((due, key)));
+                self.delayed_items.insert(key, next);
+                return;
+            }
+        }
+        self.finish(pending, outcome, started, worker);
+    }
+
+    /// Hands a final outcome to the job's persister; drops the job when it has no task left.
+    fn finish(
+        &mut self,
+        pending: Pending,
+        outcome: Outcome,
+        started: Option<SystemTime>,
+        worker: Option<u32>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&pending.job) else {
+            return;
+        };
+        let _ = job.persist.send(PersistItem {
+            task: pending.task,
+            attempt: pending.attempt,
+            outcome,
+            started,
+            finished: SystemTime::now(),
+            worker,
+        });
+        job.remaining -= 1;
+        if job.remaining == 0 {
+            tracing::debug!(job = %pending.job, "job finished");
+            self.jobs.remove(&pending.job);
+        }
+    }
+
+    fn on_fetch(&mut self, s: usize, id: u64, key: String, range: Option<(u64, u64)>) {
+        let slot = &self.slots[s];
+        let storage = slot
+            .inflight
+            .front()
+            .and_then(|f| self.jobs.get(&f.pending.job))
+            .map(|j| j.storage.clone());
+        let tx = slot.process.tx.clone();
+        tokio::spawn(async move {
+            let result = match storage {
+                Some(storage) => fetch(&storage, &key, range).await,
+                None => Err("no running task to fetch for".to_string()),
+            };
+            let reply = ToWorker::Fetched {
+                id,
+                result: result.map(serde_bytes::ByteBuf::from),
+            };
+            match encode_frame(&reply) {
+                Ok(frame) => {
+                    let _ = tx.send(frame);
+                }
+                Err(e) => {
+                    let reply = ToWorker::Fetched {
+                        id,
+                        result: Err(format!(
+                            "object {key} is too large to send to a worker: {e}"
+                        )),
+                    };
+                    if let Ok(frame) = encode_frame(&reply) {
+                        let _ = tx.send(frame);
+                    }
+                }
+            }
+        });
+    }
+
+    fn on_exit(
+        &mut self,
+        id: u32,
+        status: Option<std::process::ExitStatus>,
+        stderr_tail: String,
+        error: Option<String>,
+    ) {
+        let Some(s) = self.slot_index(id) else { return };
+        let slot = self.slots.swap_remove(s);
+        if !slot.ready && slot.killing.is_none() {
+            self.startup_failures += 1;
+            self.last_error = Some(format!(
+                "worker {id} exited before it was ready ({}): {}",
+                describe_status(status),
+                stderr_tail.trim()
+            ));
+        }
+        tracing::debug!(worker = id, status = %describe_status(status), ?error, "worker exited");
+        let mut inflight = slot.inflight;
+        if let Some(head) = inflight.pop_front() {
+            if let Some(job) = self.jobs.get_mut(&head.pending.job) {
+                job.running = job.running.saturating_sub(1);
+                let spec = job.spec.clone();
+                let (kind, message) = match &slot.killing {
+                    Some(KillReason::Timeout(limit)) => (
+                        TaskErrorKind::Timeout,
+                        format!("ran longer than its timeout of {limit:?}; its worker was killed"),
+                    ),
+                    Some(KillReason::Protocol(why)) => (
+                        TaskErrorKind::Lost,
+                        format!("the worker broke the protocol ({why}) and was replaced"),
+                    ),
+                    Some(KillReason::Cancel) => {
+                        (TaskErrorKind::Cancelled, "the job was cancelled".into())
+                    }
+                    None => (
+                        TaskErrorKind::Crash,
+                        format!("the worker process died ({})", describe_status(status)),
+                    ),
+                };
+                let mut e = task_error(&spec, &head.pending, kind, message);
+                if let Some(status) = status {
+                    e.exit_code = status.code();
+                    e.signal = std::os::unix::process::ExitStatusExt::signal(&status);
+                }
+                if kind == TaskErrorKind::Crash {
+                    e.stderr_tail = Some(stderr_tail.clone());
+                }
+                let started = Some(slot.head_started_at);
+                self.settle(head.pending, Outcome::Err(e), started, Some(id));
+            }
+        }
+        // Tasks queued behind the head never started: they go back to the front of the queue.
+        for f in inflight.into_iter().rev() {
+            if let Some(job) = self.jobs.get_mut(&f.pending.job) {
+                job.running = job.running.saturating_sub(1);
+                self.queue.push_front(f.pending);
+            }
+        }
+        if self.startup_failures >= MAX_STARTUP_FAILURES {
+            self.fail_all_queued();
+        } else if self.slots.len() < self.size {
+            self.spawn_slot();
+        }
+    }
+
+    /// Fails every queued and delayed task: workers cannot start.
+    fn fail_all_queued(&mut self) {
+        let why = self
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "worker processes cannot start".into());
+        tracing::error!("failing queued tasks: {why}");
+        let mut all: Vec<Pending> = self.queue.drain(..).collect();
+        all.extend(self.delayed_items.drain().map(|(_, p)| p));
+        self.delayed.clear();
+        for p in all {
+            let Some(job) = self.jobs.get(&p.job) else {
+                continue;
+            };
+            let e = task_error(
+                &job.spec,
+                &p,
+                TaskErrorKind::Lost,
+                format!("no worker could run it: {why}"),
+            );
+            self.finish(p, Outcome::Err(e), None, None);
+        }
+    }
+
+    fn kill(&mut self, s: usize, reason: KillReason) {
+        let slot = &mut self.slots[s];
+        if slot.killing.is_none() {
+            tracing::debug!(worker = slot.process.id, ?reason, "killing worker");
+            slot.killing = Some(reason);
+            slot.process.kill();
+        }
+    }
+
+    fn cancel(&mut self, job: &str) -> u64 {
+        let Some((key, _)) = self.jobs.get_key_value(job) else {
+            return 0;
+        };
+        let key = key.clone();
+        let mut stopped: Vec<Pending> = Vec::new();
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|p| p.job == key);
+        self.queue = rest;
+        stopped.extend(mine);
+        let delayed_keys: Vec<u64> = self
+            .delayed_items
+            .iter()
+            .filter(|(_, p)| p.job == key)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in delayed_keys {
+            if let Some(p) = self.delayed_items.remove(&k) {
+                stopped.push(p);
+            }
+        }
+        for s in 0..self.slots.len() {
+            let slot = &mut self.slots[s];
+            let mut i = 0;
+            let mut hit = false;
+            while i < slot.inflight.len() {
+                if slot.inflight[i].pending.job == key {
+                    if let Some(f) = slot.inflight.remove(i) {
+                        stopped.push(f.pending);
+                    }
+                    hit = true;
+                } else {
+                    i += 1;
+                }
+            }
+            if hit {
+                // Its other tasks (of other jobs) are requeued when the exit is seen.
+                self.kill(s, KillReason::Cancel);
+            }
+        }
+        let n = stopped.len() as u64;
+        for p in stopped {
+            let Some(job) = self.jobs.get(&p.job) else {
+                continue;
+            };
+            let e = task_error(
+                &job.spec,
+                &p,
+                TaskErrorKind::Cancelled,
+                "the job was cancelled".into(),
+            );
+            self.finish(p, Outcome::Err(e), None, None);
+        }
+        n
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let retry = self.delayed.peek().map(|Reverse((at, _))| *at);
+        let timeouts = self
+            .slots
+            .iter()
+            .filter(|s| s.killing.is_none())
+            .filter_map(|s| {
+                let head = s.inflight.front()?;
+                let limit = self.jobs.get(&head.pending.job)?.spec.options.timeout?;
+                Some(s.head_since + limit)
+            });
+        retry.into_iter().chain(timeouts).min()
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, key))) = self.delayed.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(p) = self.delayed_items.remove(&key) {
+                self.queue.push_back(p);
+            }
+        }
+        for s in 0..self.slots.len() {
+            let slot = &self.slots[s];
+            if slot.killing.is_some() {
+                continue;
+            }
+            let limit = slot
+                .inflight
+                .front()
+                .and_then(|h| self.jobs.get(&h.pending.job))
+                .and_then(|j| j.spec.options.timeout);
+            if let Some(limit) = limit
+                && slot.head_since + limit <= now
+            {
+                self.kill(s, KillReason::Timeout(limit));
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for s in 0..self.slots.len() {
+            self.slots[s].process.kill();
+        }
+        let jobs: Vec<Arc<str>> = self.jobs.keys().cloned().collect();
+        for job in jobs {
+            self.cancel(&job);
+        }
+        self.slots.clear();
+    }
+}
+
+async fn fetch(storage: &Storage, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, String> {
+    use object_store::ObjectStoreExt;
+    let path = object_store::path::Path::from(key);
+    let span = tracing::debug_span!("worker.fetch", key, ?range);
+    let result = async {
+        match range {
+            Some((start, end)) => storage.store().get_range(&path, start..end).await,
+            None => storage.store().get(&path).await?.bytes().await,
+        }
+    }
+    .instrument(span)
+    .await;
+    result
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("cannot read {key}: {e}"))
+}
+
+fn task_error(spec: &JobSpec, p: &Pending, kind: TaskErrorKind, message: String) -> TaskError {
+    let mut e = TaskError::new(kind, message);
+    e.function = spec.function.clone();
+    e.job = spec.id.clone();
+    e.task = p.task;
+    e.attempt = p.attempt;
+    e
+}
+
+fn describe_status(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+            _ => "unknown exit".into(),
+        },
+        None => "exit status unknown".into(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGBUS => " (SIGBUS)",
+        _ => "",
+    }
+}

@@ -1,0 +1,164 @@
+//! One worker process as the client sees it: spawning it, feeding its stdin, reading its
+//! replies, keeping the tail of its stderr, and reporting how it exited.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+use crate::protocol::{FromWorker, MAX_FRAME, decode_body};
+use crate::worker::{WORKER_ENV, WORKER_MODE};
+
+/// How much of a worker's stderr is kept for task errors.
+const TAIL_BYTES: usize = 8 * 1024;
+
+/// What a worker process reports to the pool.
+#[derive(Debug)]
+pub(crate) enum WorkerEvent {
+    /// A message from worker `id`.
+    Message(u32, FromWorker),
+    /// Worker `id` exited (or its pipes broke).
+    Exited {
+        id: u32,
+        status: Option<ExitStatus>,
+        stderr_tail: String,
+        error: Option<String>,
+    },
+}
+
+/// The client's handle on one worker process.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    pub(crate) id: u32,
+    pub(crate) pid: Option<u32>,
+    pub(crate) tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl WorkerProcess {
+    /// Kills the process (SIGKILL); its `Exited` event follows.
+    pub(crate) fn kill(&self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: sending a signal to a child we spawned and have not yet reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Starts worker `id` from `exe` and the tasks that serve its pipes.
+pub(crate) fn spawn_worker(
+    id: u32,
+    exe: &Path,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) -> std::io::Result<WorkerProcess> {
+    let mut child = Command::new(exe)
+        .env(WORKER_ENV, WORKER_MODE)
+        .env("REDWOOD_WORKER_ID", id.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id();
+    let (stdin, stdout, stderr) =
+        match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+            (Some(i), Some(o), Some(e)) => (i, o, e),
+            _ => return Err(std::io::Error::other("worker pipes were not created")),
+        };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_loop(stdin, rx));
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
+    let stderr_task = tokio::spawn(stderr_loop(id, stderr, tail.clone()));
+    tokio::spawn(async move {
+        let error = read_loop(id, stdout, &events).await.err();
+        let status = child.wait().await.ok();
+        // Let the stderr reader drain what the process wrote last.
+        let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
+        let stderr_tail = {
+            let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            String::from_utf8_lossy(&t.iter().copied().collect::<Vec<u8>>()).into_owned()
+        };
+        let _ = events.send(WorkerEvent::Exited {
+            id,
+            status,
+            stderr_tail,
+            error: error.map(|e| e.to_string()),
+        });
+    });
+    Ok(WorkerProcess { id, pid, tx })
+}
+
+/// Writes queued frames to the worker's stdin, many per write when they pile up.
+async fn write_loop(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(mut buf) = rx.recv().await {
+        while buf.len() < (1 << 20) {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if stdin.write_all(&buf).await.is_err() || stdin.flush().await.is_err() {
+            return; // the reader sees the exit
+        }
+    }
+}
+
+/// Reads reply frames until the pipe closes.
+async fn read_loop(
+    id: u32,
+    stdout: ChildStdout,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(1 << 16, stdout);
+    loop {
+        let mut len = [0u8; 4];
+        match reader.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("worker sent a {len}-byte frame"),
+            ));
+        }
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).await?;
+        let msg: FromWorker = decode_body(&body)?;
+        if events.send(WorkerEvent::Message(id, msg)).is_err() {
+            return Ok(()); // the pool is gone
+        }
+    }
+}
+
+/// Forwards the worker's stderr lines to ours and keeps the tail.
+async fn stderr_loop(id: u32, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<u8>>>) {
+    let mut lines = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        {
+            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            for &b in &line {
+                if t.len() == TAIL_BYTES {
+                    t.pop_front();
+                }
+                t.push_back(b);
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        tracing::info!(target: "redwood::worker", worker = id, "{}", text.trim_end());
+    }
+}

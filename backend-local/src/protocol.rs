@@ -1,0 +1,106 @@
+//! The messages between the client and a worker process, framed as a little-endian `u32`
+//! length and a bincode body. Tasks go down the worker's stdin; replies come up a private pipe.
+
+use std::io::{self, Read, Write};
+
+use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
+use serde::{Deserialize, Serialize};
+
+/// The largest frame either side accepts (1 GiB plus headroom).
+pub const MAX_FRAME: usize = (1 << 30) + (1 << 20);
+
+/// Client → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Run a task; `seq` comes back in its `Done`.
+    Run {
+        /// Dispatch sequence number.
+        seq: u64,
+        /// The task.
+        envelope: TaskEnvelope,
+    },
+    /// The answer to a `Fetch`.
+    Fetched {
+        /// The fetch request id.
+        id: u64,
+        /// The bytes, or why they could not be read.
+        result: Result<serde_bytes::ByteBuf, String>,
+    },
+}
+
+/// Worker → client.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The worker started and knows its binary.
+    Ready {
+        /// Its process id.
+        pid: u32,
+        /// The sha256 of its executable.
+        binary: String,
+    },
+    /// A task finished; tasks finish in the order they were sent.
+    Done {
+        /// The dispatch sequence number of the task.
+        seq: u64,
+        /// The outcome.
+        outcome: Outcome,
+    },
+    /// The running task needs an object from storage (a broadcast value, a result).
+    Fetch {
+        /// Request id, echoed in `Fetched`.
+        id: u64,
+        /// The object key.
+        key: String,
+        /// The byte range, or the whole object.
+        range: Option<(u64, u64)>,
+    },
+}
+
+/// Encodes a message as one frame.
+pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(msg, &mut frame, bincode::config::standard())
+        .map_err(io::Error::other)?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message of {len} bytes is larger than the {MAX_FRAME}-byte frame limit"),
+        ));
+    }
+    frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(frame)
+}
+
+/// Decodes a frame body.
+pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> io::Result<T> {
+    bincode::serde::decode_from_slice(body, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one frame body (blocking); `None` at a clean end of stream.
+pub fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+/// Writes one message and flushes (blocking).
+pub fn write_message<T: Serialize>(writer: &mut impl Write, msg: &T) -> io::Result<()> {
+    writer.write_all(&encode_frame(msg)?)?;
+    writer.flush()
+}

@@ -1,0 +1,164 @@
+//! The worker side: the loop a worker process runs when the local backend starts it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::ops::Range;
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use redwood_core::raw::binary::current_binary_hash;
+use redwood_core::raw::envelope::TaskEnvelope;
+use redwood_core::raw::worker::{WorkerIo, execute, install_panic_hook, install_worker_io};
+use redwood_core::{Error, ErrorKind, Result};
+
+use crate::protocol::{FromWorker, ToWorker, decode_body, read_frame, write_message};
+
+/// The environment variable whose value `local` starts a process as a local worker.
+pub const WORKER_ENV: &str = "REDWOOD_WORKER";
+/// The value of [`WORKER_ENV`] for local workers.
+pub const WORKER_MODE: &str = "local";
+
+struct Channel {
+    reader: BufReader<File>,
+    writer: BufWriter<File>,
+    /// Tasks read while a fetch waited for its answer.
+    queued: VecDeque<(u64, TaskEnvelope)>,
+    next_fetch: u64,
+}
+
+impl Channel {
+    fn read(&mut self) -> std::io::Result<Option<ToWorker>> {
+        match read_frame(&mut self.reader)? {
+            Some(body) => decode_body(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_task(&mut self) -> std::io::Result<Option<(u64, TaskEnvelope)>> {
+        if let Some(t) = self.queued.pop_front() {
+            return Ok(Some(t));
+        }
+        loop {
+            match self.read()? {
+                Some(ToWorker::Run { seq, envelope }) => return Ok(Some((seq, envelope))),
+                Some(ToWorker::Fetched { .. }) => continue, // an answer nobody waits for
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+struct PipeIo(Arc<Mutex<Channel>>);
+
+impl WorkerIo for PipeIo {
+    fn fetch(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let broken = |e: std::io::Error| {
+            Error::new(
+                ErrorKind::Backend,
+                "the pipe to the client broke during a fetch",
+            )
+            .with_context("key", key)
+            .with_source(e)
+        };
+        let mut ch = self
+            .0
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "worker channel lock poisoned"))?;
+        let id = ch.next_fetch;
+        ch.next_fetch += 1;
+        let request = FromWorker::Fetch {
+            id,
+            key: key.to_string(),
+            range: range.map(|r| (r.start, r.end)),
+        };
+        write_message(&mut ch.writer, &request).map_err(broken)?;
+        loop {
+            match ch.read().map_err(broken)? {
+                Some(ToWorker::Fetched { id: got, result }) if got == id => {
+                    return result.map(|b| Bytes::from(b.into_vec())).map_err(|msg| {
+                        Error::new(ErrorKind::Storage, msg).with_context("key", key)
+                    });
+                }
+                Some(ToWorker::Fetched { .. }) => continue,
+                Some(ToWorker::Run { seq, envelope }) => ch.queued.push_back((seq, envelope)),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        "the client closed the pipe during a fetch",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether this process was started as a local worker.
+pub fn is_worker() -> bool {
+    std::env::var(WORKER_ENV).is_ok_and(|v| v == WORKER_MODE)
+}
+
+/// Serves tasks on stdin until the client closes it, then exits the process.
+///
+/// The reply pipe is a duplicate of the original stdout; stdout itself is pointed at stderr so
+/// that `println!` in a remote function cannot corrupt the protocol.
+pub fn serve() -> ! {
+    // SAFETY: plain fd duplication at start-up, before any other thread uses stdout.
+    let reply_fd = unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            eprintln!("redwood worker: cannot set up its reply pipe");
+            std::process::exit(70);
+        }
+        fd
+    };
+    // SAFETY: fd 0 and `reply_fd` are open and owned by nothing else from here on.
+    let (stdin, reply) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(reply_fd)) };
+    install_panic_hook();
+    let binary = match current_binary_hash() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("redwood worker: {e}");
+            std::process::exit(70);
+        }
+    };
+    let channel = Arc::new(Mutex::new(Channel {
+        reader: BufReader::with_capacity(1 << 16, stdin),
+        writer: BufWriter::with_capacity(1 << 16, reply),
+        queued: VecDeque::new(),
+        next_fetch: 0,
+    }));
+    install_worker_io(Box::new(PipeIo(channel.clone())));
+    let exit_code = match run(&channel, binary) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("redwood worker: {e}");
+            71
+        }
+    };
+    std::process::exit(exit_code)
+}
+
+fn run(channel: &Mutex<Channel>, binary: &str) -> std::io::Result<()> {
+    let lock = || {
+        channel
+            .lock()
+            .map_err(|_| std::io::Error::other("worker channel lock poisoned"))
+    };
+    write_message(
+        &mut lock()?.writer,
+        &FromWorker::Ready {
+            pid: std::process::id(),
+            binary: binary.to_string(),
+        },
+    )?;
+    loop {
+        let next = lock()?.next_task()?;
+        let Some((seq, envelope)) = next else {
+            return Ok(());
+        };
+        let outcome = execute(&envelope, binary);
+        write_message(&mut lock()?.writer, &FromWorker::Done { seq, outcome })?;
+    }
+}

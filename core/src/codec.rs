@@ -1,0 +1,95 @@
+//! The one place that knows how values become bytes: bincode 2 through serde, and a format
+//! version byte in front of every stored object so the format can change later.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The version byte written in front of every object Redwood stores.
+pub const FORMAT_VERSION: u8 = 1;
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a value (no version byte; for values nested inside a versioned object).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| Error::codec(std::any::type_name::<T>(), e))
+}
+
+/// Appends the encoding of a value to `out`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| Error::codec(std::any::type_name::<T>(), e))
+}
+
+/// Decodes a value written by [`encode`]; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| Error::codec(std::any::type_name::<T>(), e))?;
+    if used != bytes.len() {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "{} trailing bytes after a value of {}",
+                bytes.len() - used,
+                std::any::type_name::<T>()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// Encodes a value for storage: the version byte, then the value.
+pub fn encode_versioned<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![FORMAT_VERSION];
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a stored object written by [`encode_versioned`], checking its version byte.
+pub fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    decode(check_version(bytes)?)
+}
+
+/// Checks the version byte of a stored object and returns the bytes after it.
+pub fn check_version(bytes: &[u8]) -> Result<&[u8]> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => Ok(rest),
+        Some((v, _)) => Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "stored object has format version {v}, this build reads version {FORMAT_VERSION}"
+            ),
+        )),
+        None => Err(Error::new(ErrorKind::Codec, "stored object is empty")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let v = (1u64, "two".to_string(), vec![3.0f64]);
+        let bytes = encode_versioned(&v).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let back: (u64, String, Vec<f64>) = decode_versioned(&bytes).unwrap();
+        assert_eq!(back, v);
+
+        let mut wrong = bytes.clone();
+        wrong[0] = 9;
+        let err = decode_versioned::<(u64, String, Vec<f64>)>(&wrong).unwrap_err();
+        assert!(err.to_string().contains("format version 9"), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode(&7u32).unwrap();
+        bytes.push(0);
+        assert_eq!(decode::<u32>(&bytes).unwrap_err().kind(), ErrorKind::Codec);
+    }
+}

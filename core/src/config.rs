@@ -1,0 +1,194 @@
+//! Configuration with figment: defaults → `Redwood.toml` (profile from `REDWOOD_PROFILE`) →
+//! `REDWOOD_*` environment → the builder. Errors name the key, the value and where it came from.
+
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Profile};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The environment variable that selects the profile.
+pub const PROFILE_ENV: &str = "REDWOOD_PROFILE";
+/// The environment variable that names the config file (default: `Redwood.toml`, searched in
+/// the working directory and its parents).
+pub const CONFIG_FILE_ENV: &str = "REDWOOD_CONFIG";
+
+/// The keys `REDWOOD_*` environment variables may set.
+const ENV_KEYS: &[&str] = &["backend", "storage", "namespace", "workers", "progress"];
+
+/// Redwood's configuration: which backend, which storage, and their settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The compute backend: `local` (default).
+    pub backend: String,
+    /// The storage URL: `file://<folder>` (default `file://.redwood`) or `memory://`.
+    pub storage: String,
+    /// A prefix inside the storage, so several programs can share one store.
+    #[serde(default)]
+    pub namespace: String,
+    /// Local backend: how many worker processes (default: the number of cores).
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Show progress bars on long waits when stderr is a terminal (default: true).
+    #[serde(default)]
+    pub progress: Option<bool>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: "local".into(),
+            storage: "file://.redwood".into(),
+            namespace: String::new(),
+            workers: None,
+            progress: None,
+        }
+    }
+}
+
+/// A loaded configuration and the record of where each value came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The values.
+    pub config: Config,
+    figment: Figment,
+}
+
+impl LoadedConfig {
+    /// Loads from the defaults, the config file, the selected profile and the environment.
+    pub fn load() -> Result<LoadedConfig> {
+        let file = std::env::var_os(CONFIG_FILE_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("Redwood.toml"));
+        let profile = std::env::var(PROFILE_ENV).unwrap_or_else(|_| "default".into());
+        Self::load_from(Some(file), &profile, true)
+    }
+
+    /// Loads from an optional file and profile; `env` says whether `REDWOOD_*` variables apply.
+    pub fn load_from(file: Option<PathBuf>, profile: &str, env: bool) -> Result<LoadedConfig> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut file_shown = String::from("(no file)");
+        if let Some(file) = &file {
+            file_shown = file.display().to_string();
+            figment = figment.merge(Toml::file(file).nested());
+        }
+        if env {
+            figment = figment.merge(Env::prefixed("REDWOOD_").only(ENV_KEYS).global());
+        }
+        let profile = Profile::new(profile);
+        if profile != Profile::Default && !figment.profiles().any(|p| p == profile) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("profile `{profile}` is not defined in {file_shown}"),
+            )
+            .with_context("from", PROFILE_ENV));
+        }
+        let figment = figment.select(profile);
+        let config: Config = figment.extract().map_err(config_error)?;
+        Ok(LoadedConfig { config, figment })
+    }
+
+    /// A loaded config from plain values (for builders and tests).
+    pub fn from_config(config: Config) -> LoadedConfig {
+        let figment = Figment::from(Serialized::defaults(&config));
+        LoadedConfig { config, figment }
+    }
+
+    /// Where the value of `key` came from, e.g. "`Redwood.toml` TOML file" or "`REDWOOD_`
+    /// environment variable(s)".
+    pub fn origin(&self, key: &str) -> String {
+        let profile = self.figment.profile().to_string();
+        let Some(meta) = self.figment.find_metadata(key) else {
+            return "the built-in defaults".into();
+        };
+        match &meta.source {
+            Some(source) => format!("{} {source} (profile `{profile}`)", meta.name),
+            None => format!("{} (profile `{profile}`)", meta.name),
+        }
+    }
+
+    /// An error about `key`'s value, naming where it came from.
+    pub fn error(&self, key: &'static str, value: &str, why: impl std::fmt::Display) -> Error {
+        Error::new(ErrorKind::Config, why.to_string())
+            .with_context("key", key)
+            .with_context("value", format!("`{value}`"))
+            .with_context("from", self.origin(key))
+    }
+}
+
+fn config_error(err: figment::Error) -> Error {
+    let mut messages = Vec::new();
+    for e in err {
+        messages.push(e.to_string());
+    }
+    Error::new(ErrorKind::Config, messages.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("Redwood.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_said() {
+        let c = LoadedConfig::load_from(None, "default", false).unwrap();
+        assert_eq!(c.config, Config::default());
+        assert_eq!(c.origin("backend"), "the built-in defaults");
+    }
+
+    #[test]
+    fn profile_overrides_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            &dir,
+            "[default]\nstorage = \"memory://\"\nworkers = 3\n[fast]\nworkers = 8\n",
+        );
+        let c = LoadedConfig::load_from(Some(file.clone()), "fast", false).unwrap();
+        assert_eq!(c.config.workers, Some(8));
+        assert_eq!(c.config.storage, "memory://");
+        assert!(
+            c.origin("workers").contains("Redwood.toml"),
+            "{}",
+            c.origin("workers")
+        );
+        assert!(c.origin("workers").contains("`fast`"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, "[default]\nworkerz = 3\n");
+        let err = LoadedConfig::load_from(Some(file), "default", false).unwrap_err();
+        let s = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(s.contains("workerz") && s.contains("Redwood.toml"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, "[default]\nworkers = \"many\"\n");
+        let s = LoadedConfig::load_from(Some(file), "default", false)
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("workers") && s.contains("many"), "{s}");
+    }
+
+    #[test]
+    fn missing_profile_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, "[default]\nworkers = 1\n");
+        let s = LoadedConfig::load_from(Some(file), "azure", false)
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("profile `azure`"), "{s}");
+    }
+}

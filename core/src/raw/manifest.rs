@@ -1,0 +1,63 @@
+//! The job manifest, `jobs/<job>/job.json`: what a reader needs to make sense of a job.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::FORMAT_VERSION;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::backend::JobSpec;
+
+/// The manifest of a job, stored as JSON so people and tools can read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobManifest {
+    /// The storage format version.
+    pub format: u8,
+    /// The job.
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// The backend that ran it.
+    pub backend: String,
+    /// The storage URL (secrets removed).
+    pub storage: String,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+impl JobManifest {
+    /// The manifest of a job submitted now.
+    pub fn new(spec: &JobSpec, backend: &str, storage: &str) -> Self {
+        let created_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        JobManifest {
+            format: FORMAT_VERSION,
+            spec: spec.clone(),
+            backend: backend.to_string(),
+            storage: storage.to_string(),
+            created_unix_ms,
+        }
+    }
+
+    /// The JSON text.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| Error::codec("job manifest", e))
+    }
+
+    /// Parses the JSON text and checks the format version.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let m: JobManifest =
+            serde_json::from_slice(bytes).map_err(|e| Error::codec("job manifest", e))?;
+        if m.format != FORMAT_VERSION {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "job {} has format version {}, this build reads version {FORMAT_VERSION}",
+                    m.spec.id, m.format
+                ),
+            ));
+        }
+        Ok(m)
+    }
+}

@@ -1,0 +1,12 @@
+//! What backend authors use: the backend contract, envelopes, packed objects, the function
+//! registry and the worker runtime. Users rarely need this module.
+
+pub mod backend;
+pub mod binary;
+pub mod envelope;
+pub mod events;
+pub mod factory;
+pub mod manifest;
+pub mod pack;
+pub mod registry;
+pub mod worker;

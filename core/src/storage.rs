@@ -1,0 +1,329 @@
+//! Object storage: opening a store from a URL, and the key layout every reader and writer shares
+//! (DESIGN §3). All access goes through `Arc<dyn ObjectStore>`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// An object store plus the root prefix Redwood writes under.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    root: Path,
+    shared_between_processes: bool,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("url", &self.url)
+            .field("root", &self.root.as_ref())
+            .finish()
+    }
+}
+
+/// Named in-memory stores of this process, so two sessions on `memory://name` see the same data.
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+impl Storage {
+    /// Opens the store a URL names: `file://<folder>` (relative to the working directory, or
+    /// absolute as `file:///abs`), or `memory://[name]` (this process only).
+    pub fn open(url: &str) -> Result<Storage> {
+        let bad = |why: String| {
+            Error::new(ErrorKind::Config, why)
+                .with_operation("Storage::open")
+                .with_context("storage", url)
+        };
+        if let Some(rest) = url.strip_prefix("file://") {
+            if rest.is_empty() {
+                return Err(bad(
+                    "a file:// URL needs a folder, e.g. file://.redwood".into()
+                ));
+            }
+            let folder = std::path::absolute(rest)
+                .map_err(|e| bad(format!("cannot resolve folder `{rest}`: {e}")))?;
+            std::fs::create_dir_all(&folder).map_err(|e| {
+                bad(format!(
+                    "cannot create storage folder {}: {e}",
+                    folder.display()
+                ))
+            })?;
+            let fs =
+                object_store::local::LocalFileSystem::new_with_prefix(&folder).map_err(|e| {
+                    bad(format!(
+                        "cannot open storage folder {}: {e}",
+                        folder.display()
+                    ))
+                })?;
+            Ok(Storage {
+                store: Arc::new(fs),
+                url: url.to_string(),
+                root: Path::default(),
+                shared_between_processes: true,
+            })
+        } else if let Some(name) = url.strip_prefix("memory://") {
+            let store = memory_stores()
+                .lock()
+                .map_err(|_| bad("memory store registry is poisoned".into()))?
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(InMemory::new()))
+                .clone();
+            Ok(Storage {
+                store,
+                url: url.to_string(),
+                root: Path::default(),
+                shared_between_processes: false,
+            })
+        } else {
+            let scheme = url.split("://").next().unwrap_or(url);
+            Err(bad(format!(
+                "unsupported storage scheme `{scheme}`: this build knows file:// and memory://"
+            )))
+        }
+    }
+
+    /// Wraps any object store; `root` is the prefix Redwood writes under.
+    pub fn from_store(
+        store: Arc<dyn ObjectStore>,
+        url: impl Into<String>,
+        root: &str,
+        shared_between_processes: bool,
+    ) -> Storage {
+        Storage {
+            store,
+            url: url.into(),
+            root: Path::from(root),
+            shared_between_processes,
+        }
+    }
+
+    /// The same store with a different root prefix (a namespace inside it).
+    pub fn with_root(&self, root: &str) -> Storage {
+        Storage {
+            root: Path::from(root),
+            ..self.clone()
+        }
+    }
+
+    /// The underlying object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The URL this storage was opened from (secrets removed).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether another process can read what this process writes (false for `memory://`).
+    pub fn is_shared_between_processes(&self) -> bool {
+        self.shared_between_processes
+    }
+
+    /// The key layout under this storage's root.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            root: self.root.clone(),
+        }
+    }
+
+    /// Writes an object (atomically: readers see the old object or the whole new one).
+    pub async fn put(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<()> {
+        let bytes: Bytes = bytes.into();
+        let span = tracing::debug_span!("store.put", key = %key, len = bytes.len());
+        self.store
+            .put(key, PutPayload::from_bytes(bytes))
+            .instrument(span)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::storage("store.put", key.as_ref(), e))
+    }
+
+    /// Writes an object unless one exists; returns whether it wrote.
+    pub async fn put_if_absent(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::storage("store.head", key.as_ref(), e)),
+        }
+        self.put(key, bytes).await?;
+        Ok(true)
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, key: &Path) -> Result<Bytes> {
+        let span = tracing::debug_span!("store.get", key = %key);
+        async {
+            let got = self.store.get(key).await?;
+            got.bytes().await
+        }
+        .instrument(span)
+        .await
+        .map_err(|e| Error::storage("store.get", key.as_ref(), e))
+    }
+
+    /// Lists the keys under a prefix, sorted.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
+        let span = tracing::debug_span!("store.list", prefix = %prefix);
+        let mut keys: Vec<Path> = self
+            .store
+            .list(Some(prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .instrument(span)
+            .await
+            .map_err(|e| Error::storage("store.list", prefix.as_ref(), e))?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Deletes every object under a prefix; returns how many it deleted.
+    pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
+        let keys = self.list(prefix).await?;
+        for key in &keys {
+            match self.store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::storage("store.delete", key.as_ref(), e)),
+            }
+        }
+        Ok(keys.len())
+    }
+}
+
+/// The storage layout (DESIGN §3): where each kind of object lives under the root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: Path,
+}
+
+impl Layout {
+    fn key(&self, parts: &[&str]) -> Path {
+        let mut path = self.root.clone();
+        for part in parts {
+            path = path.clone().join(*part);
+        }
+        path
+    }
+
+    /// `<root>/bin/<sha256>`: an uploaded executable.
+    pub fn binary(&self, sha256: &str) -> Path {
+        self.key(&["bin", sha256])
+    }
+
+    /// `<root>/bcast/<sha256>`: a broadcast value.
+    pub fn broadcast(&self, sha256: &str) -> Path {
+        self.key(&["bcast", sha256])
+    }
+
+    /// `<root>/bcast/`: the prefix of every broadcast value.
+    pub fn broadcasts(&self) -> Path {
+        self.key(&["bcast"])
+    }
+
+    /// `<root>/jobs/`: the prefix of every job.
+    pub fn jobs(&self) -> Path {
+        self.key(&["jobs"])
+    }
+
+    /// `<root>/jobs/<job>/`: the prefix of one job.
+    pub fn job(&self, job: &str) -> Path {
+        self.key(&["jobs", job])
+    }
+
+    /// `<root>/jobs/<job>/job.json`: the job manifest.
+    pub fn manifest(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "job.json"])
+    }
+
+    /// `<root>/jobs/<job>/input`: the job's task inputs, packed.
+    pub fn input(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "input"])
+    }
+
+    /// `<root>/jobs/<job>/tasks/<task>/result`: one task's result.
+    pub fn task_result(&self, job: &str, task: u64) -> Path {
+        self.key(&["jobs", job, "tasks", &task.to_string(), "result"])
+    }
+
+    /// `<root>/jobs/<job>/tasks/<task>/log`: one task's stdout/stderr tail.
+    pub fn task_log(&self, job: &str, task: u64) -> Path {
+        self.key(&["jobs", job, "tasks", &task.to_string(), "log"])
+    }
+
+    /// `<root>/jobs/<job>/tasks/`: the prefix of every per-task object of a job.
+    pub fn tasks(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "tasks"])
+    }
+
+    /// `<root>/jobs/<job>/results/<segment>`: many task results packed in one object.
+    pub fn result_segment(&self, job: &str, segment: u64) -> Path {
+        self.key(&["jobs", job, "results", &format!("{segment:012}")])
+    }
+
+    /// `<root>/jobs/<job>/results/`: the prefix of a job's result segments.
+    pub fn result_segments(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "results"])
+    }
+
+    /// `<root>/jobs/<job>/events`: timing events for stats and the timeline.
+    pub fn events(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "events"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_design() {
+        let s = Storage::open("memory://layout-test")
+            .unwrap()
+            .with_root("ns");
+        let l = s.layout();
+        assert_eq!(l.manifest("j1").as_ref(), "ns/jobs/j1/job.json");
+        assert_eq!(l.input("j1").as_ref(), "ns/jobs/j1/input");
+        assert_eq!(l.task_result("j1", 3).as_ref(), "ns/jobs/j1/tasks/3/result");
+        assert_eq!(l.broadcast("ab").as_ref(), "ns/bcast/ab");
+        assert_eq!(
+            l.result_segment("j1", 2).as_ref(),
+            "ns/jobs/j1/results/000000000002"
+        );
+    }
+
+    #[test]
+    fn unknown_scheme_names_the_url() {
+        let err = Storage::open("ftp://x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("ftp://x"), "{err}");
+        assert!(err.to_string().contains("`ftp`"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn file_store_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("store").display());
+        let s = Storage::open(&url).unwrap();
+        let key = s.layout().manifest("j");
+        s.put(&key, Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(s.get(&key).await.unwrap(), Bytes::from_static(b"{}"));
+        assert!(!s.put_if_absent(&key, Bytes::new()).await.unwrap());
+        assert_eq!(s.list(&s.layout().jobs()).await.unwrap().len(), 1);
+        assert_eq!(s.delete_prefix(&s.layout().jobs()).await.unwrap(), 1);
+        let missing = s.get(&key).await.unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,590 @@
+//! [`Job<T>`]: the tasks of one `map`, and every way to get their results.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::backend::{CancelRequest, EventStream, Finished, JobSpec, TaskEvent, TaskInput};
+use crate::raw::envelope::Outcome;
+use crate::raw::events::write_events;
+use crate::raw::manifest::JobManifest;
+use crate::raw::pack::read_pack;
+use crate::types::progress::Progress;
+use crate::types::result_ref::{ResultLocation, ResultRef};
+use crate::types::session::Session;
+use crate::types::stats::{JobStats, summarize};
+use crate::types::task_error::{TaskError, TaskErrorKind};
+
+/// How long to wait, in [`Job::wait`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WaitFor {
+    /// Until every task finished.
+    All,
+    /// Until at least one task finished.
+    Any,
+    /// Until this fraction of the tasks finished (0.0 < f ≤ 1.0).
+    Fraction(f64),
+}
+
+/// Where a job stands after a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitSummary {
+    /// Tasks in the job.
+    pub total: u64,
+    /// Tasks finished (successfully or not).
+    pub finished: u64,
+    /// Tasks that failed.
+    pub failed: u64,
+}
+
+/// The tasks of one `map` (or one `call`). Results stream as tasks finish
+/// ([`Job::results`]), or come in task order ([`Job::collect`]), or fold ([`Job::reduce`]).
+/// Dropping a `Job` does not cancel it; its results stay in storage for [`Job::attach`].
+pub struct Job<T> {
+    shared: Arc<JobShared>,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Job<T> {
+    fn clone(&self) -> Self {
+        Job {
+            shared: self.shared.clone(),
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Job<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.shared.state();
+        f.debug_struct("Job")
+            .field("id", &self.shared.spec.id)
+            .field("function", &self.shared.spec.function)
+            .field("finished", &s.finished)
+            .field("total", &self.shared.spec.task_count)
+            .finish()
+    }
+}
+
+pub(crate) struct JobShared {
+    spec: Arc<JobSpec>,
+    session: Session,
+    state: Mutex<JobState>,
+    changed: watch::Sender<u64>,
+}
+
+pub(crate) struct JobState {
+    pub(crate) slots: Vec<Option<Finished>>,
+    /// Task indices in the order they finished.
+    order: Vec<u64>,
+    pub(crate) finished: u64,
+    pub(crate) failed: u64,
+    pub(crate) retries: u64,
+    pub(crate) submitted: Instant,
+    pub(crate) done: Option<Instant>,
+}
+
+impl JobShared {
+    fn state(&self) -> MutexGuard<'_, JobState> {
+        // A panic while holding this lock cannot leave the state half-updated in a way that
+        // matters to readers, so a poisoned lock is taken over.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn total(&self) -> u64 {
+        self.spec.task_count
+    }
+
+    fn apply(&self, event: TaskEvent) {
+        {
+            let mut s = self.state();
+            match event {
+                TaskEvent::Retrying { task, error } => {
+                    s.retries += 1;
+                    tracing::debug!(job = %self.spec.id, task, error = %error, "task will be retried");
+                }
+                TaskEvent::Finished(finished) => {
+                    let task = finished.task;
+                    let Some(slot) = s.slots.get_mut(task as usize) else {
+                        tracing::warn!(job = %self.spec.id, task, "backend reported an unknown task");
+                        return;
+                    };
+                    if slot.is_some() {
+                        // At most one outcome per task: a late duplicate is ignored.
+                        return;
+                    }
+                    let ok = finished.outcome.is_ok();
+                    *slot = Some(*finished);
+                    s.order.push(task);
+                    s.finished += 1;
+                    if !ok {
+                        s.failed += 1;
+                    }
+                    if s.finished == self.total() {
+                        s.done = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Marks every unfinished task as failed with `kind` (used when events stop or on cancel).
+    fn finish_missing(&self, kind: TaskErrorKind, message: &str) {
+        let missing: Vec<u64> = {
+            let s = self.state();
+            (0..self.total())
+                .filter(|&i| s.slots[i as usize].is_none())
+                .collect()
+        };
+        for task in missing {
+            let mut error = TaskError::new(kind, message);
+            error.function = self.spec.function.clone();
+            error.job = self.spec.id.clone();
+            error.task = task;
+            self.apply(TaskEvent::Finished(Box::new(Finished {
+                task,
+                attempt: 0,
+                outcome: Outcome::Err(error),
+                location: ResultLocation {
+                    key: String::new(),
+                    range: None,
+                },
+                started: None,
+                finished: SystemTime::now(),
+                worker: None,
+            })));
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, task: u64) -> Result<T> {
+        let s = self.state();
+        let Some(slot) = s.slots.get(task as usize).and_then(|s| s.as_ref()) else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("task {task} of job {} has not finished", self.spec.id),
+            ));
+        };
+        match &slot.outcome {
+            Outcome::Ok(bytes) => codec::decode(bytes).map_err(|e| {
+                e.with_operation("decode result")
+                    .with_context("job", &self.spec.id)
+                    .with_context("task", task)
+                    .with_context("type", std::any::type_name::<T>())
+            }),
+            Outcome::Err(task_error) => Err(Error::from_task(task_error.clone())),
+        }
+    }
+
+    async fn wait_until(&self, needed: u64, label: &str) {
+        let mut rx = self.changed.subscribe();
+        let mut progress = Progress::new(
+            self.session.progress_enabled(),
+            self.total(),
+            &self.spec.id,
+            label,
+        );
+        loop {
+            let (finished, failed) = {
+                let s = self.state();
+                (s.finished, s.failed)
+            };
+            progress.update(finished, failed);
+            if finished >= needed {
+                progress.finish();
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Job<T> {
+    /// Starts tracking a submitted job from its backend events (and outcomes already known).
+    pub(crate) fn start(
+        session: Session,
+        spec: Arc<JobSpec>,
+        mut events: EventStream,
+        known: Vec<Finished>,
+    ) -> Job<T> {
+        let total = spec.task_count as usize;
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(JobShared {
+            spec,
+            session,
+            state: Mutex::new(JobState {
+                slots: (0..total).map(|_| None).collect(),
+                order: Vec::with_capacity(total),
+                finished: 0,
+                failed: 0,
+                retries: 0,
+                submitted: Instant::now(),
+                done: (total == 0).then(Instant::now),
+            }),
+            changed,
+        });
+        for finished in known {
+            shared.apply(TaskEvent::Finished(Box::new(finished)));
+        }
+        let driver = shared.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                driver.apply(event);
+            }
+            driver.finish_missing(
+                TaskErrorKind::Lost,
+                "the backend stopped reporting before this task finished",
+            );
+            let records: Vec<Finished> = {
+                let s = driver.state();
+                s.slots.iter().flatten().cloned().collect()
+            };
+            let storage = driver.session.storage();
+            if let Err(e) = write_events(storage, &driver.spec.id, &records).await {
+                tracing::warn!(job = %driver.spec.id, error = %e, "could not store job events");
+            }
+        });
+        Job {
+            shared,
+            _marker: PhantomData,
+        }
+    }
+
+    /// Re-opens a job from storage, e.g. after the client process restarted. Finished results
+    /// are read back; on a backend whose tasks stop with the client (`local`), unfinished tasks
+    /// are submitted again from the stored inputs.
+    pub async fn attach(session: &Session, job_id: &str) -> Result<Job<T>> {
+        let storage = session.storage();
+        let layout = storage.layout();
+        let manifest_bytes = storage.get(&layout.manifest(job_id)).await.map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no job `{job_id}` in storage {}", storage.url()),
+                )
+                .with_operation("Job::attach")
+            } else {
+                e
+            }
+        })?;
+        let manifest = JobManifest::from_json(&manifest_bytes)?;
+        let known = read_stored_outcomes(session, &manifest.spec).await?;
+        let backend = session.backend();
+        let missing: Vec<u64> = {
+            let mut done = vec![false; manifest.spec.task_count as usize];
+            for f in &known {
+                if let Some(d) = done.get_mut(f.task as usize) {
+                    *d = true;
+                }
+            }
+            (0..manifest.spec.task_count)
+                .filter(|&i| !done[i as usize])
+                .collect()
+        };
+        tracing::info!(
+            job = job_id,
+            finished = known.len(),
+            missing = missing.len(),
+            "attached"
+        );
+        let mut spec = manifest.spec.clone();
+        let events: EventStream = if missing.is_empty() {
+            Box::pin(futures::stream::empty())
+        } else if backend.capabilities().survives_client {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "backend `{}` cannot yet re-attach to the running tasks of job {job_id}",
+                    backend.name()
+                ),
+            ));
+        } else {
+            // The tasks stopped with the client: run the unfinished ones again.
+            spec.binary = crate::raw::binary::current_binary_hash()?.to_string();
+            let input = storage.get(&layout.input(job_id)).await?;
+            let tasks: Vec<TaskInput> = read_pack(&input)?
+                .into_iter()
+                .filter(|e| missing.binary_search(&e.key).is_ok())
+                .map(|e| TaskInput {
+                    index: e.key,
+                    args: e.bytes,
+                })
+                .collect();
+            let request = crate::raw::backend::SubmitRequest::new(
+                Arc::new(spec.clone()),
+                tasks,
+                storage.clone(),
+            );
+            backend.submit(request).await?.events
+        };
+        Ok(Job::start(session.clone(), Arc::new(spec), events, known))
+    }
+
+    /// The job id (for [`Job::attach`], logs and the storage layout).
+    pub fn id(&self) -> &str {
+        &self.shared.spec.id
+    }
+
+    /// How many tasks the job has.
+    pub fn len(&self) -> u64 {
+        self.shared.total()
+    }
+
+    /// Whether the job has no task.
+    pub fn is_empty(&self) -> bool {
+        self.shared.total() == 0
+    }
+
+    /// The job's description as the backend got it.
+    pub fn spec(&self) -> &JobSpec {
+        &self.shared.spec
+    }
+
+    /// The results as tasks finish (completion order): `(task index, result)`.
+    pub fn results(&self) -> impl Stream<Item = (u64, Result<T>)> + Send + 'static {
+        let shared = self.shared.clone();
+        let rx = shared.changed.subscribe();
+        futures::stream::unfold(
+            (shared, 0usize, rx),
+            |(shared, cursor, mut rx)| async move {
+                loop {
+                    let next = {
+                        let s = shared.state();
+                        if let Some(&task) = s.order.get(cursor) {
+                            Some(Some(task))
+                        } else if s.finished >= shared.total() {
+                            Some(None)
+                        } else {
+                            None
+                        }
+                    };
+                    match next {
+                        Some(Some(task)) => {
+                            let value = shared.decode::<T>(task);
+                            return Some(((task, value), (shared, cursor + 1, rx)));
+                        }
+                        Some(None) => return None,
+                        None => {
+                            if rx.changed().await.is_err() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+
+    /// Every result in task order; the first failed task (lowest index) is the error.
+    pub async fn collect(self) -> Result<Vec<T>> {
+        self.shared.wait_until(self.shared.total(), "collect").await;
+        (0..self.shared.total())
+            .map(|i| self.shared.decode(i))
+            .collect()
+    }
+
+    /// Every result in task order, each its own `Result`.
+    pub async fn collect_outcomes(self) -> Vec<Result<T>> {
+        self.shared.wait_until(self.shared.total(), "collect").await;
+        (0..self.shared.total())
+            .map(|i| self.shared.decode(i))
+            .collect()
+    }
+
+    /// Folds the results as they finish; the first failed task stops the fold with its error.
+    pub async fn reduce<A>(self, init: A, mut op: impl FnMut(A, T) -> A) -> Result<A> {
+        let mut progress = Progress::new(
+            self.shared.session.progress_enabled(),
+            self.len(),
+            self.id(),
+            "reduce",
+        );
+        let mut acc = init;
+        let mut results = std::pin::pin!(self.results());
+        let mut seen = 0;
+        while let Some((_, value)) = results.next().await {
+            acc = op(acc, value?);
+            seen += 1;
+            progress.update(seen, 0);
+        }
+        progress.finish();
+        Ok(acc)
+    }
+
+    /// Waits until `what` is true of the job.
+    pub async fn wait(&self, what: WaitFor) -> Result<WaitSummary> {
+        let total = self.shared.total();
+        let needed = match what {
+            WaitFor::All => total,
+            WaitFor::Any => total.min(1),
+            WaitFor::Fraction(f) if f > 0.0 && f <= 1.0 => ((total as f64) * f).ceil() as u64,
+            WaitFor::Fraction(f) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("WaitFor::Fraction({f}) must be in (0, 1]"),
+                ));
+            }
+        };
+        self.shared.wait_until(needed, "wait").await;
+        Ok(self.summary())
+    }
+
+    /// [`Job::wait`] with a time limit; running out of time is a `Timeout` error.
+    pub async fn wait_timeout(&self, what: WaitFor, limit: Duration) -> Result<WaitSummary> {
+        match tokio::time::timeout(limit, self.wait(what)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let s = self.summary();
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "job {} had {}/{} tasks finished after {limit:?}",
+                        self.id(),
+                        s.finished,
+                        s.total
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Where the job stands now.
+    pub fn summary(&self) -> WaitSummary {
+        let s = self.shared.state();
+        WaitSummary {
+            total: self.shared.total(),
+            finished: s.finished,
+            failed: s.failed,
+        }
+    }
+
+    /// Stops the unfinished tasks; each ends with a `Cancelled` error. Finished results stay.
+    /// Returns how many tasks were stopped.
+    pub async fn cancel(&self) -> Result<u64> {
+        let backend = self.shared.session.backend();
+        if !backend.capabilities().cancel {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("backend `{}` does not support cancel", backend.name()),
+            ));
+        }
+        let span = tracing::info_span!("cancel", job = %self.id());
+        async {
+            let before = self.summary().finished;
+            backend.cancel(CancelRequest::new(self.id())).await?;
+            // The backend reports each stopped task; do not hang if it does not.
+            let all = self.shared.total();
+            let wait = self.shared.wait_until(all, "cancel");
+            if tokio::time::timeout(Duration::from_secs(30), wait)
+                .await
+                .is_err()
+            {
+                self.shared
+                    .finish_missing(TaskErrorKind::Cancelled, "the job was cancelled");
+            }
+            let cancelled = {
+                let st = self.shared.state();
+                st.slots
+                    .iter()
+                    .flatten()
+                    .filter(|f| {
+                        matches!(&f.outcome, Outcome::Err(e) if e.kind == TaskErrorKind::Cancelled)
+                    })
+                    .count() as u64
+            };
+            tracing::info!(finished_before = before, cancelled, "job cancelled");
+            Ok(cancelled)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Counts and timings so far.
+    pub fn stats(&self) -> JobStats {
+        let s = self.shared.state();
+        summarize(&self.shared.spec, &s)
+    }
+
+    /// References to every task's stored result, in task order, once all finished.
+    pub async fn refs(&self) -> Result<Vec<ResultRef<T>>> {
+        self.shared.wait_until(self.shared.total(), "refs").await;
+        let s = self.shared.state();
+        s.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let slot = slot.as_ref().ok_or_else(|| {
+                    Error::new(ErrorKind::Unexpected, format!("task {i} has no outcome"))
+                })?;
+                if slot.location.key.is_empty() {
+                    return Err(Error::from_task(match &slot.outcome {
+                        Outcome::Err(e) => e.clone(),
+                        Outcome::Ok(_) => TaskError::new(TaskErrorKind::Lost, "result not stored"),
+                    }));
+                }
+                Ok(ResultRef::new(
+                    self.shared.spec.id.clone(),
+                    i as u64,
+                    slot.location.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The single result of a one-task job.
+    pub(crate) async fn into_single(self) -> Result<T> {
+        self.shared.wait_until(1, "call").await;
+        self.shared.decode(0)
+    }
+}
+
+/// Reads every stored outcome of a job: packed result segments and per-task result objects.
+async fn read_stored_outcomes(session: &Session, spec: &JobSpec) -> Result<Vec<Finished>> {
+    let storage = session.storage();
+    let layout = storage.layout();
+    let mut known = Vec::new();
+    let now = SystemTime::now();
+    let record = |task: u64, bytes: &[u8], key: String, range| -> Result<Finished> {
+        Ok(Finished {
+            task,
+            attempt: 0,
+            outcome: Outcome::from_stored(bytes)?,
+            location: ResultLocation { key, range },
+            started: None,
+            finished: now,
+            worker: None,
+        })
+    };
+    for key in storage.list(&layout.result_segments(&spec.id)).await? {
+        let bytes = storage.get(&key).await?;
+        for entry in read_pack(&bytes)? {
+            known.push(record(
+                entry.key,
+                &entry.bytes,
+                key.to_string(),
+                Some(entry.range),
+            )?);
+        }
+    }
+    for key in storage.list(&layout.tasks(&spec.id)).await? {
+        let parts: Vec<_> = key.parts().collect();
+        let n = parts.len();
+        if n >= 2
+            && parts[n - 1].as_ref() == "result"
+            && let Ok(task) = parts[n - 2].as_ref().parse::<u64>()
+        {
+            let bytes = storage.get(&key).await?;
+            known.push(record(task, &bytes, key.to_string(), None)?);
+        }
+    }
+    Ok(known)
+}

@@ -1,0 +1,12 @@
+//! What users touch: sessions, jobs, tasks, options, broadcast values and result references.
+
+pub mod broadcast;
+pub mod job;
+pub mod options;
+pub(crate) mod progress;
+pub mod remote;
+pub mod result_ref;
+pub mod session;
+pub mod stats;
+pub mod task;
+pub mod task_error;

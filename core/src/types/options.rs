@@ -1,0 +1,94 @@
+//! [`TaskOptions`]: per-call retries, backoff, timeout and concurrency.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Options for the tasks of one `call` or `map`. Backends declare which they honour; asking a
+/// backend for an option it did not declare is an `Unsupported` error, never silently ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TaskOptions {
+    /// How many times a failed task is run again (0: never).
+    pub retries: u32,
+    /// The wait before the first retry; it doubles on each further retry.
+    pub backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// The longest one attempt may run before its worker is killed.
+    pub timeout: Option<Duration>,
+    /// The most tasks of this job running at once.
+    pub concurrency: Option<usize>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            retries: 0,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            timeout: None,
+            concurrency: None,
+        }
+    }
+}
+
+impl TaskOptions {
+    /// The defaults: no retry, no timeout, no concurrency limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs a failed task up to `retries` more times.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Sets the first backoff (doubled on each retry, capped by `max_backoff`).
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Caps the backoff between attempts.
+    pub fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Kills an attempt that runs longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs at most `limit` tasks of the job at once.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = Some(limit);
+        self
+    }
+
+    /// The wait before attempt `attempt` (1 is the first retry).
+    pub fn backoff_for(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let o = TaskOptions::new()
+            .backoff(Duration::from_millis(10))
+            .max_backoff(Duration::from_millis(50));
+        assert_eq!(o.backoff_for(1), Duration::from_millis(10));
+        assert_eq!(o.backoff_for(2), Duration::from_millis(20));
+        assert_eq!(o.backoff_for(3), Duration::from_millis(40));
+        assert_eq!(o.backoff_for(4), Duration::from_millis(50));
+        assert_eq!(o.backoff_for(40), Duration::from_millis(50));
+    }
+}

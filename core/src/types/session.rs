@@ -1,0 +1,430 @@
+//! [`Session`]: the entry point. It owns a compute backend and a storage, and turns calls of
+//! remote functions into jobs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::codec;
+use crate::config::{Config, LoadedConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::raw::backend::{CleanupRequest, ComputeBackend, JobSpec, SubmitRequest, TaskInput};
+use crate::raw::binary::{current_binary_hash, sha256_hex};
+use crate::raw::factory::build_backend;
+use crate::raw::manifest::JobManifest;
+use crate::raw::pack::PackWriter;
+use crate::storage::Storage;
+use crate::types::broadcast::Broadcast;
+use crate::types::job::Job;
+use crate::types::options::TaskOptions;
+use crate::types::remote::{IntoArgs, RemoteFn};
+use crate::types::result_ref::{ResultRef, decode_stored_result};
+use crate::types::task::Task;
+
+/// A connection to a compute backend and a storage. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn ComputeBackend>,
+    storage: Storage,
+    progress: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("backend", &self.inner.backend.name())
+            .field("storage", &self.inner.storage)
+            .finish()
+    }
+}
+
+/// What [`Session::cleanup`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Stored objects deleted (jobs, results, broadcast values).
+    pub objects_deleted: usize,
+    /// What the backend released, in words.
+    pub released: Vec<String>,
+}
+
+impl Session {
+    /// A session from `Redwood.toml` (profile `REDWOOD_PROFILE`) and `REDWOOD_*` variables;
+    /// with neither, the local backend on `file://.redwood`.
+    pub fn from_config() -> Result<Session> {
+        Session::builder().build()
+    }
+
+    /// A builder that starts from the configuration and lets code override it.
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// The compute backend.
+    pub fn backend(&self) -> &Arc<dyn ComputeBackend> {
+        &self.inner.backend
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    pub(crate) fn progress_enabled(&self) -> bool {
+        self.inner.progress
+    }
+
+    /// Runs `f(args)` as one remote task. The returned [`Task`] is a future of the result; the
+    /// task is submitted at once, whether or not the future is polled.
+    pub fn call<F, Args, Out, I>(&self, f: RemoteFn<F, Args, Out>, args: I) -> Task<Out>
+    where
+        Args: Serialize + Send + 'static,
+        Out: DeserializeOwned + Send + 'static,
+        I: IntoArgs<Args>,
+        F: Send + Sync + 'static,
+    {
+        self.call_with(f, args, TaskOptions::default())
+    }
+
+    /// [`Session::call`] with options (retries, timeout).
+    pub fn call_with<F, Args, Out, I>(
+        &self,
+        f: RemoteFn<F, Args, Out>,
+        args: I,
+        options: TaskOptions,
+    ) -> Task<Out>
+    where
+        Args: Serialize + Send + 'static,
+        Out: DeserializeOwned + Send + 'static,
+        I: IntoArgs<Args>,
+        F: Send + Sync + 'static,
+    {
+        let encoded = codec::encode(&args.into_args());
+        let session = self.clone();
+        let (id, signature) = (f.id(), f.signature());
+        Task::spawn(async move {
+            let job = session
+                .submit::<Out>(id, signature, vec![encoded?], options)
+                .await?;
+            job.into_single().await
+        })
+    }
+
+    /// Runs `f` once per item, in parallel. Returns once every task is submitted; the [`Job`]
+    /// then streams, collects or reduces the results.
+    pub async fn map<F, Args, Out, It>(
+        &self,
+        f: RemoteFn<F, Args, Out>,
+        items: It,
+    ) -> Result<Job<Out>>
+    where
+        Args: Serialize,
+        Out: DeserializeOwned + Send + 'static,
+        It: IntoIterator,
+        It::Item: IntoArgs<Args>,
+    {
+        self.map_with(f, items, TaskOptions::default()).await
+    }
+
+    /// [`Session::map`] with options (retries, timeout, concurrency limit).
+    pub async fn map_with<F, Args, Out, It>(
+        &self,
+        f: RemoteFn<F, Args, Out>,
+        items: It,
+        options: TaskOptions,
+    ) -> Result<Job<Out>>
+    where
+        Args: Serialize,
+        Out: DeserializeOwned + Send + 'static,
+        It: IntoIterator,
+        It::Item: IntoArgs<Args>,
+    {
+        let encoded = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                codec::encode(&item.into_args())
+                    .map_err(|e| e.with_context("function", f.id()).with_context("task", i))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.submit(f.id(), f.signature(), encoded, options).await
+    }
+
+    async fn submit<Out>(
+        &self,
+        function: &'static str,
+        signature: u64,
+        args: Vec<Vec<u8>>,
+        options: TaskOptions,
+    ) -> Result<Job<Out>>
+    where
+        Out: DeserializeOwned + Send + 'static,
+    {
+        let spec = Arc::new(JobSpec {
+            id: new_job_id(function),
+            function: function.to_string(),
+            signature,
+            binary: current_binary_hash()?.to_string(),
+            task_count: args.len() as u64,
+            options,
+        });
+        let span = tracing::info_span!("map", job = %spec.id, function, tasks = spec.task_count);
+        async {
+            let tasks: Vec<TaskInput> = args
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| TaskInput {
+                    index: i as u64,
+                    args: Bytes::from(a),
+                })
+                .collect();
+            let backend = &self.inner.backend;
+            backend
+                .capabilities()
+                .check(backend.name(), &spec, &tasks)?;
+            self.write_job(&spec, &tasks).await?;
+            let events = if tasks.is_empty() {
+                Box::pin(futures::stream::empty()) as _
+            } else {
+                let request = SubmitRequest::new(spec.clone(), tasks, self.inner.storage.clone());
+                backend
+                    .submit(request)
+                    .await
+                    .map_err(|e| e.with_context("job", &spec.id))?
+                    .events
+            };
+            Ok(Job::start(self.clone(), spec.clone(), events, Vec::new()))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Stores the manifest and the packed inputs of a job, concurrently.
+    async fn write_job(&self, spec: &JobSpec, tasks: &[TaskInput]) -> Result<()> {
+        let storage = &self.inner.storage;
+        let layout = storage.layout();
+        let manifest = JobManifest::new(spec, self.inner.backend.name(), storage.url());
+        let mut pack = PackWriter::new();
+        for t in tasks {
+            pack.push(t.index, &t.args);
+        }
+        let manifest_key = layout.manifest(&spec.id);
+        let input_key = layout.input(&spec.id);
+        futures::try_join!(
+            storage.put(&manifest_key, manifest.to_json()?),
+            storage.put(&input_key, pack.finish()),
+        )?;
+        Ok(())
+    }
+
+    /// Stores a value once (content-addressed: the same value is uploaded once) and returns a
+    /// handle that tasks read with [`Broadcast::get`].
+    pub async fn broadcast<T: Serialize>(&self, value: &T) -> Result<Broadcast<T>> {
+        let bytes = codec::encode_versioned(value)?;
+        let sha = sha256_hex(&bytes);
+        let key = self.inner.storage.layout().broadcast(&sha);
+        let len = bytes.len() as u64;
+        let span = tracing::info_span!("broadcast", key = %key, len);
+        let wrote = self
+            .inner
+            .storage
+            .put_if_absent(&key, bytes)
+            .instrument(span)
+            .await?;
+        tracing::debug!(key = %key, wrote, "broadcast stored");
+        Ok(Broadcast::new(key.to_string(), sha, len))
+    }
+
+    /// Reads the value a [`ResultRef`] points to, on the client.
+    pub async fn fetch_ref<T: DeserializeOwned>(&self, result: &ResultRef<T>) -> Result<T> {
+        let key = object_store::path::Path::from(result.location().key.as_str());
+        let bytes = match &result.location().range {
+            Some(range) => {
+                let all = self.inner.storage.get(&key).await?;
+                let (start, end) = (range.start as usize, range.end as usize);
+                if end > all.len() || start > end {
+                    return Err(Error::new(
+                        ErrorKind::Codec,
+                        format!("result range {start}..{end} is outside object {key}"),
+                    ));
+                }
+                all.slice(start..end)
+            }
+            None => self.inner.storage.get(&key).await?,
+        };
+        decode_stored_result(&bytes)
+    }
+
+    /// Reads a broadcast value on the client.
+    pub async fn fetch_broadcast<T: DeserializeOwned>(&self, value: &Broadcast<T>) -> Result<T> {
+        let key = object_store::path::Path::from(value.key());
+        codec::decode_versioned(&self.inner.storage.get(&key).await?)
+    }
+
+    /// Deletes this session's stored jobs and broadcast values and releases what the backend
+    /// holds. Jobs still running in this process keep their in-memory results.
+    pub async fn cleanup(&self) -> Result<CleanupReport> {
+        let layout = self.inner.storage.layout();
+        let mut objects_deleted = self.inner.storage.delete_prefix(&layout.jobs()).await?;
+        objects_deleted += self
+            .inner
+            .storage
+            .delete_prefix(&layout.broadcasts())
+            .await?;
+        let reply = self
+            .inner
+            .backend
+            .cleanup(CleanupRequest::default())
+            .await?;
+        Ok(CleanupReport {
+            objects_deleted,
+            released: reply.released,
+        })
+    }
+}
+
+/// A job id: the function's short name and 12 random hex digits.
+fn new_job_id(function: &str) -> String {
+    let name = function.rsplit("::").next().unwrap_or(function);
+    let name: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(24)
+        .collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{name}-{}", &random[..12])
+}
+
+/// Builds a [`Session`]: the configuration first, then what code sets.
+#[derive(Default)]
+pub struct SessionBuilder {
+    config: Option<Config>,
+    backend: Option<Arc<dyn ComputeBackend>>,
+    storage: Option<Storage>,
+    backend_name: Option<String>,
+    storage_url: Option<String>,
+    namespace: Option<String>,
+    workers: Option<usize>,
+    progress: Option<bool>,
+}
+
+impl fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("backend_name", &self.backend_name)
+            .field("storage_url", &self.storage_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionBuilder {
+    /// Uses this configuration instead of reading `Redwood.toml` and the environment.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Uses this backend instance (overrides the `backend` key).
+    pub fn backend(mut self, backend: Arc<dyn ComputeBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Uses the backend with this name (`local`, ...).
+    pub fn backend_name(mut self, name: impl Into<String>) -> Self {
+        self.backend_name = Some(name.into());
+        self
+    }
+
+    /// Uses this storage instance (overrides the `storage` key).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Uses the storage at this URL (`file://...`, `memory://`).
+    pub fn storage_url(mut self, url: impl Into<String>) -> Self {
+        self.storage_url = Some(url.into());
+        self
+    }
+
+    /// Writes under this prefix inside the storage.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Local backend: this many worker processes.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Shows or hides progress bars.
+    pub fn progress(mut self, progress: bool) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Builds the session.
+    pub fn build(self) -> Result<Session> {
+        let mut loaded = match self.config {
+            Some(c) => LoadedConfig::from_config(c),
+            None => LoadedConfig::load()?,
+        };
+        let c = &mut loaded.config;
+        if let Some(v) = self.backend_name {
+            c.backend = v;
+        }
+        if let Some(v) = self.storage_url {
+            c.storage = v;
+        }
+        if let Some(v) = self.namespace {
+            c.namespace = v;
+        }
+        if self.workers.is_some() {
+            c.workers = self.workers;
+        }
+        if self.progress.is_some() {
+            c.progress = self.progress;
+        }
+        if c.workers == Some(0) {
+            return Err(loaded.error("workers", "0", "workers must be at least 1"));
+        }
+        let storage = match self.storage {
+            Some(s) => s,
+            None => Storage::open(&loaded.config.storage).map_err(|e| {
+                loaded.error("storage", &loaded.config.storage, e.message().to_string())
+            })?,
+        };
+        let storage = if loaded.config.namespace.is_empty() {
+            storage
+        } else {
+            storage.with_root(&loaded.config.namespace)
+        };
+        let backend = match self.backend {
+            Some(b) => b,
+            None => build_backend(&loaded)?,
+        };
+        let progress = loaded.config.progress.unwrap_or(true);
+        tracing::debug!(
+            backend = backend.name(),
+            storage = storage.url(),
+            "session ready"
+        );
+        Ok(Session {
+            inner: Arc::new(Inner {
+                backend,
+                storage,
+                progress,
+            }),
+        })
+    }
+}

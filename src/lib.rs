@@ -1,0 +1,74 @@
+#![deny(missing_docs)]
+#![doc = include_str!("../README.md")]
+
+pub use redwood_core::{
+    Broadcast, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats, RemoteFn, Result,
+    ResultRef, Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind, TaskOptions,
+    WaitFor, WaitSummary, context,
+};
+pub use redwood_macros::{main, remote};
+
+/// The backend contract and the pieces backend authors use.
+pub mod raw {
+    pub use redwood_core::raw::*;
+}
+
+/// The local process-pool backend.
+#[cfg(feature = "local")]
+pub mod local {
+    pub use redwood_local::{LocalBackend, LocalBackendBuilder};
+}
+
+/// Everything a program usually needs: `use redwood::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Broadcast, Job, ResultRef, Session, Task, TaskOptions, WaitFor, context};
+}
+
+#[doc(hidden)]
+pub use redwood_core::__private;
+
+/// Runs this process as a worker and exits, if a backend started it as one; otherwise returns.
+///
+/// `#[redwood::main]` calls it first thing. A program with its own `main` (a custom test
+/// harness, say) calls it before anything else.
+pub fn worker_entry() {
+    #[cfg(feature = "local")]
+    if redwood_local::worker::is_worker() {
+        redwood_local::worker::serve();
+    }
+    if let Ok(mode) = std::env::var("REDWOOD_WORKER") {
+        eprintln!("redwood: this build cannot act as a `{mode}` worker (REDWOOD_WORKER)");
+        std::process::exit(64);
+    }
+}
+
+/// Used by `#[redwood::main]`. Not a public API.
+#[doc(hidden)]
+pub mod __entry {
+    use std::future::Future;
+
+    /// Worker mode check, then tracing from `RUST_LOG` (default: warnings).
+    pub fn enter() {
+        crate::worker_entry();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+
+    /// Runs the async main on a multi-threaded Tokio runtime.
+    pub fn block_on<F: Future>(future: F) -> F::Output {
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(future),
+            Err(e) => {
+                eprintln!("redwood: cannot start the Tokio runtime: {e}");
+                std::process::exit(70);
+            }
+        }
+    }
+}
