@@ -8,6 +8,8 @@ pub use redwood_core::{
 };
 pub use redwood_macros::{main, remote};
 
+pub use redwood_core::codec;
+
 /// The backend contract and the pieces backend authors use.
 pub mod raw {
     pub use redwood_core::raw::*;

@@ -36,6 +36,12 @@ pub(crate) async fn persist_loop(
     events: UnboundedSender<TaskEvent>,
 ) {
     let layout = storage.layout();
+    // Segment names are unique per writer, so a job resumed by another process never
+    // overwrites what an earlier one stored.
+    let writer = redwood_core::raw::binary::sha256_hex(
+        format!("{job}/{}/{:?}", std::process::id(), SystemTime::now()).as_bytes(),
+    );
+    let writer = &writer[..12];
     let mut segment = 0u64;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -54,7 +60,7 @@ pub(crate) async fn persist_loop(
             }
         }
         let ranges = pack.ranges();
-        let key = layout.result_segment(&job, segment);
+        let key = layout.result_segment(&job, &format!("{writer}-{segment:06}"));
         segment += 1;
         let stored = store_with_retry(&storage, &key, pack.finish()).await;
         let mut ranges = ranges.into_iter();

@@ -23,7 +23,9 @@ use crate::protocol::{FromWorker, ToWorker, encode_frame};
 /// The most tasks queued on one worker's pipe when tasks are short.
 const MAX_PIPELINE: usize = 8;
 /// Tasks slower than this (moving average) are sent one at a time, for balance.
-const PIPELINE_BELOW: Duration = Duration::from_millis(2);
+const PIPELINE_BELOW: Duration = Duration::from_millis(1);
+/// Finished tasks a job needs before its average run time is trusted for pipelining.
+const PIPELINE_AFTER_SAMPLES: u32 = 16;
 /// Workers that die before saying ready this many times in a row fail the queued tasks.
 const MAX_STARTUP_FAILURES: u32 = 3;
 
@@ -117,11 +119,17 @@ struct JobRun {
     running: usize,
     /// Moving average of task run time, in microseconds.
     avg_us: f64,
+    /// How many run times went into `avg_us`.
+    samples: u32,
 }
 
 impl JobRun {
+    /// Whether tasks of this job may queue on a busy worker: only when they are known to be
+    /// short, so that a quick task never waits behind a slow one while another worker idles.
     fn pipelined(&self) -> bool {
-        self.spec.options.timeout.is_none() && self.avg_us < PIPELINE_BELOW.as_micros() as f64
+        self.spec.options.timeout.is_none()
+            && self.samples >= PIPELINE_AFTER_SAMPLES
+            && self.avg_us < PIPELINE_BELOW.as_micros() as f64
     }
 
     fn at_limit(&self) -> bool {
@@ -237,6 +245,7 @@ impl Pool {
                         remaining: tasks.len() as u64,
                         running: 0,
                         avg_us: 0.0,
+                        samples: 0,
                     },
                 );
                 self.queue.extend(tasks.into_iter().map(|t| Pending {

@@ -1,1 +1,105 @@
+#![deny(missing_docs)]
+//! The conformance suite every Redwood backend passes: plain `async fn` cases that take a
+//! [`Ctx`] (a session on some backend and store), registered with the capabilities they need.
+//! The runner (`tests/conformance.rs`) builds the sessions and runs the cases that apply.
 
+pub mod cases;
+pub mod functions;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use redwood::Session;
+
+/// What a case gets: a session, and facts about where it runs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// A session on the backend under test, in a fresh namespace.
+    pub session: Session,
+    /// The storage URL the session uses (for child processes).
+    pub storage_url: String,
+    /// The namespace inside the storage.
+    pub namespace: String,
+    /// The test binary, for cases that start a second client process.
+    pub exe: std::path::PathBuf,
+}
+
+/// The error type of a case.
+pub type CaseError = Box<dyn std::error::Error + Send + Sync>;
+/// What a case returns.
+pub type CaseResult = Result<(), CaseError>;
+/// A case's future.
+pub type CaseFuture = Pin<Box<dyn Future<Output = CaseResult> + Send>>;
+
+/// What a case needs from the backend and the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// `cancel`.
+    pub cancel: bool,
+    /// Task timeouts.
+    pub timeout: bool,
+    /// Retries.
+    pub retries: bool,
+    /// A concurrency limit.
+    pub concurrency: bool,
+    /// A store other processes can read (not `memory://`).
+    pub shared_store: bool,
+    /// Unfinished tasks are resubmitted on attach (backends whose tasks stop with the client).
+    pub resume: bool,
+}
+
+/// One conformance case.
+pub struct Case {
+    /// The case's name.
+    pub name: &'static str,
+    /// What it needs.
+    pub needs: Needs,
+    /// Runs it.
+    pub run: fn(Ctx) -> CaseFuture,
+}
+
+impl Case {
+    /// Why this case cannot run on `session`, or `None` when it can.
+    pub fn skip_reason(&self, session: &Session) -> Option<String> {
+        let caps = session.backend().capabilities();
+        let backend = session.backend().name().to_string();
+        let missing = [
+            (self.needs.cancel && !caps.cancel, "cancel"),
+            (self.needs.timeout && !caps.timeout, "timeouts"),
+            (self.needs.retries && !caps.retries, "retries"),
+            (
+                self.needs.concurrency && !caps.concurrency_limit,
+                "concurrency limits",
+            ),
+            (
+                self.needs.resume && caps.survives_client,
+                "resubmission on attach",
+            ),
+        ];
+        if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {
+            return Some(format!("backend `{backend}` does not declare {what}"));
+        }
+        if self.needs.shared_store && !session.storage().is_shared_between_processes() {
+            return Some(format!(
+                "storage {} is not shared between processes",
+                session.storage().url()
+            ));
+        }
+        None
+    }
+}
+
+/// Fails a case with a message unless the condition holds.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!("check failed: {}: {}", stringify!($cond), format!($($msg)+)).into());
+        }
+    };
+}
+
+/// Every case of the suite.
+pub fn all_cases() -> Vec<Case> {
+    cases::all()
+}

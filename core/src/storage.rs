@@ -268,9 +268,10 @@ impl Layout {
         self.key(&["jobs", job, "tasks"])
     }
 
-    /// `<root>/jobs/<job>/results/<segment>`: many task results packed in one object.
-    pub fn result_segment(&self, job: &str, segment: u64) -> Path {
-        self.key(&["jobs", job, "results", &format!("{segment:012}")])
+    /// `<root>/jobs/<job>/results/<segment>`: many task results packed in one object. Each
+    /// writer picks names no other writer uses.
+    pub fn result_segment(&self, job: &str, segment: &str) -> Path {
+        self.key(&["jobs", job, "results", segment])
     }
 
     /// `<root>/jobs/<job>/results/`: the prefix of a job's result segments.
@@ -299,8 +300,8 @@ mod tests {
         assert_eq!(l.task_result("j1", 3).as_ref(), "ns/jobs/j1/tasks/3/result");
         assert_eq!(l.broadcast("ab").as_ref(), "ns/bcast/ab");
         assert_eq!(
-            l.result_segment("j1", 2).as_ref(),
-            "ns/jobs/j1/results/000000000002"
+            l.result_segment("j1", "w-2").as_ref(),
+            "ns/jobs/j1/results/w-2"
         );
     }
 

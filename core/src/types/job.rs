@@ -89,6 +89,8 @@ pub(crate) struct JobState {
     pub(crate) retries: u64,
     pub(crate) submitted: Instant,
     pub(crate) done: Option<Instant>,
+    /// The backend's event stream ended and the events record was written (or failed).
+    recorded: bool,
 }
 
 impl JobShared {
@@ -183,6 +185,8 @@ impl JobShared {
         }
     }
 
+    /// Waits until `needed` tasks finished; waiting for all of them also waits for the job's
+    /// events record, so a program that ends right after finds it stored.
     async fn wait_until(&self, needed: u64, label: &str) {
         let mut rx = self.changed.subscribe();
         let mut progress = Progress::new(
@@ -192,15 +196,27 @@ impl JobShared {
             label,
         );
         loop {
-            let (finished, failed) = {
+            let (finished, failed, recorded) = {
                 let s = self.state();
-                (s.finished, s.failed)
+                (s.finished, s.failed, s.recorded)
             };
             progress.update(finished, failed);
-            if finished >= needed {
+            if finished >= needed && (needed < self.total() || recorded) {
                 progress.finish();
                 return;
             }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl JobShared {
+    /// Waits until `needed` tasks finished, without the events record (the `call` fast path).
+    async fn wait_finished(&self, needed: u64) {
+        let mut rx = self.changed.subscribe();
+        while self.state().finished < needed {
             if rx.changed().await.is_err() {
                 return;
             }
@@ -229,6 +245,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 retries: 0,
                 submitted: Instant::now(),
                 done: (total == 0).then(Instant::now),
+                recorded: false,
             }),
             changed,
         });
@@ -252,6 +269,8 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             if let Err(e) = write_events(storage, &driver.spec.id, &records).await {
                 tracing::warn!(job = %driver.spec.id, error = %e, "could not store job events");
             }
+            driver.state().recorded = true;
+            driver.changed.send_modify(|v| *v += 1);
         });
         Job {
             shared,
@@ -417,6 +436,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             progress.update(seen, 0);
         }
         progress.finish();
+        self.shared.wait_until(self.len(), "reduce").await;
         Ok(acc)
     }
 
@@ -514,7 +534,8 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         summarize(&self.shared.spec, &s)
     }
 
-    /// References to every task's stored result, in task order, once all finished.
+    /// References to every task's stored result, in task order, once all finished; the first
+    /// failed task (lowest index) is the error, so no later job starts on a failed input.
     pub async fn refs(&self) -> Result<Vec<ResultRef<T>>> {
         self.shared.wait_until(self.shared.total(), "refs").await;
         let s = self.shared.state();
@@ -525,11 +546,8 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 let slot = slot.as_ref().ok_or_else(|| {
                     Error::new(ErrorKind::Unexpected, format!("task {i} has no outcome"))
                 })?;
-                if slot.location.key.is_empty() {
-                    return Err(Error::from_task(match &slot.outcome {
-                        Outcome::Err(e) => e.clone(),
-                        Outcome::Ok(_) => TaskError::new(TaskErrorKind::Lost, "result not stored"),
-                    }));
+                if let Outcome::Err(e) = &slot.outcome {
+                    return Err(Error::from_task(e.clone()));
                 }
                 Ok(ResultRef::new(
                     self.shared.spec.id.clone(),
@@ -542,7 +560,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
 
     /// The single result of a one-task job.
     pub(crate) async fn into_single(self) -> Result<T> {
-        self.shared.wait_until(1, "call").await;
+        self.shared.wait_finished(1).await;
         self.shared.decode(0)
     }
 }

@@ -84,6 +84,12 @@ impl<A> IntoArgs<(A,)> for A {
     }
 }
 
+impl<A> IntoArgs<(A,)> for (A,) {
+    fn into_args(self) -> (A,) {
+        self
+    }
+}
+
 macro_rules! tuple_into_args {
     ($($name:ident),+) => {
         impl<$($name),+> IntoArgs<($($name,)+)> for ($($name,)+) {

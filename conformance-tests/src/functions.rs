@@ -1,0 +1,164 @@
+//! The remote functions the conformance cases call.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redwood::{Broadcast, ResultRef};
+use serde::{Deserialize, Serialize};
+
+/// A nested struct to check that serde types of any shape travel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// A name.
+    pub label: String,
+    /// Coordinates.
+    pub coords: Vec<(i32, i32)>,
+    /// An optional child.
+    pub child: Option<Box<Point>>,
+}
+
+/// Arity 0.
+#[redwood::remote]
+pub fn zero() -> u32 {
+    42
+}
+
+/// Arity 1, and the bare-argument form of `map`.
+#[redwood::remote]
+pub fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Arity 2 with strings.
+#[redwood::remote]
+pub fn concat(a: String, b: String) -> String {
+    format!("{a}{b}")
+}
+
+/// Arity 3 with mixed types.
+#[redwood::remote]
+pub fn mix(a: i8, b: f32, c: bool) -> (i8, f32, bool) {
+    (a.wrapping_neg(), b * 2.0, !c)
+}
+
+/// Arity 8.
+#[redwood::remote]
+#[allow(clippy::too_many_arguments)]
+pub fn eight(a: u8, b: u16, c: u32, d: u64, e: i8, f: i16, g: i32, h: i64) -> i128 {
+    a as i128 + b as i128 + c as i128 + d as i128 + e as i128 + f as i128 + g as i128 + h as i128
+}
+
+/// Unit in, unit out.
+#[redwood::remote]
+pub fn unit(_: ()) {}
+
+/// Nested structs.
+#[redwood::remote]
+pub fn mirror(p: Point) -> Point {
+    Point {
+        label: p.label.chars().rev().collect(),
+        coords: p.coords.iter().map(|&(x, y)| (y, x)).collect(),
+        child: p.child.map(|c| Box::new(mirror(*c))),
+    }
+}
+
+/// A large vector in and out.
+#[redwood::remote]
+pub fn scale(v: Vec<f64>, k: f64) -> Vec<f64> {
+    v.into_iter().map(|x| x * k).collect()
+}
+
+/// Sleeps, then returns its input: for ordering, streaming and cancellation.
+#[redwood::remote]
+pub fn sleep_echo(ms: u64, value: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    value
+}
+
+/// Sleeps and reports when it ran (microseconds since the epoch): for concurrency limits.
+#[redwood::remote]
+pub fn timed_sleep(ms: u64) -> (u64, u64) {
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, now())
+}
+
+/// Panics with a known message.
+#[redwood::remote]
+pub fn panics(x: u32) -> u32 {
+    if x < 1000 {
+        panic!("conformance panic for input {x}");
+    }
+    x
+}
+
+/// Returns `Err` for odd inputs.
+#[redwood::remote]
+pub fn fails_on_odd(x: u32) -> Result<u32, String> {
+    if x % 2 == 1 {
+        Err(format!("odd input {x} is not allowed"))
+    } else {
+        Ok(x / 2)
+    }
+}
+
+/// Kills its own worker process.
+#[redwood::remote]
+pub fn abort_worker(x: u32) -> u32 {
+    eprintln!("conformance: worker about to abort for input {x}");
+    std::process::abort()
+}
+
+/// Fails until attempt `succeed_on`, then returns the attempt number.
+#[redwood::remote]
+pub fn flaky(succeed_on: u32) -> Result<u32, String> {
+    let attempt = redwood::context::attempt();
+    if attempt < succeed_on {
+        Err(format!("transient failure on attempt {attempt}"))
+    } else {
+        Ok(attempt)
+    }
+}
+
+/// Aborts its worker on the first attempt, succeeds on a retry.
+#[redwood::remote]
+pub fn crash_once(x: u32) -> u32 {
+    if redwood::context::attempt() == 0 {
+        std::process::abort();
+    }
+    x + 1
+}
+
+/// Reads a broadcast vector and returns its length and sum.
+#[redwood::remote]
+pub fn bcast_sum(table: Broadcast<Vec<u64>>, offset: u64) -> Result<(u64, u64), redwood::Error> {
+    let table = table.get()?;
+    Ok((table.len() as u64, table.iter().sum::<u64>() + offset))
+}
+
+/// Adds one to an earlier task's result, read from storage.
+#[redwood::remote]
+pub fn add_one(earlier: ResultRef<u64>) -> Result<u64, redwood::Error> {
+    Ok(earlier.get()? + 1)
+}
+
+/// Writes a lot to stdout and stderr, which must not disturb the worker protocol.
+#[redwood::remote]
+pub fn noisy(lines: u32) -> u32 {
+    for i in 0..lines {
+        println!("noisy stdout line {i}");
+        eprintln!("noisy stderr line {i}");
+    }
+    lines
+}
+
+/// Does nothing: the throughput probe.
+#[redwood::remote]
+pub fn noop(x: u64) -> u64 {
+    x
+}
