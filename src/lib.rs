@@ -1,8 +1,30 @@
 #![deny(missing_docs)]
 #![doc = include_str!("../README.md")]
+//!
+//! ## A runnable example
+//!
+//! This one runs in `cargo test` (on in-memory storage): the doc test's own binary is the worker.
+//!
+//! ```
+//! use redwood::prelude::*;
+//!
+//! #[redwood::remote]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[redwood::main]
+//! async fn main() -> redwood::Result<()> {
+//!     let rw = Session::builder().storage_url("memory://doc").workers(2).build()?;
+//!     assert_eq!(rw.call(square, 7).await?, 49);
+//!     let squares = rw.map(square, 0..10u64).await?.collect().await?;
+//!     assert_eq!(squares[9], 81);
+//!     Ok(())
+//! }
+//! ```
 
 pub use redwood_core::{
-    Broadcast, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats, RemoteFn, Result,
+    Blob, Broadcast, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats, RemoteFn, Result,
     ResultRef, Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind, TaskOptions,
     WaitFor, WaitSummary, context,
 };
@@ -23,7 +45,7 @@ pub mod local {
 
 /// Everything a program usually needs: `use redwood::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Broadcast, Job, ResultRef, Session, Task, TaskOptions, WaitFor, context};
+    pub use crate::{Blob, Broadcast, Job, ResultRef, Session, Task, TaskOptions, WaitFor, context};
 }
 
 #[doc(hidden)]

@@ -281,11 +281,7 @@ impl Pool {
         }
         let n = self.slots.len();
         for s in 0..n {
-            loop {
-                let Some(pos) = self.next_for(s) else { break };
-                let Some(pending) = self.queue.remove(pos) else {
-                    break;
-                };
+            while let Some(pending) = self.next_for(s).and_then(|pos| self.queue.remove(pos)) {
                 self.send(s, pending);
             }
             if self.queue.is_empty() {
@@ -536,38 +532,38 @@ impl Pool {
         }
         tracing::debug!(worker = id, status = %describe_status(status), ?error, "worker exited");
         let mut inflight = slot.inflight;
-        if let Some(head) = inflight.pop_front() {
-            if let Some(job) = self.jobs.get_mut(&head.pending.job) {
-                job.running = job.running.saturating_sub(1);
-                let spec = job.spec.clone();
-                let (kind, message) = match &slot.killing {
-                    Some(KillReason::Timeout(limit)) => (
-                        TaskErrorKind::Timeout,
-                        format!("ran longer than its timeout of {limit:?}; its worker was killed"),
-                    ),
-                    Some(KillReason::Protocol(why)) => (
-                        TaskErrorKind::Lost,
-                        format!("the worker broke the protocol ({why}) and was replaced"),
-                    ),
-                    Some(KillReason::Cancel) => {
-                        (TaskErrorKind::Cancelled, "the job was cancelled".into())
-                    }
-                    None => (
-                        TaskErrorKind::Crash,
-                        format!("the worker process died ({})", describe_status(status)),
-                    ),
-                };
-                let mut e = task_error(&spec, &head.pending, kind, message);
-                if let Some(status) = status {
-                    e.exit_code = status.code();
-                    e.signal = std::os::unix::process::ExitStatusExt::signal(&status);
+        if let Some(head) = inflight.pop_front()
+            && let Some(job) = self.jobs.get_mut(&head.pending.job)
+        {
+            job.running = job.running.saturating_sub(1);
+            let spec = job.spec.clone();
+            let (kind, message) = match &slot.killing {
+                Some(KillReason::Timeout(limit)) => (
+                    TaskErrorKind::Timeout,
+                    format!("ran longer than its timeout of {limit:?}; its worker was killed"),
+                ),
+                Some(KillReason::Protocol(why)) => (
+                    TaskErrorKind::Lost,
+                    format!("the worker broke the protocol ({why}) and was replaced"),
+                ),
+                Some(KillReason::Cancel) => {
+                    (TaskErrorKind::Cancelled, "the job was cancelled".into())
                 }
-                if kind == TaskErrorKind::Crash {
-                    e.stderr_tail = Some(stderr_tail.clone());
-                }
-                let started = Some(slot.head_started_at);
-                self.settle(head.pending, Outcome::Err(e), started, Some(id));
+                None => (
+                    TaskErrorKind::Crash,
+                    format!("the worker process died ({})", describe_status(status)),
+                ),
+            };
+            let mut e = task_error(&spec, &head.pending, kind, message);
+            if let Some(status) = status {
+                e.exit_code = status.code();
+                e.signal = std::os::unix::process::ExitStatusExt::signal(&status);
             }
+            if kind == TaskErrorKind::Crash {
+                e.stderr_tail = Some(stderr_tail.clone());
+            }
+            let started = Some(slot.head_started_at);
+            self.settle(head.pending, Outcome::Err(e), started, Some(id));
         }
         // Tasks queued behind the head never started: they go back to the front of the queue.
         for f in inflight.into_iter().rev() {

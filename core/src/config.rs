@@ -55,6 +55,10 @@ pub struct LoadedConfig {
     /// The values.
     pub config: Config,
     figment: Figment,
+    /// How to name values that came from code rather than a file or the environment.
+    code_origin: &'static str,
+    /// Keys a builder set after loading.
+    set_in_code: Vec<&'static str>,
 }
 
 impl LoadedConfig {
@@ -88,26 +92,45 @@ impl LoadedConfig {
         }
         let figment = figment.select(profile);
         let config: Config = figment.extract().map_err(config_error)?;
-        Ok(LoadedConfig { config, figment })
+        Ok(LoadedConfig {
+            config,
+            figment,
+            code_origin: "the built-in defaults",
+            set_in_code: Vec::new(),
+        })
     }
 
     /// A loaded config from plain values (for builders and tests).
     pub fn from_config(config: Config) -> LoadedConfig {
         let figment = Figment::from(Serialized::defaults(&config));
-        LoadedConfig { config, figment }
+        LoadedConfig {
+            config,
+            figment,
+            code_origin: "the configuration given in code",
+            set_in_code: Vec::new(),
+        }
     }
 
     /// Where the value of `key` came from, e.g. "`Redwood.toml` TOML file" or "`REDWOOD_`
     /// environment variable(s)".
     pub fn origin(&self, key: &str) -> String {
+        if self.set_in_code.contains(&key) {
+            return "the session builder".into();
+        }
         let profile = self.figment.profile().to_string();
         let Some(meta) = self.figment.find_metadata(key) else {
-            return "the built-in defaults".into();
+            return self.code_origin.into();
         };
         match &meta.source {
+            Some(figment::Source::Code(_)) => self.code_origin.into(),
             Some(source) => format!("{} {source} (profile `{profile}`)", meta.name),
             None => format!("{} (profile `{profile}`)", meta.name),
         }
+    }
+
+    /// Records that code set `key` after loading (for [`LoadedConfig::origin`]).
+    pub fn mark_set_in_code(&mut self, key: &'static str) {
+        self.set_in_code.push(key);
     }
 
     /// An error about `key`'s value, naming where it came from.

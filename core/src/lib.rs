@@ -13,6 +13,7 @@ pub mod types;
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use storage::Storage;
+pub use types::blob::Blob;
 pub use types::broadcast::Broadcast;
 pub use types::job::{Job, WaitFor, WaitSummary};
 pub use types::options::TaskOptions;

@@ -177,17 +177,22 @@ impl Storage {
 
     /// Lists the keys under a prefix, sorted.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
+        Ok(self.list_meta(prefix).await?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Lists the keys under a prefix with their sizes, sorted by key.
+    pub async fn list_meta(&self, prefix: &Path) -> Result<Vec<(Path, u64)>> {
         let span = tracing::debug_span!("store.list", prefix = %prefix);
-        let mut keys: Vec<Path> = self
+        let mut metas: Vec<(Path, u64)> = self
             .store
             .list(Some(prefix))
-            .map_ok(|meta| meta.location)
+            .map_ok(|meta| (meta.location, meta.size))
             .try_collect()
             .instrument(span)
             .await
             .map_err(|e| Error::storage("store.list", prefix.as_ref(), e))?;
-        keys.sort();
-        Ok(keys)
+        metas.sort();
+        Ok(metas)
     }
 
     /// Deletes every object under a prefix; returns how many it deleted.
@@ -231,6 +236,15 @@ impl Layout {
     /// `<root>/bcast/`: the prefix of every broadcast value.
     pub fn broadcasts(&self) -> Path {
         self.key(&["bcast"])
+    }
+
+    /// `<root>/data/<name>`: an input object a program uploaded.
+    pub fn data(&self, name: &str) -> Path {
+        let mut path = self.key(&["data"]);
+        for part in name.split('/').filter(|p| !p.is_empty()) {
+            path = path.clone().join(part);
+        }
+        path
     }
 
     /// `<root>/jobs/`: the prefix of every job.

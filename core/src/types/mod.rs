@@ -1,5 +1,6 @@
 //! What users touch: sessions, jobs, tasks, options, broadcast values and result references.
 
+pub mod blob;
 pub mod broadcast;
 pub mod job;
 pub mod options;

@@ -18,6 +18,7 @@ use crate::raw::factory::build_backend;
 use crate::raw::manifest::JobManifest;
 use crate::raw::pack::PackWriter;
 use crate::storage::Storage;
+use crate::types::blob::Blob;
 use crate::types::broadcast::Broadcast;
 use crate::types::job::Job;
 use crate::types::options::TaskOptions;
@@ -242,6 +243,33 @@ impl Session {
         Ok(Broadcast::new(key.to_string(), sha, len))
     }
 
+    /// Stores input data under `data/<name>` and returns a handle tasks can read.
+    pub async fn upload(&self, name: &str, bytes: impl Into<Bytes>) -> Result<Blob> {
+        let bytes: Bytes = bytes.into();
+        let key = self.inner.storage.layout().data(name);
+        let len = bytes.len() as u64;
+        self.inner.storage.put(&key, bytes).await?;
+        Ok(Blob::new(key.to_string(), len))
+    }
+
+    /// The objects stored under `data/<prefix>`, sorted by key.
+    pub async fn blobs(&self, prefix: &str) -> Result<Vec<Blob>> {
+        let storage = &self.inner.storage;
+        let metas = storage.list_meta(&storage.layout().data(prefix)).await?;
+        Ok(metas
+            .into_iter()
+            .map(|(key, len)| Blob::new(key.to_string(), len))
+            .collect())
+    }
+
+    /// Reads a blob on the client.
+    pub async fn fetch_blob(&self, blob: &Blob) -> Result<Bytes> {
+        self.inner
+            .storage
+            .get(&object_store::path::Path::from(blob.key()))
+            .await
+    }
+
     /// Reads the value a [`ResultRef`] points to, on the client.
     pub async fn fetch_ref<T: DeserializeOwned>(&self, result: &ResultRef<T>) -> Result<T> {
         let key = object_store::path::Path::from(result.location().key.as_str());
@@ -379,23 +407,27 @@ impl SessionBuilder {
             Some(c) => LoadedConfig::from_config(c),
             None => LoadedConfig::load()?,
         };
-        let c = &mut loaded.config;
         if let Some(v) = self.backend_name {
-            c.backend = v;
+            loaded.config.backend = v;
+            loaded.mark_set_in_code("backend");
         }
         if let Some(v) = self.storage_url {
-            c.storage = v;
+            loaded.config.storage = v;
+            loaded.mark_set_in_code("storage");
         }
         if let Some(v) = self.namespace {
-            c.namespace = v;
+            loaded.config.namespace = v;
+            loaded.mark_set_in_code("namespace");
         }
         if self.workers.is_some() {
-            c.workers = self.workers;
+            loaded.config.workers = self.workers;
+            loaded.mark_set_in_code("workers");
         }
         if self.progress.is_some() {
-            c.progress = self.progress;
+            loaded.config.progress = self.progress;
+            loaded.mark_set_in_code("progress");
         }
-        if c.workers == Some(0) {
+        if loaded.config.workers == Some(0) {
             return Err(loaded.error("workers", "0", "workers must be at least 1"));
         }
         let storage = match self.storage {

@@ -1,0 +1,49 @@
+//! [`Blob`]: a stored object (input data) that tasks read by key.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::raw::worker::worker_io;
+
+/// A handle to an object in the session's storage. Pass it to a task and call [`Blob::get`]
+/// there: the bytes go from storage to the worker. Make one with `Session::upload` or list
+/// them with `Session::blobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Blob {
+    key: String,
+    len: u64,
+}
+
+impl Blob {
+    pub(crate) fn new(key: String, len: u64) -> Self {
+        Blob { key, len }
+    }
+
+    /// The object key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The name under the session's `data/` prefix.
+    pub fn name(&self) -> &str {
+        self.key
+            .split_once("data/")
+            .map_or(self.key.as_str(), |(_, name)| name)
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes, inside a remote function.
+    pub fn get(&self) -> Result<Bytes> {
+        worker_io()?.fetch(&self.key, None)
+    }
+}
