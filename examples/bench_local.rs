@@ -36,14 +36,19 @@ fn arg(name: &str) -> Option<String> {
 #[redwood::main]
 async fn main() -> redwood::Result<()> {
     let store = arg("--store").unwrap_or_else(|| "file".into());
-    let tasks: u64 = arg("--tasks").and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let tasks: u64 = arg("--tasks")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("redwood-bench-{}", std::process::id()));
     let url = match store.as_str() {
         "memory" => "memory://bench".to_string(),
         _ => format!("file://{}", dir.display()),
     };
-    let rw = Session::builder().storage_url(&url).progress(false).build()?;
+    let rw = Session::builder()
+        .storage_url(&url)
+        .progress(false)
+        .build()?;
     let workers = rw.backend().name().to_string();
 
     // Warm up: start the workers and let them hash their binary.

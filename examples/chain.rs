@@ -8,7 +8,9 @@ use redwood::prelude::*;
 /// Makes a vector of `n` values from a seed.
 #[redwood::remote]
 fn make_vector(seed: u64, n: usize) -> Vec<f64> {
-    (0..n).map(|i| ((seed as f64) + i as f64 * 0.001).sin()).collect()
+    (0..n)
+        .map(|i| ((seed as f64) + i as f64 * 0.001).sin())
+        .collect()
 }
 
 /// The Euclidean norm of an earlier task's vector.
@@ -23,12 +25,20 @@ async fn main() -> redwood::Result<()> {
     let rw = Session::from_config()?;
     let first = rw.map(make_vector, (0..8u64).map(|s| (s, N))).await?;
     let refs = first.refs().await?;
-    println!("job 1 ({}) stored {} vectors of {N} values", first.id(), refs.len());
+    println!(
+        "job 1 ({}) stored {} vectors of {N} values",
+        first.id(),
+        refs.len()
+    );
 
     let second = rw.map(norm, refs).await?;
     let norms = second.collect().await?;
     for (seed, got) in norms.iter().enumerate() {
-        let want = make_vector(seed as u64, N).iter().map(|x| x * x).sum::<f64>().sqrt();
+        let want = make_vector(seed as u64, N)
+            .iter()
+            .map(|x| x * x)
+            .sum::<f64>()
+            .sqrt();
         assert!((got - want).abs() < 1e-9, "norm {seed}: {got} vs {want}");
         println!("norm of vector {seed}: {got:.3}");
     }

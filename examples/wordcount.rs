@@ -8,8 +8,22 @@ use std::collections::HashMap;
 use redwood::prelude::*;
 
 const WORDS: &[&str] = &[
-    "redwood", "cloud", "task", "blob", "batch", "worker", "future", "result", "region", "pool",
-    "queue", "node", "rust", "storage", "broadcast", "reduce",
+    "redwood",
+    "cloud",
+    "task",
+    "blob",
+    "batch",
+    "worker",
+    "future",
+    "result",
+    "region",
+    "pool",
+    "queue",
+    "node",
+    "rust",
+    "storage",
+    "broadcast",
+    "reduce",
 ];
 
 /// Counts the words of one stored document.
@@ -44,11 +58,18 @@ async fn main() -> redwood::Result<()> {
     let rw = Session::from_config()?;
     let docs: Vec<String> = (0..16).map(|i| document(i, 50_000)).collect();
     for (i, doc) in docs.iter().enumerate() {
-        rw.upload(&format!("wordcount/doc-{i:02}.txt"), doc.clone().into_bytes())
-            .await?;
+        rw.upload(
+            &format!("wordcount/doc-{i:02}.txt"),
+            doc.clone().into_bytes(),
+        )
+        .await?;
     }
     let blobs = rw.blobs("wordcount/").await?;
-    println!("{} documents stored under {}", blobs.len(), rw.storage().url());
+    println!(
+        "{} documents stored under {}",
+        blobs.len(),
+        rw.storage().url()
+    );
 
     let job = rw.map(count_words, blobs).await?;
     let totals = job
@@ -75,6 +96,9 @@ async fn main() -> redwood::Result<()> {
         println!("{word:>10} {n}");
     }
     let total: u64 = totals.values().sum();
-    println!("{total} words in {} documents, matches the local count", docs.len());
+    println!(
+        "{total} words in {} documents, matches the local count",
+        docs.len()
+    );
     Ok(())
 }

@@ -24,9 +24,9 @@
 //! ```
 
 pub use redwood_core::{
-    Blob, Broadcast, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats, RemoteFn, Result,
-    ResultRef, Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind, TaskOptions,
-    WaitFor, WaitSummary, context,
+    Blob, Broadcast, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats, RemoteFn,
+    Result, ResultRef, Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind,
+    TaskOptions, WaitFor, WaitSummary, context,
 };
 pub use redwood_macros::{main, remote};
 
@@ -45,7 +45,9 @@ pub mod local {
 
 /// Everything a program usually needs: `use redwood::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Blob, Broadcast, Job, ResultRef, Session, Task, TaskOptions, WaitFor, context};
+    pub use crate::{
+        Blob, Broadcast, Job, ResultRef, Session, Task, TaskOptions, WaitFor, context,
+    };
 }
 
 #[doc(hidden)]

@@ -177,7 +177,12 @@ impl Storage {
 
     /// Lists the keys under a prefix, sorted.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
-        Ok(self.list_meta(prefix).await?.into_iter().map(|(k, _)| k).collect())
+        Ok(self
+            .list_meta(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// Lists the keys under a prefix with their sizes, sorted by key.
