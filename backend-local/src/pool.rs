@@ -13,6 +13,7 @@ use futures::channel::mpsc::UnboundedSender;
 use redwood_core::raw::backend::{JobSpec, TaskEvent, TaskInput};
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
 use redwood_core::{Storage, TaskError, TaskErrorKind};
+use std::os::unix::process::ExitStatusExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -522,17 +523,33 @@ impl Pool {
     ) {
         let Some(s) = self.slot_index(id) else { return };
         let slot = self.slots.swap_remove(s);
-        if !slot.ready && slot.killing.is_none() {
+        let never_ready = !slot.ready && slot.killing.is_none();
+        if never_ready {
             self.startup_failures += 1;
             self.last_error = Some(format!(
-                "worker {id} exited before it was ready ({}): {}",
+                "worker {id} exited before it was ready ({}{}). Note: {}{}",
                 describe_status(status),
-                stderr_tail.trim()
+                error
+                    .as_deref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default(),
+                redwood_core::raw::worker::MISSING_ENTRY_HINT,
+                if stderr_tail.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("\n--- worker stderr (tail) ---\n{}", stderr_tail.trim())
+                },
             ));
         }
         tracing::debug!(worker = id, status = %describe_status(status), ?error, "worker exited");
         let mut inflight = slot.inflight;
-        if let Some(head) = inflight.pop_front()
+        // A worker that never said ready never started a task: all of them go back.
+        let head = if never_ready {
+            None
+        } else {
+            inflight.pop_front()
+        };
+        if let Some(head) = head
             && let Some(job) = self.jobs.get_mut(&head.pending.job)
         {
             job.running = job.running.saturating_sub(1);
@@ -551,13 +568,16 @@ impl Pool {
                 }
                 None => (
                     TaskErrorKind::Crash,
-                    format!("the worker process died ({})", describe_status(status)),
+                    match status.and_then(|s| s.signal()) {
+                        Some(sig) => format!("the worker process was killed{}", signal_name(sig)),
+                        None => "the worker process died".to_string(),
+                    },
                 ),
             };
             let mut e = task_error(&spec, &head.pending, kind, message);
             if let Some(status) = status {
                 e.exit_code = status.code();
-                e.signal = std::os::unix::process::ExitStatusExt::signal(&status);
+                e.signal = status.signal();
             }
             if kind == TaskErrorKind::Crash {
                 e.stderr_tail = Some(stderr_tail.clone());
@@ -750,11 +770,10 @@ fn task_error(spec: &JobSpec, p: &Pending, kind: TaskErrorKind, message: String)
 }
 
 fn describe_status(status: Option<std::process::ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
     match status {
         Some(s) => match (s.code(), s.signal()) {
             (Some(code), _) => format!("exit code {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+            (None, Some(sig)) => format!("signal {sig}"),
             _ => "unknown exit".into(),
         },
         None => "exit status unknown".into(),
@@ -763,11 +782,11 @@ fn describe_status(status: Option<std::process::ExitStatus>) -> String {
 
 fn signal_name(sig: i32) -> &'static str {
     match sig {
-        libc::SIGKILL => " (SIGKILL)",
-        libc::SIGABRT => " (SIGABRT)",
-        libc::SIGSEGV => " (SIGSEGV)",
-        libc::SIGTERM => " (SIGTERM)",
-        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGKILL => " by SIGKILL (killed from outside, e.g. out of memory)",
+        libc::SIGABRT => " by SIGABRT (an abort, e.g. a panic with panic = \"abort\")",
+        libc::SIGSEGV => " by SIGSEGV (an invalid memory access)",
+        libc::SIGTERM => " by SIGTERM",
+        libc::SIGBUS => " by SIGBUS",
         _ => "",
     }
 }

@@ -13,10 +13,27 @@ use redwood_core::raw::envelope::TaskEnvelope;
 use redwood_core::raw::worker::{WorkerIo, execute, install_panic_hook, install_worker_io};
 use redwood_core::{Error, ErrorKind, Result};
 
-use crate::protocol::{FromWorker, ToWorker, decode_body, read_frame, write_message};
+use std::io::Write;
 
-/// The environment variable whose value `local` starts a process as a local worker.
-pub const WORKER_ENV: &str = "REDWOOD_WORKER";
+use redwood_core::raw::envelope::Outcome;
+use redwood_core::{TaskError, TaskErrorKind};
+
+use crate::protocol::{FromWorker, ToWorker, decode_body, encode_frame, read_frame, write_message};
+
+fn too_large(envelope: &TaskEnvelope, why: String) -> Outcome {
+    let mut e = TaskError::new(
+        TaskErrorKind::Decode,
+        format!("the result cannot be sent back: {why}"),
+    );
+    e.function = envelope.function.clone();
+    e.job = envelope.job.clone();
+    e.task = envelope.task;
+    e.attempt = envelope.attempt;
+    Outcome::Err(e)
+}
+
+pub use redwood_core::raw::worker::WORKER_ENV;
+
 /// The value of [`WORKER_ENV`] for local workers.
 pub const WORKER_MODE: &str = "local";
 
@@ -159,6 +176,17 @@ fn run(channel: &Mutex<Channel>, binary: &str) -> std::io::Result<()> {
             return Ok(());
         };
         let outcome = execute(&envelope, binary);
-        write_message(&mut lock()?.writer, &FromWorker::Done { seq, outcome })?;
+        let done = FromWorker::Done { seq, outcome };
+        let frame = match encode_frame(&done) {
+            Ok(frame) => frame,
+            // Too large for the pipe: the task fails, the worker goes on.
+            Err(e) => encode_frame(&FromWorker::Done {
+                seq,
+                outcome: too_large(&envelope, e.to_string()),
+            })?,
+        };
+        let mut ch = lock()?;
+        ch.writer.write_all(&frame)?;
+        ch.writer.flush()?;
     }
 }

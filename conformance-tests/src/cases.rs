@@ -352,6 +352,21 @@ async fn worker_crash_is_a_task_error(ctx: Ctx) -> CaseResult {
         "stderr tail {tail:?}"
     );
     check!(err.to_string().contains("crashed"), "display {err}");
+
+    // SIGKILL, as the OOM killer sends it.
+    let err = ctx
+        .session
+        .call(sigkill_self, 1)
+        .await
+        .err()
+        .ok_or("expected a kill")?;
+    let te = err.task_error().ok_or("no task error")?;
+    check!(
+        te.kind == TaskErrorKind::Crash && te.signal == Some(9),
+        "{te:?}"
+    );
+    check!(te.message.contains("SIGKILL"), "message {}", te.message);
+
     // The pool replaced the worker.
     let got = ctx.session.map(square, 0..50u64).await?.collect().await?;
     check!(got[49] == 2401, "after crash");

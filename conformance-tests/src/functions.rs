@@ -162,3 +162,14 @@ pub fn noisy(lines: u32) -> u32 {
 pub fn noop(x: u64) -> u64 {
     x
 }
+
+/// Kills its own worker with SIGKILL (what the kernel's OOM killer does).
+#[redwood::remote]
+pub fn sigkill_self(x: u32) -> u32 {
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    std::thread::sleep(std::time::Duration::from_secs(30));
+    x
+}

@@ -16,6 +16,13 @@ use crate::raw::envelope::{Outcome, TaskEnvelope};
 use crate::raw::registry::{self, InvokeError};
 use crate::types::task_error::{TaskError, TaskErrorKind};
 
+/// The environment variable a backend sets when it starts a process as a worker; its value
+/// names the worker protocol (`local`, ...).
+pub const WORKER_ENV: &str = "REDWOOD_WORKER";
+
+/// What to tell a user whose worker process reached their own code.
+pub const MISSING_ENTRY_HINT: &str = "a worker process is this program started again with REDWOOD_WORKER set; its `main` must carry #[redwood::main] or call redwood::worker_entry() before anything else (a libtest #[test] binary cannot be a worker: use a harness = false test)";
+
 /// The I/O a running task can do through its worker: reading an object (or a byte range of one)
 /// from the session's storage.
 pub trait WorkerIo: Send + Sync + 'static {

@@ -34,7 +34,7 @@ impl Progress {
         if self.bar.is_none() && self.since.elapsed() >= SHOW_AFTER && finished < self.total {
             let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} tasks, {per_sec}, eta {eta}",
+                "{msg} [{bar:30}] {pos}/{len} tasks, {elapsed} elapsed, eta {eta}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }

@@ -403,6 +403,18 @@ impl SessionBuilder {
 
     /// Builds the session.
     pub fn build(self) -> Result<Session> {
+        if std::env::var_os(crate::raw::worker::WORKER_ENV).is_some() {
+            // Without this, a program whose main is not a worker entry would start workers
+            // that start workers, without end.
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "refusing to start a session inside a worker process: {}",
+                    crate::raw::worker::MISSING_ENTRY_HINT
+                ),
+            )
+            .with_operation("Session::build"));
+        }
         let mut loaded = match self.config {
             Some(c) => LoadedConfig::from_config(c),
             None => LoadedConfig::load()?,
