@@ -609,16 +609,20 @@ impl Pool {
         let mut all: Vec<Pending> = self.queue.drain(..).collect();
         all.extend(self.delayed_items.drain().map(|(_, p)| p));
         self.delayed.clear();
-        for p in all {
+        self.fail_tasks(
+            all,
+            TaskErrorKind::Lost,
+            &format!("no worker could run it: {why}"),
+        );
+    }
+
+    /// Finishes tasks that will not run, with the same error.
+    fn fail_tasks(&mut self, tasks: Vec<Pending>, kind: TaskErrorKind, message: &str) {
+        for p in tasks {
             let Some(job) = self.jobs.get(&p.job) else {
                 continue;
             };
-            let e = task_error(
-                &job.spec,
-                &p,
-                TaskErrorKind::Lost,
-                format!("no worker could run it: {why}"),
-            );
+            let e = task_error(&job.spec, &p, kind, message.to_string());
             self.finish(p, Outcome::Err(e), None, None);
         }
     }
@@ -673,18 +677,7 @@ impl Pool {
             }
         }
         let n = stopped.len() as u64;
-        for p in stopped {
-            let Some(job) = self.jobs.get(&p.job) else {
-                continue;
-            };
-            let e = task_error(
-                &job.spec,
-                &p,
-                TaskErrorKind::Cancelled,
-                "the job was cancelled".into(),
-            );
-            self.finish(p, Outcome::Err(e), None, None);
-        }
+        self.fail_tasks(stopped, TaskErrorKind::Cancelled, "the job was cancelled");
         n
     }
 
