@@ -67,11 +67,22 @@ async fn main() -> redwood::Result<()> {
     }
     let rss_after_maps = peak_rss_mib();
 
+    // Back to back: includes waiting for the storage writes of earlier calls once too many
+    // are under way (the file store pays a new inode per object).
     let mut trips = Vec::new();
     for i in 0..100u64 {
         let started = Instant::now();
         let v = rw.call(noop, i).await?;
         trips.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(v, i);
+    }
+    // Isolated: each call after the previous one's storage writes are done.
+    let mut isolated = Vec::new();
+    for i in 0..100u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        let v = rw.call(noop, i).await?;
+        isolated.push(started.elapsed().as_secs_f64() * 1e3);
         assert_eq!(v, i);
     }
 
@@ -81,8 +92,10 @@ async fn main() -> redwood::Result<()> {
         median(rates)
     );
     println!(
-        "call round trip: median {:.3} ms over 100 calls (target <= 1 ms)",
-        median(trips)
+        "call round trip: median {:.3} ms over 100 back-to-back calls, {:.3} ms over 100 \
+         isolated calls (target <= 1 ms)",
+        median(trips),
+        median(isolated)
     );
     if let Some(rss) = rss_after_maps {
         println!("client peak RSS after the maps: {rss:.1} MiB (target <= 100 MiB)");

@@ -150,6 +150,7 @@ impl ComputeBackend for LocalBackend {
                 tasks: request.tasks,
                 storage: request.storage,
                 events,
+                report_before_stored: request.report_before_stored,
             })?;
             Ok(SubmitReply::new(Box::pin(receiver)))
         }

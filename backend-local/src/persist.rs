@@ -10,7 +10,9 @@ use redwood_core::raw::envelope::Outcome;
 use redwood_core::raw::pack::PackWriter;
 use redwood_core::types::result_ref::ResultLocation;
 use redwood_core::{TaskError, TaskErrorKind};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
 
 /// The most results in one segment.
 const MAX_BATCH: usize = 8192;
@@ -29,11 +31,15 @@ pub(crate) struct PersistItem {
 }
 
 /// Stores outcomes as they come and forwards them as `Finished` events, until `rx` closes.
+///
+/// With `early` (a job nobody can attach to), each batch is reported first and stored right
+/// after, holding a permit of `early` while it stores so that such writes stay bounded.
 pub(crate) async fn persist_loop(
     storage: Storage,
     job: String,
     mut rx: mpsc::UnboundedReceiver<PersistItem>,
     events: UnboundedSender<TaskEvent>,
+    early: Option<Arc<Semaphore>>,
 ) {
     let layout = storage.layout();
     // Segment names are unique per writer, so a job resumed by another process never
@@ -62,7 +68,23 @@ pub(crate) async fn persist_loop(
         let ranges = pack.ranges();
         let key = layout.result_segment(&job, &format!("{writer}-{segment:06}"));
         segment += 1;
-        let stored = store_with_retry(&storage, &key, pack.finish()).await;
+        let bytes = pack.finish();
+        let stored = match &early {
+            None => store_with_retry(&storage, &key, bytes).await,
+            Some(limit) => {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    return;
+                };
+                let (storage, key) = (storage.clone(), key.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = store_with_retry(&storage, &key, bytes).await {
+                        tracing::warn!(key = %key, error = %e, "could not store a reported outcome");
+                    }
+                    drop(permit);
+                });
+                Ok(())
+            }
+        };
         let mut ranges = ranges.into_iter();
         for (i, item) in batch.into_iter().enumerate() {
             let (outcome, location) = match (&stored, encode_failures.iter().find(|(j, _)| *j == i))

@@ -27,6 +27,8 @@ const MAX_PIPELINE: usize = 8;
 const PIPELINE_BELOW: Duration = Duration::from_millis(1);
 /// Finished tasks a job needs before its average run time is trusted for pipelining.
 const PIPELINE_AFTER_SAMPLES: u32 = 16;
+/// How many jobs may store reported-but-unstored outcomes at once.
+const EARLY_WRITES: usize = 64;
 /// Workers that die before saying ready this many times in a row fail the queued tasks.
 const MAX_STARTUP_FAILURES: u32 = 3;
 
@@ -37,6 +39,7 @@ pub(crate) enum Command {
         tasks: Vec<TaskInput>,
         storage: Storage,
         events: UnboundedSender<TaskEvent>,
+        report_before_stored: bool,
     },
     Cancel {
         job: String,
@@ -70,6 +73,7 @@ pub(crate) fn start_pool(exe: PathBuf, size: usize) -> PoolHandle {
         worker_tx,
         startup_failures: 0,
         last_error: None,
+        early_writes: Arc::new(tokio::sync::Semaphore::new(EARLY_WRITES)),
     };
     for _ in 0..size {
         pool.spawn_slot();
@@ -155,6 +159,8 @@ struct Pool {
     worker_tx: mpsc::UnboundedSender<WorkerEvent>,
     startup_failures: u32,
     last_error: Option<String>,
+    /// Bounds the outcomes stored after they were reported (see `report_before_stored`).
+    early_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pool {
@@ -226,14 +232,17 @@ impl Pool {
                 tasks,
                 storage,
                 events,
+                report_before_stored,
             } => {
                 let job: Arc<str> = Arc::from(spec.id.as_str());
                 let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+                let early = report_before_stored.then(|| self.early_writes.clone());
                 tokio::spawn(persist_loop(
                     storage.clone(),
                     spec.id.clone(),
                     persist_rx,
                     events.clone(),
+                    early,
                 ));
                 tracing::debug!(job = %job, tasks = tasks.len(), "job queued");
                 self.jobs.insert(

@@ -78,6 +78,7 @@ pub fn all() -> Vec<Case> {
         case!(mismatched_binary_is_refused),
         case!(unknown_function_is_refused),
         case!(stats_count_everything),
+        case!(call_records_are_stored),
     ]
 }
 
@@ -718,4 +719,44 @@ async fn stats_count_everything(ctx: Ctx) -> CaseResult {
 
 fn redwood_core_encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, crate::CaseError> {
     Ok(redwood::codec::encode(v)?)
+}
+
+async fn call_records_are_stored(ctx: Ctx) -> CaseResult {
+    // A call reports its value first and stores its record right after: it must arrive.
+    let storage = ctx.session.storage();
+    let jobs = storage.layout().jobs();
+    let value = 0xC0FFEEu64;
+    check!(
+        ctx.session.call(square, value).await? == value * value,
+        "value"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = storage.list(&jobs).await?;
+        for key in keys.iter().filter(|k| k.as_ref().ends_with("job.json")) {
+            let manifest = storage.get(key).await?;
+            let text = String::from_utf8_lossy(&manifest);
+            if !text.contains("functions::square") || !text.contains("\"task_count\": 1") {
+                continue;
+            }
+            let job_prefix = key.as_ref().trim_end_matches("/job.json");
+            let has = |what: &str| {
+                keys.iter()
+                    .any(|k| k.as_ref().starts_with(&format!("{job_prefix}/{what}")))
+            };
+            if has("input") && has("results/") {
+                let id = job_prefix.rsplit('/').next().unwrap_or_default();
+                let input = storage.get(&storage.layout().input(id)).await?;
+                let args = redwood_core_encode(&(value,))?;
+                if input.windows(args.len()).any(|w| w == args.as_slice()) {
+                    return Ok(());
+                }
+            }
+        }
+        check!(
+            Instant::now() < deadline,
+            "the call's record never reached storage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -146,16 +146,27 @@ pub struct SubmitRequest {
     pub tasks: Vec<TaskInput>,
     /// The session's storage; results go under its layout.
     pub storage: Storage,
+    /// The caller has no way to attach to this job (a single `call`), so a backend may report
+    /// a task finished as soon as it has the outcome and store it right after. Without this,
+    /// a task is reported only once its outcome is stored.
+    pub report_before_stored: bool,
 }
 
 impl SubmitRequest {
-    /// A submit request.
+    /// A submit request; outcomes are stored before they are reported.
     pub fn new(job: Arc<JobSpec>, tasks: Vec<TaskInput>, storage: Storage) -> Self {
         SubmitRequest {
             job,
             tasks,
             storage,
+            report_before_stored: false,
         }
+    }
+
+    /// Lets the backend report outcomes before they are stored (see the field).
+    pub fn report_before_stored(mut self, allowed: bool) -> Self {
+        self.report_before_stored = allowed;
+        self
     }
 }
 

@@ -226,11 +226,14 @@ impl JobShared {
 
 impl<T: DeserializeOwned + Send + 'static> Job<T> {
     /// Starts tracking a submitted job from its backend events (and outcomes already known).
+    /// `record_events` writes the job's events record when it ends (for `stats` readers and
+    /// the timeline); single calls skip it.
     pub(crate) fn start(
         session: Session,
         spec: Arc<JobSpec>,
         mut events: EventStream,
         known: Vec<Finished>,
+        record_events: bool,
     ) -> Job<T> {
         let total = spec.task_count as usize;
         let (changed, _) = watch::channel(0);
@@ -261,13 +264,15 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 TaskErrorKind::Lost,
                 "the backend stopped reporting before this task finished",
             );
-            let records: Vec<Finished> = {
-                let s = driver.state();
-                s.slots.iter().flatten().cloned().collect()
-            };
-            let storage = driver.session.storage();
-            if let Err(e) = write_events(storage, &driver.spec.id, &records).await {
-                tracing::warn!(job = %driver.spec.id, error = %e, "could not store job events");
+            if record_events {
+                let records: Vec<Finished> = {
+                    let s = driver.state();
+                    s.slots.iter().flatten().cloned().collect()
+                };
+                let storage = driver.session.storage();
+                if let Err(e) = write_events(storage, &driver.spec.id, &records).await {
+                    tracing::warn!(job = %driver.spec.id, error = %e, "could not store job events");
+                }
             }
             driver.state().recorded = true;
             driver.changed.send_modify(|v| *v += 1);
@@ -345,7 +350,13 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             );
             backend.submit(request).await?.events
         };
-        Ok(Job::start(session.clone(), Arc::new(spec), events, known))
+        Ok(Job::start(
+            session.clone(),
+            Arc::new(spec),
+            events,
+            known,
+            true,
+        ))
     }
 
     /// The job id (for [`Job::attach`], logs and the storage layout).
@@ -556,6 +567,11 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 ))
             })
             .collect()
+    }
+
+    /// Waits until every task finished, without the events record.
+    pub(crate) async fn wait_finished(&self) {
+        self.shared.wait_finished(self.shared.total()).await;
     }
 
     /// The single result of a one-task job.

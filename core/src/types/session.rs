@@ -36,6 +36,23 @@ struct Inner {
     backend: Arc<dyn ComputeBackend>,
     storage: Storage,
     progress: bool,
+    /// Bounds the job records `call` stores in the background.
+    background_writes: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many single-call job records may be stored in the background at once; past that,
+/// `call` waits, so a loop of calls cannot pile up unbounded work.
+const BACKGROUND_WRITES: usize = 64;
+
+/// How a job's inputs are stored relative to running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Store the manifest and inputs, then submit; outcomes are stored before reported.
+    /// `map` does this: its job id can be attached to.
+    Attachable,
+    /// Submit at once and store everything in the background. `call` does this: its job has
+    /// no handle to attach with, so nobody can observe the difference but the latency.
+    Fast,
 }
 
 impl fmt::Debug for Session {
@@ -112,7 +129,7 @@ impl Session {
         let (id, signature) = (f.id(), f.signature());
         Task::spawn(async move {
             let job = session
-                .submit::<Out>(id, signature, vec![encoded?], options)
+                .submit::<Out>(id, signature, vec![encoded?], options, Durability::Fast)
                 .await?;
             job.into_single().await
         })
@@ -155,7 +172,14 @@ impl Session {
                     .map_err(|e| e.with_context("function", f.id()).with_context("task", i))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.submit(f.id(), f.signature(), encoded, options).await
+        self.submit(
+            f.id(),
+            f.signature(),
+            encoded,
+            options,
+            Durability::Attachable,
+        )
+        .await
     }
 
     async fn submit<Out>(
@@ -164,6 +188,7 @@ impl Session {
         signature: u64,
         args: Vec<Vec<u8>>,
         options: TaskOptions,
+        durability: Durability,
     ) -> Result<Job<Out>>
     where
         Out: DeserializeOwned + Send + 'static,
@@ -190,21 +215,58 @@ impl Session {
             backend
                 .capabilities()
                 .check(backend.name(), &spec, &tasks)?;
-            self.write_job(&spec, &tasks).await?;
+            // Fast: the record is stored once the job ends, so its disk work (a new inode costs
+            // real CPU on some file systems) never competes with the call it records.
+            let deferred_record = match durability {
+                Durability::Attachable => {
+                    self.write_job(&spec, &tasks).await?;
+                    None
+                }
+                Durability::Fast => Some((self.background_permit().await?, tasks.clone())),
+            };
             let events = if tasks.is_empty() {
                 Box::pin(futures::stream::empty()) as _
             } else {
-                let request = SubmitRequest::new(spec.clone(), tasks, self.inner.storage.clone());
+                let request = SubmitRequest::new(spec.clone(), tasks, self.inner.storage.clone())
+                    .report_before_stored(durability == Durability::Fast);
                 backend
                     .submit(request)
                     .await
                     .map_err(|e| e.with_context("job", &spec.id))?
                     .events
             };
-            Ok(Job::start(self.clone(), spec.clone(), events, Vec::new()))
+            let record_events = durability == Durability::Attachable;
+            let job = Job::start(
+                self.clone(),
+                spec.clone(),
+                events,
+                Vec::new(),
+                record_events,
+            );
+            if let Some((permit, tasks)) = deferred_record {
+                let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
+                tokio::spawn(async move {
+                    job.wait_finished().await;
+                    if let Err(e) = session.write_job(&spec, &tasks).await {
+                        tracing::warn!(job = %spec.id, error = %e, "could not store the job record");
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(job)
         }
         .instrument(span)
         .await
+    }
+
+    /// A permit to store one job record in the background; waits while too many are under way.
+    async fn background_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.inner
+            .background_writes
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "the session is closed"))
     }
 
     /// Stores the manifest and the packed inputs of a job, concurrently.
@@ -468,6 +530,7 @@ impl SessionBuilder {
                 backend,
                 storage,
                 progress,
+                background_writes: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_WRITES)),
             }),
         })
     }
