@@ -73,11 +73,12 @@ pub fn worker_entry() {
 pub mod __entry {
     use std::future::Future;
 
-    /// Worker mode check, then tracing from `RUST_LOG` (default: warnings).
+    /// Worker mode check, then tracing from `RUST_LOG` (default: warnings, and what remote
+    /// functions print, which workers forward under the `redwood::worker` target).
     pub fn enter() {
         crate::worker_entry();
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,redwood::worker=info"));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
