@@ -536,6 +536,7 @@ async fn run_child(ctx: &Ctx, role: &str) -> Result<String, crate::CaseError> {
         .env("REDWOOD_STORAGE", &ctx.storage_url)
         .env("REDWOOD_NAMESPACE", &ctx.namespace)
         .env("REDWOOD_BACKEND", ctx.session.backend().name())
+        .envs(ctx.child_env.iter().map(|(k, v)| (k, v)))
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

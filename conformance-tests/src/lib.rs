@@ -22,6 +22,8 @@ pub struct Ctx {
     pub namespace: String,
     /// The test binary, for cases that start a second client process.
     pub exe: std::path::PathBuf,
+    /// Environment a second client process needs to reach the same storage (credentials).
+    pub child_env: Vec<(String, String)>,
 }
 
 /// The error type of a case.

@@ -1,7 +1,8 @@
 //! The conformance runner: every case against every configured backend and store.
 //!
 //! - `REDWOOD_TEST_BACKEND`: the backend (default `local`).
-//! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file` and `memory` (default both).
+//! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory` and `azurite`
+//!   (default all three). `azurite` starts a real Azurite (see `redwood-emulator`).
 //!
 //! Each store gets a fresh random namespace, removed after the run.
 
@@ -11,6 +12,15 @@ use std::sync::Arc;
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
 use redwood_conformance::{Ctx, all_cases, cases::child_main};
+use redwood_emulator::azurite::Azurite;
+
+/// A store the suite runs on: its URL, options for the session, env for child processes.
+struct Store {
+    name: String,
+    url: String,
+    options: Vec<(String, String)>,
+    child_env: Vec<(String, String)>,
+}
 
 fn main() -> ExitCode {
     redwood::worker_entry();
@@ -35,7 +45,8 @@ fn main() -> ExitCode {
     }
     let args = Arguments::from_args();
     let backend = std::env::var("REDWOOD_TEST_BACKEND").unwrap_or_else(|_| "local".into());
-    let stores = std::env::var("REDWOOD_TEST_STORAGE").unwrap_or_else(|_| "file,memory".into());
+    let wanted =
+        std::env::var("REDWOOD_TEST_STORAGE").unwrap_or_else(|_| "file,memory,azurite".into());
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -50,43 +61,85 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut trials = Vec::new();
-    let mut sessions = Vec::new();
-    for store in stores.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let storage_url = match store {
-            "file" => format!("file://{}", scratch.path().join("store").display()),
-            "memory" => "memory://conformance".to_string(),
+    let pid = std::process::id();
+    let mut azurite: Option<Azurite> = None;
+    let mut stores = Vec::new();
+    for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let store = match name {
+            "file" => Store {
+                name: name.into(),
+                url: format!("file://{}", scratch.path().join("store").display()),
+                options: vec![],
+                child_env: vec![],
+            },
+            "memory" => Store {
+                name: name.into(),
+                url: "memory://conformance".into(),
+                options: vec![],
+                child_env: vec![],
+            },
+            "azurite" => {
+                let started = runtime.block_on(Azurite::start());
+                let az = match started {
+                    Ok(az) => az,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                eprintln!("Azurite ({}) at {}", az.how(), az.blob_base());
+                let conn = az.connection_string(&az.accounts()[0]);
+                azurite = Some(az);
+                Store {
+                    name: name.into(),
+                    url: format!("az://conformance-{pid}/suite"),
+                    options: vec![("connection_string".into(), conn.clone())],
+                    child_env: vec![("AZURE_STORAGE_CONNECTION_STRING".into(), conn)],
+                }
+            }
             other => {
-                eprintln!("unknown REDWOOD_TEST_STORAGE entry `{other}` (known: file, memory)");
+                eprintln!(
+                    "unknown REDWOOD_TEST_STORAGE entry `{other}` (known: file, memory, azurite)"
+                );
                 return ExitCode::FAILURE;
             }
         };
-        let namespace = format!("conformance-{}", std::process::id());
+        stores.push(store);
+    }
+
+    let mut trials = Vec::new();
+    let mut sessions = Vec::new();
+    for store in stores {
+        let namespace = format!("conformance-{pid}");
         let session = {
             let _guard = runtime.enter();
-            Session::builder()
+            let mut builder = Session::builder()
                 .backend_name(&backend)
-                .storage_url(&storage_url)
+                .storage_url(&store.url)
                 .namespace(&namespace)
-                .progress(false)
-                .build()
+                .progress(false);
+            for (k, v) in &store.options {
+                builder = builder.storage_option(k, v);
+            }
+            builder.build()
         };
         let session = match session {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("cannot build a `{backend}` session on {storage_url}: {e}");
+                eprintln!("cannot build a `{backend}` session on {}: {e}", store.url);
                 return ExitCode::FAILURE;
             }
         };
         sessions.push(session.clone());
         for case in all_cases() {
-            let name = format!("{backend}::{store}::{}", case.name);
+            let name = format!("{backend}::{}::{}", store.name, case.name);
             let skip = case.skip_reason(&session);
             let ctx = Ctx {
                 session: session.clone(),
-                storage_url: storage_url.clone(),
+                storage_url: store.url.clone(),
                 namespace: namespace.clone(),
                 exe: exe.clone(),
+                child_env: store.child_env.clone(),
             };
             let rt = runtime.clone();
             let run = case.run;
@@ -108,6 +161,9 @@ fn main() -> ExitCode {
         if let Err(e) = runtime.block_on(session.cleanup()) {
             eprintln!("cleanup of {} failed: {e}", session.storage().url());
         }
+    }
+    if let Some(az) = azurite {
+        runtime.block_on(az.stop());
     }
     conclusion.exit_code()
 }

@@ -18,8 +18,9 @@ pub const CONFIG_FILE_ENV: &str = "REDWOOD_CONFIG";
 /// The keys `REDWOOD_*` environment variables may set.
 const ENV_KEYS: &[&str] = &["backend", "storage", "namespace", "workers", "progress"];
 
-/// Redwood's configuration: which backend, which storage, and their settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Redwood's configuration: which backend, which storage, and their settings. `Debug` hides
+/// the values of `storage_options` (they hold keys and SAS tokens).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The compute backend: `local` (default).
@@ -35,6 +36,27 @@ pub struct Config {
     /// Show progress bars on long waits when stderr is a terminal (default: true).
     #[serde(default)]
     pub progress: Option<bool>,
+    /// Options of the store: for `az://`, `connection_string`, or `account`, `key` / `sas`,
+    /// `endpoint`, and object_store's `azure_*` keys.
+    #[serde(default)]
+    pub storage_options: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: Vec<&str> = self.storage_options.keys().map(String::as_str).collect();
+        f.debug_struct("Config")
+            .field("backend", &self.backend)
+            .field("storage", &self.storage)
+            .field("namespace", &self.namespace)
+            .field("workers", &self.workers)
+            .field("progress", &self.progress)
+            .field(
+                "storage_options",
+                &format_args!("{options:?} (values redacted)"),
+            )
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -45,6 +67,7 @@ impl Default for Config {
             namespace: String::new(),
             workers: None,
             progress: None,
+            storage_options: Default::default(),
         }
     }
 }

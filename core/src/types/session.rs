@@ -403,6 +403,7 @@ pub struct SessionBuilder {
     namespace: Option<String>,
     workers: Option<usize>,
     progress: Option<bool>,
+    storage_options: Vec<(String, String)>,
 }
 
 impl fmt::Debug for SessionBuilder {
@@ -442,6 +443,12 @@ impl SessionBuilder {
     /// Uses the storage at this URL (`file://...`, `memory://`).
     pub fn storage_url(mut self, url: impl Into<String>) -> Self {
         self.storage_url = Some(url.into());
+        self
+    }
+
+    /// Sets a storage option (e.g. `connection_string` for `az://`); see the README.
+    pub fn storage_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.storage_options.push((key.into(), value.into()));
         self
     }
 
@@ -501,14 +508,19 @@ impl SessionBuilder {
             loaded.config.progress = self.progress;
             loaded.mark_set_in_code("progress");
         }
+        if !self.storage_options.is_empty() {
+            loaded.config.storage_options.extend(self.storage_options);
+            loaded.mark_set_in_code("storage_options");
+        }
         if loaded.config.workers == Some(0) {
             return Err(loaded.error("workers", "0", "workers must be at least 1"));
         }
         let storage = match self.storage {
             Some(s) => s,
-            None => Storage::open(&loaded.config.storage).map_err(|e| {
-                loaded.error("storage", &loaded.config.storage, e.message().to_string())
-            })?,
+            None => Storage::open_with(&loaded.config.storage, &loaded.config.storage_options)
+                .map_err(|e| {
+                    loaded.error("storage", &loaded.config.storage, e.message().to_string())
+                })?,
         };
         let storage = if loaded.config.namespace.is_empty() {
             storage

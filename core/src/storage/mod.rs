@@ -1,7 +1,10 @@
 //! Object storage: opening a store from a URL, and the key layout every reader and writer shares
 //! (DESIGN §3). All access goes through `Arc<dyn ObjectStore>`.
 
-use std::collections::HashMap;
+#[cfg(feature = "azure")]
+mod azure;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -14,6 +17,16 @@ use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// Creates the bucket or container a store writes to, when it is missing (object_store
+/// cannot).
+#[async_trait::async_trait]
+pub trait ContainerCreator: Send + Sync + fmt::Debug {
+    /// The container's name.
+    fn name(&self) -> &str;
+    /// Creates it; succeeds when it already exists.
+    async fn create(&self) -> Result<()>;
+}
+
 /// An object store plus the root prefix Redwood writes under.
 #[derive(Clone)]
 pub struct Storage {
@@ -21,6 +34,7 @@ pub struct Storage {
     url: String,
     root: Path,
     shared_between_processes: bool,
+    container: Option<Arc<dyn ContainerCreator>>,
 }
 
 impl fmt::Debug for Storage {
@@ -40,8 +54,32 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 
 impl Storage {
     /// Opens the store a URL names: `file://<folder>` (relative to the working directory, or
-    /// absolute as `file:///abs`), or `memory://[name]` (this process only).
+    /// absolute as `file:///abs`), `memory://[name]` (this process only), or, with the `azure`
+    /// feature, `az://<container>/<prefix>`.
     pub fn open(url: &str) -> Result<Storage> {
+        Storage::open_with(url, &BTreeMap::new())
+    }
+
+    /// [`Storage::open`] with options for the store (credentials, endpoint; see the README).
+    pub fn open_with(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
+        if url.starts_with("az://") || url.starts_with("azure://") {
+            #[cfg(feature = "azure")]
+            return azure::open(url, options);
+            #[cfg(not(feature = "azure"))]
+            return Err(Error::new(
+                ErrorKind::Config,
+                "this build has no Azure storage: enable the `azure` feature of the redwood crate",
+            )
+            .with_context("storage", url));
+        }
+        if !options.is_empty() {
+            let keys: Vec<&str> = options.keys().map(String::as_str).collect();
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("storage options {keys:?} are for az:// storage only"),
+            )
+            .with_context("storage", url));
+        }
         let bad = |why: String| {
             Error::new(ErrorKind::Config, why)
                 .with_operation("Storage::open")
@@ -73,6 +111,7 @@ impl Storage {
                 url: url.to_string(),
                 root: Path::default(),
                 shared_between_processes: true,
+                container: None,
             })
         } else if let Some(name) = url.strip_prefix("memory://") {
             let store = memory_stores()
@@ -86,11 +125,12 @@ impl Storage {
                 url: url.to_string(),
                 root: Path::default(),
                 shared_between_processes: false,
+                container: None,
             })
         } else {
             let scheme = url.split("://").next().unwrap_or(url);
             Err(bad(format!(
-                "unsupported storage scheme `{scheme}`: this build knows file:// and memory://"
+                "unsupported storage scheme `{scheme}`: known are file://, memory:// and az://"
             )))
         }
     }
@@ -107,6 +147,7 @@ impl Storage {
             url: url.into(),
             root: Path::from(root),
             shared_between_processes,
+            container: None,
         }
     }
 
@@ -140,9 +181,23 @@ impl Storage {
         }
     }
 
-    /// Writes an object (atomically: readers see the old object or the whole new one).
+    /// Writes an object (atomically: readers see the old object or the whole new one). A
+    /// missing container is created once and the write tried again.
     pub async fn put(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<()> {
         let bytes: Bytes = bytes.into();
+        match self.put_once(key, bytes.clone()).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.container.is_some() => {
+                if let Some(container) = &self.container {
+                    tracing::info!(container = container.name(), "creating missing container");
+                    container.create().await?;
+                }
+                self.put_once(key, bytes).await
+            }
+            other => other,
+        }
+    }
+
+    async fn put_once(&self, key: &Path, bytes: Bytes) -> Result<()> {
         let span = tracing::debug_span!("store.put", key = %key, len = bytes.len());
         self.store
             .put(key, PutPayload::from_bytes(bytes))
@@ -188,14 +243,19 @@ impl Storage {
     /// Lists the keys under a prefix with their sizes, sorted by key.
     pub async fn list_meta(&self, prefix: &Path) -> Result<Vec<(Path, u64)>> {
         let span = tracing::debug_span!("store.list", prefix = %prefix);
-        let mut metas: Vec<(Path, u64)> = self
+        let listed: std::result::Result<Vec<(Path, u64)>, _> = self
             .store
             .list(Some(prefix))
             .map_ok(|meta| (meta.location, meta.size))
             .try_collect()
             .instrument(span)
-            .await
-            .map_err(|e| Error::storage("store.list", prefix.as_ref(), e))?;
+            .await;
+        let mut metas = match listed {
+            Ok(m) => m,
+            // A container that does not exist yet holds nothing.
+            Err(object_store::Error::NotFound { .. }) if self.container.is_some() => Vec::new(),
+            Err(e) => return Err(Error::storage("store.list", prefix.as_ref(), e)),
+        };
         metas.sort();
         Ok(metas)
     }

@@ -1,0 +1,370 @@
+//! Azure Blob storage: `az://<container>/<prefix>` through object_store's Azure client, with the
+//! credentials from `storage_options`, `AZURE_STORAGE_CONNECTION_STRING` or the other
+//! `AZURE_STORAGE_*` variables, and a missing container created with one signed REST call.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use sha2::Sha256;
+use tracing::Instrument;
+
+use super::{ContainerCreator, Storage};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The REST API version of the container-create call (supported by Azure and Azurite).
+const API_VERSION: &str = "2021-08-06";
+
+/// Where the well-known development storage is (`UseDevelopmentStorage=true`).
+const DEV_STORAGE_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
+const DEV_STORAGE_ACCOUNT: &str = "devstoreaccount1";
+const DEV_STORAGE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The credentials and endpoint of one storage account.
+#[derive(Default, Clone, PartialEq, Eq)]
+struct AccountSettings {
+    account: Option<String>,
+    key: Option<String>,
+    sas: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl fmt::Debug for AccountSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountSettings")
+            .field("account", &self.account)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("sas", &self.sas.as_ref().map(|_| "<redacted>"))
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// Parses an Azure storage connection string.
+fn parse_connection_string(s: &str) -> Result<AccountSettings> {
+    let mut out = AccountSettings::default();
+    let mut protocol = "https".to_string();
+    let mut suffix = "core.windows.net".to_string();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "connection string part `{}` is not key=value",
+                    redact_part(part)
+                ),
+            ));
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "accountname" => out.account = Some(v.to_string()),
+            "accountkey" => out.key = Some(v.to_string()),
+            "sharedaccesssignature" => out.sas = Some(v.to_string()),
+            "blobendpoint" => out.endpoint = Some(v.trim_end_matches('/').to_string()),
+            "defaultendpointsprotocol" => protocol = v.to_string(),
+            "endpointsuffix" => suffix = v.to_string(),
+            "usedevelopmentstorage" if v.eq_ignore_ascii_case("true") => {
+                out.account = Some(DEV_STORAGE_ACCOUNT.into());
+                out.key = Some(DEV_STORAGE_KEY.into());
+                out.endpoint = Some(DEV_STORAGE_ENDPOINT.into());
+            }
+            _ => {} // QueueEndpoint, TableEndpoint, ...: not for blob storage
+        }
+    }
+    if out.endpoint.is_none()
+        && let Some(account) = &out.account
+    {
+        out.endpoint = Some(format!("{protocol}://{account}.blob.{suffix}"));
+    }
+    Ok(out)
+}
+
+fn redact_part(part: &str) -> String {
+    part.chars().take(12).collect::<String>() + "…"
+}
+
+/// Opens `az://<container>/<prefix>`.
+pub(super) fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
+    let bad = |why: String| {
+        Error::new(ErrorKind::Config, why)
+            .with_operation("Storage::open")
+            .with_context("storage", url)
+    };
+    let rest = url
+        .strip_prefix("az://")
+        .or_else(|| url.strip_prefix("azure://"))
+        .ok_or_else(|| bad("not an az:// URL".into()))?;
+    let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if container.is_empty() {
+        return Err(bad(
+            "az:// needs a container: az://<container>/<prefix>".into()
+        ));
+    }
+    if !valid_container_name(container) {
+        return Err(bad(format!(
+            "`{container}` is not a valid container name (3-63 lower-case letters, digits and \
+             single hyphens, starting with a letter or digit)"
+        )));
+    }
+
+    let mut settings = AccountSettings::default();
+    let mut passthrough = Vec::new();
+    let conn_from_env = std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok();
+    if let Some(conn) = options.get("connection_string").or(conn_from_env.as_ref()) {
+        settings = parse_connection_string(conn).map_err(|e| bad(e.message().to_string()))?;
+    }
+    for (k, v) in options {
+        match k.as_str() {
+            "connection_string" => {}
+            "account" | "account_name" => settings.account = Some(v.clone()),
+            "key" | "account_key" | "access_key" => settings.key = Some(v.clone()),
+            "sas" | "sas_token" | "sas_key" => settings.sas = Some(v.clone()),
+            "endpoint" | "blob_endpoint" => {
+                settings.endpoint = Some(v.trim_end_matches('/').into())
+            }
+            other => {
+                let key: AzureConfigKey = other.parse().map_err(|_| {
+                    bad(format!(
+                        "unknown storage option `{other}` (known: connection_string, account, \
+                         key, sas, endpoint, and object_store's azure_* keys)"
+                    ))
+                })?;
+                passthrough.push((key, v.clone()));
+            }
+        }
+    }
+
+    // The TLS provider for reqwest (built without one, to keep a lean dependency tree).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    if let Some(a) = &settings.account {
+        builder = builder.with_account(a);
+    }
+    if let Some(k) = &settings.key {
+        builder = builder.with_access_key(k);
+    }
+    if let Some(s) = &settings.sas {
+        builder = builder.with_config(AzureConfigKey::SasKey, s);
+    }
+    if let Some(e) = &settings.endpoint {
+        builder = builder
+            .with_endpoint(e.clone())
+            .with_allow_http(e.starts_with("http://"));
+    }
+    for (k, v) in passthrough {
+        builder = builder.with_config(k, v);
+    }
+    let store = builder.build().map_err(|e| {
+        bad(format!(
+            "cannot build the Azure client: {e}; give credentials with storage_options \
+             (connection_string, or account + key/sas + endpoint) or AZURE_STORAGE_CONNECTION_STRING"
+        ))
+    })?;
+    let account = settings
+        .account
+        .clone()
+        .or_else(|| std::env::var("AZURE_STORAGE_ACCOUNT_NAME").ok())
+        .unwrap_or_default();
+    let endpoint = settings
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+    let creator = Arc::new(AzureContainer {
+        container: container.to_string(),
+        account,
+        endpoint,
+        key: settings.key.clone(),
+        sas: settings.sas.clone(),
+        http: reqwest::Client::new(),
+    });
+    let mut storage = Storage::from_store(Arc::new(store), redact_url(url), prefix, true);
+    storage.container = Some(creator);
+    Ok(storage)
+}
+
+fn redact_url(url: &str) -> String {
+    // az:// URLs carry no secrets; keep any query string (a SAS) out of logs all the same.
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+fn valid_container_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (3..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.contains("--")
+        && !name.ends_with('-')
+}
+
+/// Creates the container a store writes to, with the account key (SharedKey) or a SAS.
+struct AzureContainer {
+    container: String,
+    account: String,
+    endpoint: String,
+    key: Option<String>,
+    sas: Option<String>,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for AzureContainer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureContainer")
+            .field("container", &self.container)
+            .field("account", &self.account)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureContainer {
+    /// The SharedKey `Authorization` header of a container-create request.
+    fn shared_key(&self, key: &str, path: &str, date: &str) -> Result<String> {
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n/{}{path}\nrestype:container",
+            self.account
+        );
+        let key = STANDARD.decode(key).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                "the storage account key is not valid base64",
+            )
+            .with_context("account", &self.account)
+            .with_source(e)
+        })?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+            .map_err(|_| Error::new(ErrorKind::Config, "the storage account key is empty"))?;
+        mac.update(to_sign.as_bytes());
+        let signature = STANDARD.encode(mac.finalize().into_bytes());
+        Ok(format!("SharedKey {}:{signature}", self.account))
+    }
+}
+
+#[async_trait]
+impl ContainerCreator for AzureContainer {
+    fn name(&self) -> &str {
+        &self.container
+    }
+
+    async fn create(&self) -> Result<()> {
+        let base = format!("{}/{}", self.endpoint.trim_end_matches('/'), self.container);
+        let path = reqwest::Url::parse(&base)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("bad endpoint {base}: {e}")))?
+            .path()
+            .to_string();
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let mut request = self
+            .http
+            .put(format!("{base}?restype=container"))
+            .header("x-ms-date", &date)
+            .header("x-ms-version", API_VERSION)
+            .header("Content-Length", "0");
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", self.shared_key(key, &path, &date)?);
+        } else if let Some(sas) = &self.sas {
+            request = self
+                .http
+                .put(format!(
+                    "{base}?restype=container&{}",
+                    sas.trim_start_matches('?')
+                ))
+                .header("x-ms-version", API_VERSION)
+                .header("Content-Length", "0");
+        } else {
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "container `{}` does not exist, and without an account key or SAS Redwood \
+                     cannot create it: create it, or give a key or SAS",
+                    self.container
+                ),
+            ));
+        }
+        let span = tracing::info_span!("azure.create_container", container = %self.container);
+        let response = request.send().instrument(span).await.map_err(|e| {
+            Error::new(ErrorKind::Storage, format!("cannot reach {base}"))
+                .set_retryable(true)
+                .with_source(e)
+        })?;
+        let status = response.status();
+        if status.is_success() || status.as_u16() == 409 {
+            tracing::info!(container = %self.container, "container ready");
+            return Ok(());
+        }
+        let code = response
+            .headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let why = if status.as_u16() == 403 {
+            "the credentials may not create containers (or the key is wrong)"
+        } else {
+            "the service refused"
+        };
+        Err(Error::new(
+            ErrorKind::Storage,
+            format!(
+                "cannot create container `{}` in account `{}`: {why} (HTTP {status} {code})",
+                self.container, self.account
+            ),
+        )
+        .set_retryable(status.is_server_error()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings() {
+        let s = parse_connection_string(
+            "DefaultEndpointsProtocol=http;AccountName=a1;AccountKey=k==;BlobEndpoint=http://127.0.0.1:1/a1/;",
+        )
+        .unwrap();
+        assert_eq!(s.account.as_deref(), Some("a1"));
+        assert_eq!(s.key.as_deref(), Some("k=="));
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:1/a1"));
+        assert!(!format!("{s:?}").contains("k=="));
+
+        let d = parse_connection_string("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(d.endpoint.as_deref(), Some(DEV_STORAGE_ENDPOINT));
+
+        let c = parse_connection_string("AccountName=acct;AccountKey=x").unwrap();
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("https://acct.blob.core.windows.net")
+        );
+        assert!(parse_connection_string("garbage").is_err());
+    }
+
+    #[test]
+    fn container_names() {
+        assert!(valid_container_name("redwood-1"));
+        assert!(!valid_container_name("Redwood"));
+        assert!(!valid_container_name("ab"));
+        assert!(!valid_container_name("a--b"));
+        assert!(!valid_container_name("-ab"));
+    }
+
+    #[test]
+    fn bad_urls_name_the_problem() {
+        let none = BTreeMap::new();
+        let e = open("az://", &none).unwrap_err().to_string();
+        assert!(e.contains("needs a container"), "{e}");
+        let e = open("az://Bad_Name/x", &none).unwrap_err().to_string();
+        assert!(e.contains("not a valid container name"), "{e}");
+        let mut opts = BTreeMap::new();
+        opts.insert("acount".to_string(), "x".to_string());
+        let e = open("az://good/x", &opts).unwrap_err().to_string();
+        assert!(e.contains("unknown storage option `acount`"), "{e}");
+    }
+}
