@@ -8,6 +8,7 @@
 //! results are stored in packed segments (group commit) before they are reported.
 
 mod backend;
+mod fetch;
 mod persist;
 mod pool;
 mod process;

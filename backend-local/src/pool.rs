@@ -15,11 +15,11 @@ use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
 use redwood_core::{Storage, TaskError, TaskErrorKind};
 use std::os::unix::process::ExitStatusExt;
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 
+use crate::fetch::Fetcher;
 use crate::persist::{PersistItem, persist_loop};
 use crate::process::{WorkerEvent, WorkerProcess, spawn_worker};
-use crate::protocol::{FromWorker, ToWorker, encode_frame};
+use crate::protocol::{FromWorker, ToWorker, encode_frame, fetched_frame};
 
 /// The most tasks queued on one worker's pipe when tasks are short.
 const MAX_PIPELINE: usize = 8;
@@ -74,6 +74,7 @@ pub(crate) fn start_pool(exe: PathBuf, size: usize) -> PoolHandle {
         startup_failures: 0,
         last_error: None,
         early_writes: Arc::new(tokio::sync::Semaphore::new(EARLY_WRITES)),
+        fetcher: Fetcher::default(),
     };
     for _ in 0..size {
         pool.spawn_slot();
@@ -161,6 +162,8 @@ struct Pool {
     last_error: Option<String>,
     /// Bounds the outcomes stored after they were reported (see `report_before_stored`).
     early_writes: Arc<tokio::sync::Semaphore>,
+    /// Serves the objects running tasks ask for.
+    fetcher: Fetcher,
 }
 
 impl Pool {
@@ -495,30 +498,20 @@ impl Pool {
             .and_then(|f| self.jobs.get(&f.pending.job))
             .map(|j| j.storage.clone());
         let tx = slot.process.tx.clone();
+        let fetcher = self.fetcher.clone();
         tokio::spawn(async move {
             let result = match storage {
-                Some(storage) => fetch(&storage, &key, range).await,
+                Some(storage) => fetcher.fetch(storage, key.clone(), range).await,
                 None => Err("no running task to fetch for".to_string()),
             };
-            let reply = ToWorker::Fetched {
-                id,
-                result: result.map(serde_bytes::ByteBuf::from),
+            let frame = match &result {
+                Ok(bytes) => fetched_frame(id, Ok(bytes))
+                    .map_err(|e| format!("object {key} is too large to send to a worker: {e}")),
+                Err(why) => Err(why.clone()),
             };
-            match encode_frame(&reply) {
-                Ok(frame) => {
-                    let _ = tx.send(frame);
-                }
-                Err(e) => {
-                    let reply = ToWorker::Fetched {
-                        id,
-                        result: Err(format!(
-                            "object {key} is too large to send to a worker: {e}"
-                        )),
-                    };
-                    if let Ok(frame) = encode_frame(&reply) {
-                        let _ = tx.send(frame);
-                    }
-                }
+            let frame = frame.or_else(|why| fetched_frame(id, Err(&why)));
+            if let Ok(frame) = frame {
+                let _ = tx.send(frame);
             }
         });
     }
@@ -743,23 +736,6 @@ impl Pool {
         }
         self.slots.clear();
     }
-}
-
-async fn fetch(storage: &Storage, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, String> {
-    use object_store::ObjectStoreExt;
-    let path = object_store::path::Path::from(key);
-    let span = tracing::debug_span!("worker.fetch", key, ?range);
-    let result = async {
-        match range {
-            Some((start, end)) => storage.store().get_range(&path, start..end).await,
-            None => storage.store().get(&path).await?.bytes().await,
-        }
-    }
-    .instrument(span)
-    .await;
-    result
-        .map(|b| b.to_vec())
-        .map_err(|e| format!("cannot read {key}: {e}"))
 }
 
 fn task_error(spec: &JobSpec, p: &Pending, kind: TaskErrorKind, message: String) -> TaskError {

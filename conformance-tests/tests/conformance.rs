@@ -1,8 +1,10 @@
 //! The conformance runner: every case against every configured backend and store.
 //!
 //! - `REDWOOD_TEST_BACKEND`: the backend (default `local`).
-//! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory` and `azurite`
-//!   (default all three). `azurite` starts a real Azurite (see `redwood-emulator`).
+//! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory`, `azurite` and
+//!   `azurite-faults` (default: all). `azurite` starts a real Azurite (see `redwood-emulator`);
+//!   `azurite-faults` reaches the same Azurite through a proxy that injects 503s, 500s and
+//!   connection resets into 10% of the requests.
 //!
 //! Each store gets a fresh random namespace, removed after the run.
 
@@ -13,6 +15,10 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
 use redwood_conformance::{Ctx, all_cases, cases::child_main};
 use redwood_emulator::azurite::Azurite;
+use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
+
+/// The share of storage requests that fail in the `azurite-faults` store.
+const FAULT_RATE: f64 = 0.10;
 
 /// A store the suite runs on: its URL, options for the session, env for child processes.
 struct Store {
@@ -45,8 +51,8 @@ fn main() -> ExitCode {
     }
     let args = Arguments::from_args();
     let backend = std::env::var("REDWOOD_TEST_BACKEND").unwrap_or_else(|_| "local".into());
-    let wanted =
-        std::env::var("REDWOOD_TEST_STORAGE").unwrap_or_else(|_| "file,memory,azurite".into());
+    let wanted = std::env::var("REDWOOD_TEST_STORAGE")
+        .unwrap_or_else(|_| "file,memory,azurite,azurite-faults".into());
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
     };
     let pid = std::process::id();
     let mut azurite: Option<Azurite> = None;
+    let mut proxy: Option<FaultProxy> = None;
     let mut stores = Vec::new();
     for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let store = match name {
@@ -78,21 +85,56 @@ fn main() -> ExitCode {
                 options: vec![],
                 child_env: vec![],
             },
-            "azurite" => {
-                let started = runtime.block_on(Azurite::start());
-                let az = match started {
-                    Ok(az) => az,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
+            "azurite" | "azurite-faults" => {
+                if azurite.is_none() {
+                    match runtime.block_on(Azurite::start()) {
+                        Ok(az) => {
+                            eprintln!("Azurite ({}) at {}", az.how(), az.blob_base());
+                            azurite = Some(az);
+                        }
+                        Err(e) => {
+                            eprintln!("{e}");
+                            return ExitCode::FAILURE;
+                        }
                     }
+                }
+                let Some(az) = azurite.as_ref() else {
+                    return ExitCode::FAILURE;
                 };
-                eprintln!("Azurite ({}) at {}", az.how(), az.blob_base());
-                let conn = az.connection_string(&az.accounts()[0]);
-                azurite = Some(az);
+                let account = &az.accounts()[0];
+                let (conn, container) = if name == "azurite" {
+                    (az.connection_string(account), format!("conformance-{pid}"))
+                } else {
+                    let config = FaultConfig {
+                        rate: FAULT_RATE,
+                        ..FaultConfig::default()
+                    };
+                    let started = runtime.block_on(FaultProxy::start(az.blob_base(), config));
+                    let p = match started {
+                        Ok(p) => p,
+                        Err(e) => {
+                            eprintln!("cannot start the fault proxy: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    let conn = format!(
+                        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
+                        account.name,
+                        account.key,
+                        p.url(),
+                        account.name
+                    );
+                    eprintln!(
+                        "fault proxy at {} ({:.0}% faults)",
+                        p.url(),
+                        FAULT_RATE * 100.0
+                    );
+                    proxy = Some(p);
+                    (conn, format!("faults-{pid}"))
+                };
                 Store {
                     name: name.into(),
-                    url: format!("az://conformance-{pid}/suite"),
+                    url: format!("az://{container}/suite"),
                     options: vec![("connection_string".into(), conn.clone())],
                     child_env: vec![("AZURE_STORAGE_CONNECTION_STRING".into(), conn)],
                 }
@@ -162,8 +204,20 @@ fn main() -> ExitCode {
             eprintln!("cleanup of {} failed: {e}", session.storage().url());
         }
     }
+    let mut code = conclusion.exit_code();
+    if let Some(p) = proxy {
+        let stats = p.stats();
+        eprintln!(
+            "fault proxy: {} forwarded, {} 503s, {} 500s, {} resets",
+            stats.forwarded, stats.unavailable, stats.internal, stats.resets
+        );
+        if stats.faults() == 0 && !args.list {
+            eprintln!("the fault proxy injected nothing: the azurite-faults runs proved nothing");
+            code = ExitCode::FAILURE;
+        }
+    }
     if let Some(az) = azurite {
         runtime.block_on(az.stop());
     }
-    conclusion.exit_code()
+    code
 }

@@ -1,5 +1,6 @@
 #![deny(missing_docs)]
 //! Local stand-ins for Azure that Redwood's tests (and users) start themselves: a real Azurite
-//! ([`azurite`]).
+//! ([`azurite`]) and a fault-injecting HTTP proxy ([`fault_proxy`]).
 
 pub mod azurite;
+pub mod fault_proxy;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -45,6 +45,13 @@ impl fmt::Debug for Storage {
             .finish()
     }
 }
+
+/// Objects larger than this are uploaded in parts.
+const MULTIPART_ABOVE: usize = 32 << 20;
+/// The size of one part.
+const MULTIPART_PART: usize = 16 << 20;
+/// Parts in flight at once.
+const MULTIPART_CONCURRENCY: usize = 8;
 
 /// Named in-memory stores of this process, so two sessions on `memory://name` see the same data.
 fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
@@ -199,12 +206,35 @@ impl Storage {
 
     async fn put_once(&self, key: &Path, bytes: Bytes) -> Result<()> {
         let span = tracing::debug_span!("store.put", key = %key, len = bytes.len());
-        self.store
-            .put(key, PutPayload::from_bytes(bytes))
-            .instrument(span)
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::storage("store.put", key.as_ref(), e))
+        let result = if bytes.len() > MULTIPART_ABOVE {
+            self.put_multipart(key, bytes).instrument(span).await
+        } else {
+            self.store
+                .put(key, PutPayload::from_bytes(bytes))
+                .instrument(span)
+                .await
+                .map(|_| ())
+        };
+        result.map_err(|e| self.error("store.put", key, e))
+    }
+
+    /// Uploads a large object in parts, several at once.
+    async fn put_multipart(&self, key: &Path, bytes: Bytes) -> object_store::Result<()> {
+        let upload = self.store.put_multipart(key).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + MULTIPART_PART).min(bytes.len());
+            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+            writer.put(bytes.slice(at..end));
+            at = end;
+        }
+        writer.finish().await.map(|_| ())
+    }
+
+    /// A storage error naming this store, the operation and the key.
+    fn error(&self, operation: &'static str, key: &Path, e: object_store::Error) -> Error {
+        Error::storage(operation, key.as_ref(), e).with_context("storage", &self.url)
     }
 
     /// Writes an object unless one exists; returns whether it wrote.
@@ -212,7 +242,7 @@ impl Storage {
         match self.store.head(key).await {
             Ok(_) => return Ok(false),
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(Error::storage("store.head", key.as_ref(), e)),
+            Err(e) => return Err(self.error("store.head", key, e)),
         }
         self.put(key, bytes).await?;
         Ok(true)
@@ -227,7 +257,7 @@ impl Storage {
         }
         .instrument(span)
         .await
-        .map_err(|e| Error::storage("store.get", key.as_ref(), e))
+        .map_err(|e| self.error("store.get", key, e))
     }
 
     /// Lists the keys under a prefix, sorted.
@@ -252,9 +282,10 @@ impl Storage {
             .await;
         let mut metas = match listed {
             Ok(m) => m,
-            // A container that does not exist yet holds nothing.
-            Err(object_store::Error::NotFound { .. }) if self.container.is_some() => Vec::new(),
-            Err(e) => return Err(Error::storage("store.list", prefix.as_ref(), e)),
+            // A container that does not exist yet holds nothing. (object_store reports Azure's
+            // list of a missing container as a generic error carrying `ContainerNotFound`.)
+            Err(e) if self.container.is_some() && is_missing_container(&e) => Vec::new(),
+            Err(e) => return Err(self.error("store.list", prefix, e)),
         };
         metas.sort();
         Ok(metas)
@@ -266,11 +297,15 @@ impl Storage {
         for key in &keys {
             match self.store.delete(key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::storage("store.delete", key.as_ref(), e)),
+                Err(e) => return Err(self.error("store.delete", key, e)),
             }
         }
         Ok(keys.len())
     }
+}
+
+fn is_missing_container(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("ContainerNotFound")
 }
 
 /// The storage layout (DESIGN §3): where each kind of object lives under the root.

@@ -1,0 +1,64 @@
+//! A permanent 403 from storage is a clear error, reported at once and not retried.
+
+use std::time::{Duration, Instant};
+
+use redwood::{ErrorKind, Session};
+use redwood_emulator::azurite::Azurite;
+use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
+
+#[redwood::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[tokio::test]
+async fn permanent_403_is_a_clear_error_and_not_retried() {
+    let azurite = Azurite::start().await.expect("Azurite");
+    let proxy = FaultProxy::start(azurite.blob_base(), FaultConfig::default())
+        .await
+        .expect("proxy");
+    let account = &azurite.accounts()[0];
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
+        account.name,
+        account.key,
+        proxy.url(),
+        account.name
+    );
+    let rw = Session::builder()
+        .storage_url("az://denied/suite")
+        .storage_option("connection_string", conn)
+        .progress(false)
+        .build()
+        .expect("session");
+    // Works while the proxy forwards.
+    rw.broadcast(&vec![1u8; 10])
+        .await
+        .expect("broadcast before the denial");
+
+    proxy.set_fixed_status(Some(403));
+    let started = Instant::now();
+    let err = rw
+        .map(square, 0..4u64)
+        .await
+        .expect_err("a 403 must fail the map");
+    let took = started.elapsed();
+    eprintln!("the error a user sees: {err}");
+    assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("403") || text.to_lowercase().contains("permission"),
+        "{text}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "a permanent error took {took:?}"
+    );
+    // Not retried: one request per object written (manifest and inputs), nothing more.
+    let fixed = proxy.stats().fixed;
+    assert!(
+        fixed <= 2,
+        "{fixed} requests were answered 403: it was retried"
+    );
+}
