@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fetch::Fetcher;
 use crate::persist::{PersistItem, persist_loop};
 use crate::process::{WorkerEvent, WorkerProcess, spawn_worker};
-use crate::protocol::{FromWorker, ToWorker, encode_frame, fetched_frame};
+use crate::protocol::{FromWorker, ToWorker, encode_frame};
 
 /// The most tasks queued on one worker's pipe when tasks are short.
 const MAX_PIPELINE: usize = 8;
@@ -367,7 +367,7 @@ impl Pool {
             pipelined,
         });
         // A closed pipe shows up as the worker's exit, which requeues the task.
-        let _ = slot.process.tx.send(frame);
+        let _ = slot.process.tx.send(Bytes::from(frame));
     }
 
     fn slot_index(&self, id: u32) -> Option<usize> {
@@ -504,14 +504,19 @@ impl Pool {
                 Some(storage) => fetcher.fetch(storage, key.clone(), range).await,
                 None => Err("no running task to fetch for".to_string()),
             };
-            let frame = match &result {
-                Ok(bytes) => fetched_frame(id, Ok(bytes))
-                    .map_err(|e| format!("object {key} is too large to send to a worker: {e}")),
-                Err(why) => Err(why.clone()),
+            let header = ToWorker::Fetched {
+                id,
+                result: result
+                    .as_ref()
+                    .map(|b| b.len() as u64)
+                    .map_err(|e| format!("{e} (while fetching {key})")),
             };
-            let frame = frame.or_else(|why| fetched_frame(id, Err(&why)));
-            if let Ok(frame) = frame {
-                let _ = tx.send(frame);
+            if let Ok(frame) = encode_frame(&header) {
+                let _ = tx.send(Bytes::from(frame));
+                if let Ok(payload) = result {
+                    // The same bytes for every worker that asked: no copy.
+                    let _ = tx.send(payload);
+                }
             }
         });
     }

@@ -2,6 +2,8 @@
 //! replies, keeping the tail of its stderr, and reporting how it exited.
 
 use std::collections::VecDeque;
+
+use bytes::Bytes;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,7 +38,7 @@ pub(crate) enum WorkerEvent {
 pub(crate) struct WorkerProcess {
     pub(crate) id: u32,
     pub(crate) pid: Option<u32>,
-    pub(crate) tx: mpsc::UnboundedSender<Vec<u8>>,
+    pub(crate) tx: mpsc::UnboundedSender<Bytes>,
 }
 
 impl WorkerProcess {
@@ -71,6 +73,11 @@ pub(crate) fn spawn_worker(
             (Some(i), Some(o), Some(e)) => (i, o, e),
             _ => return Err(std::io::Error::other("worker pipes were not created")),
         };
+    {
+        use std::os::fd::AsRawFd;
+        widen_pipe(stdin.as_raw_fd());
+        widen_pipe(stdout.as_raw_fd());
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(stdin, rx));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
@@ -95,17 +102,44 @@ pub(crate) fn spawn_worker(
 }
 
 /// Writes queued frames to the worker's stdin, many per write when they pile up.
-async fn write_loop(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(mut buf) = rx.recv().await {
-        while buf.len() < (1 << 20) {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
+async fn write_loop(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let mut batch: Vec<u8> = Vec::with_capacity(1 << 16);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(chunk) = next.take() {
+            if chunk.len() >= BIG_WRITE {
+                // A large payload goes out as it is, after what was batched before it.
+                if !write(&mut stdin, &mut batch).await || stdin.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            } else {
+                batch.extend_from_slice(&chunk);
+            }
+            if batch.len() < (1 << 20) {
+                next = rx.try_recv().ok();
             }
         }
-        if stdin.write_all(&buf).await.is_err() || stdin.flush().await.is_err() {
+        if !write(&mut stdin, &mut batch).await || stdin.flush().await.is_err() {
             return; // the reader sees the exit
         }
+    }
+}
+
+/// Chunks at least this large are written without copying them into the batch.
+const BIG_WRITE: usize = 1 << 16;
+
+async fn write(stdin: &mut ChildStdin, batch: &mut Vec<u8>) -> bool {
+    let ok = batch.is_empty() || stdin.write_all(batch).await.is_ok();
+    batch.clear();
+    ok
+}
+
+/// Makes a pipe's kernel buffer 1 MiB (from 64 KiB), so large transfers take far fewer
+/// wake-ups. Best effort: the system may cap it.
+fn widen_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl on a pipe fd this process owns.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
     }
 }
 

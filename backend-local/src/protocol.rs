@@ -19,12 +19,13 @@ pub enum ToWorker {
         /// The task.
         envelope: TaskEnvelope,
     },
-    /// The answer to a `Fetch`.
+    /// The answer to a `Fetch`: on success, `len` raw bytes follow this frame (no encoding, so
+    /// a large object is neither copied into a message nor decoded from one).
     Fetched {
         /// The fetch request id.
         id: u64,
-        /// The bytes, or why they could not be read.
-        result: Result<serde_bytes::ByteBuf, String>,
+        /// The payload's length, or why it could not be read.
+        result: Result<u64, String>,
     },
 }
 
@@ -56,39 +57,9 @@ pub enum FromWorker {
     },
 }
 
-/// The frame of a `ToWorker::Fetched` answer, encoded from borrowed bytes (no copy of a large
-/// object before the frame itself).
-pub fn fetched_frame(id: u64, result: Result<&[u8], &str>) -> io::Result<Vec<u8>> {
-    /// Serializes exactly like [`ToWorker`] (same variants, same order, same field types).
-    #[derive(Serialize)]
-    enum Borrowed<'a> {
-        #[allow(dead_code)]
-        Run,
-        Fetched {
-            id: u64,
-            result: Result<&'a serde_bytes::Bytes, &'a str>,
-        },
-    }
-    let size = result.map_or(0, <[u8]>::len) + 64;
-    encode_frame_sized(
-        &Borrowed::Fetched {
-            id,
-            result: result.map(serde_bytes::Bytes::new),
-        },
-        size,
-    )
-}
-
 /// Encodes a message as one frame.
 pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
-    encode_frame_sized(msg, 64)
-}
-
-/// Encodes a message as one frame, reserving `size_hint` bytes up front (no regrowth for
-/// large payloads).
-fn encode_frame_sized<T: Serialize>(msg: &T, size_hint: usize) -> io::Result<Vec<u8>> {
-    let mut frame = Vec::with_capacity(4 + size_hint);
-    frame.extend_from_slice(&[0u8; 4]);
+    let mut frame = vec![0u8; 4];
     bincode::serde::encode_into_std_write(msg, &mut frame, bincode::config::standard())
         .map_err(io::Error::other)?;
     let len = frame.len() - 4;
@@ -140,21 +111,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn borrowed_fetched_frame_decodes_as_to_worker() {
-        for result in [Ok(&b"payload"[..]), Err("missing")] {
-            let frame = fetched_frame(7, result).unwrap();
-            let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
-            assert_eq!(len, frame.len() - 4);
-            match decode_body::<ToWorker>(&frame[4..]).unwrap() {
-                ToWorker::Fetched { id, result: got } => {
-                    assert_eq!(id, 7);
-                    assert_eq!(
-                        got.as_ref().map(|b| b.as_slice()).map_err(|e| e.as_str()),
-                        result
-                    );
-                }
-                other => panic!("decoded {other:?}"),
-            }
+    fn frames_round_trip() {
+        let frame = encode_frame(&ToWorker::Fetched {
+            id: 7,
+            result: Ok(1 << 30),
+        })
+        .unwrap();
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let mut reader = &frame[..];
+        let body = read_frame(&mut reader).unwrap().unwrap();
+        match decode_body::<ToWorker>(&body).unwrap() {
+            ToWorker::Fetched {
+                id: 7,
+                result: Ok(n),
+            } => assert_eq!(n, 1 << 30),
+            other => panic!("decoded {other:?}"),
         }
+        assert!(read_frame(&mut reader).unwrap().is_none());
     }
 }

@@ -13,7 +13,7 @@ use redwood_core::raw::envelope::TaskEnvelope;
 use redwood_core::raw::worker::{WorkerIo, execute, install_panic_hook, install_worker_io};
 use redwood_core::{Error, ErrorKind, Result};
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use redwood_core::raw::envelope::Outcome;
 use redwood_core::{TaskError, TaskErrorKind};
@@ -53,6 +53,13 @@ impl Channel {
         }
     }
 
+    /// Reads the raw payload that follows a `Fetched` header.
+    fn read_payload(&mut self, len: u64) -> std::io::Result<Bytes> {
+        let mut payload = vec![0u8; len as usize];
+        self.reader.read_exact(&mut payload)?;
+        Ok(Bytes::from(payload))
+    }
+
     fn next_task(&mut self) -> std::io::Result<Option<(u64, TaskEnvelope)>> {
         if let Some(t) = self.queued.pop_front() {
             return Ok(Some(t));
@@ -60,7 +67,12 @@ impl Channel {
         loop {
             match self.read()? {
                 Some(ToWorker::Run { seq, envelope }) => return Ok(Some((seq, envelope))),
-                Some(ToWorker::Fetched { .. }) => continue, // an answer nobody waits for
+                Some(ToWorker::Fetched { result, .. }) => {
+                    // An answer nobody waits for: skip its payload.
+                    if let Ok(len) = result {
+                        self.read_payload(len)?;
+                    }
+                }
                 None => return Ok(None),
             }
         }
@@ -93,12 +105,18 @@ impl WorkerIo for PipeIo {
         write_message(&mut ch.writer, &request).map_err(broken)?;
         loop {
             match ch.read().map_err(broken)? {
-                Some(ToWorker::Fetched { id: got, result }) if got == id => {
-                    return result.map(|b| Bytes::from(b.into_vec())).map_err(|msg| {
+                Some(ToWorker::Fetched { id: got, result }) => {
+                    let answer = match result {
+                        Ok(len) => Ok(ch.read_payload(len).map_err(broken)?),
+                        Err(msg) => Err(msg),
+                    };
+                    if got != id {
+                        continue; // an answer nobody waits for any more
+                    }
+                    return answer.map_err(|msg| {
                         Error::new(ErrorKind::Storage, msg).with_context("key", key)
                     });
                 }
-                Some(ToWorker::Fetched { .. }) => continue,
                 Some(ToWorker::Run { seq, envelope }) => ch.queued.push_back((seq, envelope)),
                 None => {
                     return Err(Error::new(
