@@ -16,7 +16,7 @@ use redwood_core::{Storage, TaskError, TaskErrorKind};
 use std::os::unix::process::ExitStatusExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::fetch::Fetcher;
+use crate::fetch::{Fetcher, Payload};
 use crate::persist::{PersistItem, persist_loop};
 use crate::process::{WorkerEvent, WorkerProcess, spawn_worker};
 use crate::protocol::{FromWorker, ToWorker, encode_frame};
@@ -74,7 +74,7 @@ pub(crate) fn start_pool(exe: PathBuf, size: usize) -> PoolHandle {
         startup_failures: 0,
         last_error: None,
         early_writes: Arc::new(tokio::sync::Semaphore::new(EARLY_WRITES)),
-        fetcher: Fetcher::default(),
+        fetcher: Fetcher::new(),
     };
     for _ in 0..size {
         pool.spawn_slot();
@@ -390,6 +390,7 @@ impl Pool {
                         key,
                         range,
                     } => self.on_fetch(s, fetch, key, range),
+                    FromWorker::Released { id: fetch } => self.fetcher.release(id, fetch),
                 }
             }
             WorkerEvent::Exited {
@@ -498,22 +499,41 @@ impl Pool {
             .and_then(|f| self.jobs.get(&f.pending.job))
             .map(|j| j.storage.clone());
         let tx = slot.process.tx.clone();
+        let worker = slot.process.id;
         let fetcher = self.fetcher.clone();
         tokio::spawn(async move {
             let result = match storage {
                 Some(storage) => fetcher.fetch(storage, key.clone(), range).await,
                 None => Err("no running task to fetch for".to_string()),
             };
-            let header = ToWorker::Fetched {
-                id,
-                result: result
-                    .as_ref()
-                    .map(|b| b.len() as u64)
-                    .map_err(|e| format!("{e} (while fetching {key})")),
+            let frame = match result {
+                Ok(Payload::Inline(bytes)) => {
+                    let header = ToWorker::Fetched {
+                        id,
+                        result: Ok(bytes.len() as u64),
+                    };
+                    encode_frame(&header).map(|f| (f, Some(bytes)))
+                }
+                Ok(Payload::File(file)) => {
+                    let header = ToWorker::FetchedFile {
+                        id,
+                        path: file.path.display().to_string(),
+                        len: file.len,
+                    };
+                    fetcher.hold(worker, id, file);
+                    encode_frame(&header).map(|f| (f, None))
+                }
+                Err(e) => {
+                    let header = ToWorker::Fetched {
+                        id,
+                        result: Err(format!("{e} (while fetching {key})")),
+                    };
+                    encode_frame(&header).map(|f| (f, None))
+                }
             };
-            if let Ok(frame) = encode_frame(&header) {
+            if let Ok((frame, payload)) = frame {
                 let _ = tx.send(Bytes::from(frame));
-                if let Ok(payload) = result {
+                if let Some(payload) = payload {
                     // The same bytes for every worker that asked: no copy.
                     let _ = tx.send(payload);
                 }
@@ -528,6 +548,7 @@ impl Pool {
         stderr_tail: String,
         error: Option<String>,
     ) {
+        self.fetcher.release_worker(id);
         let Some(s) = self.slot_index(id) else { return };
         let slot = self.slots.swap_remove(s);
         let never_ready = !slot.ready && slot.killing.is_none();

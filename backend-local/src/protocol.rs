@@ -27,6 +27,16 @@ pub enum ToWorker {
         /// The payload's length, or why it could not be read.
         result: Result<u64, String>,
     },
+    /// The answer to a `Fetch` of a large object: read it from this file (shared memory), then
+    /// send `Released`.
+    FetchedFile {
+        /// The fetch request id.
+        id: u64,
+        /// The file holding the object.
+        path: String,
+        /// The object's length.
+        len: u64,
+    },
 }
 
 /// Worker → client.
@@ -45,6 +55,11 @@ pub enum FromWorker {
         seq: u64,
         /// The outcome.
         outcome: Outcome,
+    },
+    /// The worker read the file of a `FetchedFile`; the client may delete it.
+    Released {
+        /// The fetch request id.
+        id: u64,
     },
     /// The running task needs an object from storage (a broadcast value, a result).
     Fetch {

@@ -53,6 +53,20 @@ impl Channel {
         }
     }
 
+    /// Reads the file of a `FetchedFile` answer and tells the client it may delete it.
+    fn read_shared(&mut self, id: u64, path: &str, len: u64) -> std::io::Result<Bytes> {
+        let read = std::fs::read(path);
+        write_message(&mut self.writer, &FromWorker::Released { id })?;
+        let bytes = read?;
+        if bytes.len() as u64 != len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{path} has {} bytes, not {len}", bytes.len()),
+            ));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
     /// Reads the raw payload that follows a `Fetched` header.
     fn read_payload(&mut self, len: u64) -> std::io::Result<Bytes> {
         let mut payload = vec![0u8; len as usize];
@@ -72,6 +86,9 @@ impl Channel {
                     if let Ok(len) = result {
                         self.read_payload(len)?;
                     }
+                }
+                Some(ToWorker::FetchedFile { id, .. }) => {
+                    write_message(&mut self.writer, &FromWorker::Released { id })?;
                 }
                 None => return Ok(None),
             }
@@ -115,6 +132,21 @@ impl WorkerIo for PipeIo {
                     }
                     return answer.map_err(|msg| {
                         Error::new(ErrorKind::Storage, msg).with_context("key", key)
+                    });
+                }
+                Some(ToWorker::FetchedFile { id: got, path, len }) => {
+                    let read = ch.read_shared(got, &path, len);
+                    if got != id {
+                        continue;
+                    }
+                    return read.map_err(|e| {
+                        Error::new(
+                            ErrorKind::Backend,
+                            "cannot read the shared copy of an object",
+                        )
+                        .with_context("key", key)
+                        .with_context("file", &path)
+                        .with_source(e)
                     });
                 }
                 Some(ToWorker::Run { seq, envelope }) => ch.queued.push_back((seq, envelope)),

@@ -96,6 +96,8 @@ async fn main() -> redwood::Result<()> {
         raw_get.push(t.elapsed().as_secs_f64());
         assert_eq!(got.len(), len);
         drop(got);
+        // Both sides start from the same Azurite state (it keeps objects in memory).
+        store.delete(&key).await.map_err(io)?;
 
         // Redwood: broadcast (a distinct value each run, so nothing is deduplicated), then 16
         // tasks read it.
@@ -113,6 +115,7 @@ async fn main() -> redwood::Result<()> {
             .await?;
         bc_read.push(t.elapsed().as_secs_f64());
         assert!(lens.iter().all(|l| *l >= len as u64));
+        rw.cleanup().await?;
         eprintln!(
             "run {run}: raw put {:.2}s get {:.2}s | broadcast {:.2}s, 16 tasks read {:.2}s",
             raw_put[run], raw_get[run], bc_put[run], bc_read[run]
