@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use object_store::ObjectStoreExt;
 use redwood_core::Storage;
+use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 /// Objects at least this large are handed over through a shared-memory file.
@@ -107,34 +108,63 @@ impl Fetcher {
     ) -> Result<Payload, String> {
         let path = object_store::path::Path::from(key.as_str());
         let span = tracing::debug_span!("worker.fetch", key, ?range);
-        let bytes = async {
-            match range {
-                Some((start, end)) => storage.store().get_range(&path, start..end).await,
-                None => storage.store().get(&path).await?.bytes().await,
+        let failed = |e: &dyn std::fmt::Display| format!("cannot read {key}: {e}");
+        async {
+            if let Some((start, end)) = range {
+                let bytes = storage.store().get_range(&path, start..end).await;
+                return self.hand_over(bytes.map_err(|e| failed(&e))?, &key).await;
             }
+            let got = storage.store().get(&path).await.map_err(|e| failed(&e))?;
+            if (got.meta.size as usize) < SHARED_ABOVE {
+                return Ok(Payload::Inline(got.bytes().await.map_err(|e| failed(&e))?));
+            }
+            // Large: stream it straight into the shared file (memory is touched once).
+            let file = self.new_file(got.meta.size);
+            let mut out = tokio::fs::File::create(&file.path)
+                .await
+                .map_err(|e| shared_error(&key, &file, &e))?;
+            let mut chunks = got.into_stream();
+            let mut written = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| failed(&e))?;
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| shared_error(&key, &file, &e))?;
+                written += chunk.len() as u64;
+            }
+            out.flush()
+                .await
+                .map_err(|e| shared_error(&key, &file, &e))?;
+            if written != file.len {
+                return Err(failed(&format!("got {written} bytes of {}", file.len)));
+            }
+            Ok(Payload::File(Arc::new(file)))
         }
         .instrument(span)
         .await
-        .map_err(|e| format!("cannot read {key}: {e}"))?;
+    }
+
+    /// Hands over bytes already in memory: inline if small, else through a shared file.
+    async fn hand_over(&self, bytes: Bytes, key: &str) -> Result<Payload, String> {
         if bytes.len() < SHARED_ABOVE {
             return Ok(Payload::Inline(bytes));
         }
+        let file = self.new_file(bytes.len() as u64);
+        let target = file.path.clone();
+        match tokio::task::spawn_blocking(move || std::fs::write(&target, &bytes)).await {
+            Ok(Ok(())) => Ok(Payload::File(Arc::new(file))),
+            Ok(Err(e)) => Err(shared_error(key, &file, &e)),
+            Err(e) => Err(shared_error(key, &file, &e)),
+        }
+    }
+
+    fn new_file(&self, len: u64) -> SharedFile {
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
-        let file = SharedFile {
+        SharedFile {
             path: self
                 .dir
                 .join(format!("{FILE_PREFIX}{}-{n}", std::process::id())),
-            len: bytes.len() as u64,
-        };
-        let target = file.path.clone();
-        let written = tokio::task::spawn_blocking(move || std::fs::write(&target, &bytes)).await;
-        match written {
-            Ok(Ok(())) => Ok(Payload::File(Arc::new(file))),
-            Ok(Err(e)) => Err(format!(
-                "cannot write a shared copy of {key} to {}: {e}",
-                file.path.display()
-            )),
-            Err(e) => Err(format!("cannot write a shared copy of {key}: {e}")),
+            len,
         }
     }
 
@@ -161,6 +191,13 @@ impl Fetcher {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(w, _), _| *w != worker);
     }
+}
+
+fn shared_error(key: &str, file: &SharedFile, e: &dyn std::fmt::Display) -> String {
+    format!(
+        "cannot write a shared copy of {key} to {}: {e}",
+        file.path.display()
+    )
 }
 
 /// Removes the shared files of client processes that no longer run.

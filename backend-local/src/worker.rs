@@ -53,18 +53,24 @@ impl Channel {
         }
     }
 
-    /// Reads the file of a `FetchedFile` answer and tells the client it may delete it.
+    /// Maps the file of a `FetchedFile` answer (no copy: the pages are shared with the client
+    /// and every other worker) and tells the client it may delete it; the mapping stays valid
+    /// after the file is unlinked.
     fn read_shared(&mut self, id: u64, path: &str, len: u64) -> std::io::Result<Bytes> {
-        let read = std::fs::read(path);
+        let mapped = std::fs::File::open(path).and_then(|file| {
+            // SAFETY: the client writes the file completely before naming it and never
+            // changes it afterwards; it only unlinks it, which leaves the mapping intact.
+            unsafe { memmap2::Mmap::map(&file) }
+        });
         write_message(&mut self.writer, &FromWorker::Released { id })?;
-        let bytes = read?;
-        if bytes.len() as u64 != len {
+        let mapped = mapped?;
+        if mapped.len() as u64 != len {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("{path} has {} bytes, not {len}", bytes.len()),
+                format!("{path} has {} bytes, not {len}", mapped.len()),
             ));
         }
-        Ok(Bytes::from(bytes))
+        Ok(Bytes::from_owner(mapped))
     }
 
     /// Reads the raw payload that follows a `Fetched` header.

@@ -61,6 +61,7 @@ pub fn all() -> Vec<Case> {
         case!(results_stream_in_completion_order),
         case!(reduce_streams),
         case!(broadcast_is_stored_once_and_read_by_tasks),
+        case!(broadcast_bytes_are_read_without_decoding),
         case!(chained_jobs_pass_result_refs),
         case!(remote_panic_is_a_task_error),
         case!(remote_err_is_a_task_error),
@@ -249,6 +250,26 @@ async fn broadcast_is_stored_once_and_read_by_tasks(ctx: Ctx) -> CaseResult {
         check!(
             len == 250_000 && sum == want_sum + i as u64,
             "task {i}: {len} {sum}"
+        );
+    }
+    Ok(())
+}
+
+async fn broadcast_bytes_are_read_without_decoding(ctx: Ctx) -> CaseResult {
+    // Big enough to take the local backend's shared-memory path, and one small value.
+    for n in [3 << 20, 1000usize] {
+        let data: Vec<u8> = (0..n).map(|i| (i * 31 % 256) as u8).collect();
+        let want = (n as u64, data.iter().map(|&b| b as u64).sum::<u64>());
+        let shared = ctx.session.broadcast(&data).await?;
+        let got = ctx
+            .session
+            .map(bytes_sum, vec![shared; 6])
+            .await?
+            .collect()
+            .await?;
+        check!(
+            got.iter().all(|g| *g == want),
+            "{n} bytes: got {got:?}, want {want:?}"
         );
     }
     Ok(())

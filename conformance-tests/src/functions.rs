@@ -141,6 +141,13 @@ pub fn bcast_sum(table: Broadcast<Vec<u64>>, offset: u64) -> Result<(u64, u64), 
     Ok((table.len() as u64, table.iter().sum::<u64>() + offset))
 }
 
+/// Reads a broadcast byte vector without decoding it; returns its length and byte sum.
+#[redwood::remote]
+pub fn bytes_sum(data: Broadcast<Vec<u8>>) -> Result<(u64, u64), redwood::Error> {
+    let bytes = data.get_bytes()?;
+    Ok((bytes.len() as u64, bytes.iter().map(|&b| b as u64).sum()))
+}
+
 /// Adds one to an earlier task's result, read from storage.
 #[redwood::remote]
 pub fn add_one(earlier: ResultRef<u64>) -> Result<u64, redwood::Error> {

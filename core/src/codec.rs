@@ -25,6 +25,38 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         .map_err(|e| Error::codec(std::any::type_name::<T>(), e))
 }
 
+/// Writes the stored form of a value (version byte, then the value) to any writer, without
+/// building it in memory first.
+pub fn encode_versioned_to<T: Serialize + ?Sized, W: std::io::Write>(
+    value: &T,
+    out: &mut W,
+) -> Result<u64> {
+    out.write_all(&[FORMAT_VERSION])
+        .map_err(|e| Error::codec(std::any::type_name::<T>(), e))?;
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|n| n as u64 + 1)
+        .map_err(|e| Error::codec(std::any::type_name::<T>(), e))
+}
+
+/// The sha256 (lower-case hex) and length of a value's stored form, computed as it is encoded
+/// (nothing is buffered).
+pub fn versioned_sha256<T: Serialize + ?Sized>(value: &T) -> Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    let len = encode_versioned_to(value, &mut hashing)?;
+    Ok((crate::raw::binary::hex(&hashing.0.finalize()), len))
+}
+
 /// Decodes a value written by [`encode`]; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
@@ -84,6 +116,15 @@ mod tests {
         wrong[0] = 9;
         let err = decode_versioned::<(u64, String, Vec<f64>)>(&wrong).unwrap_err();
         assert!(err.to_string().contains("format version 9"), "{err}");
+    }
+
+    #[test]
+    fn streaming_hash_matches_the_buffered_form() {
+        let v: Vec<u64> = (0..10_000).collect();
+        let bytes = encode_versioned(&v).unwrap();
+        let (sha, len) = versioned_sha256(&v).unwrap();
+        assert_eq!(len, bytes.len() as u64);
+        assert_eq!(sha, crate::raw::binary::sha256_hex(&bytes));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use storage::Storage;
 pub use types::blob::Blob;
-pub use types::broadcast::Broadcast;
+pub use types::broadcast::{Broadcast, ByteVector};
 pub use types::job::{Job, WaitFor, WaitSummary};
 pub use types::options::TaskOptions;
 pub use types::remote::{IntoArgs, RemoteFn};

@@ -15,6 +15,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tracing::Instrument;
 
+use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Creates the bucket or container a store writes to, when it is missing (object_store
@@ -52,6 +53,43 @@ const MULTIPART_ABOVE: usize = 32 << 20;
 const MULTIPART_PART: usize = 16 << 20;
 /// Parts in flight at once.
 const MULTIPART_CONCURRENCY: usize = 8;
+
+/// Collects encoded bytes into parts and hands each full part to the uploader.
+struct PartWriter {
+    part: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl PartWriter {
+    fn send_rest(&mut self) {
+        if !self.part.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.part));
+        }
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let room = MULTIPART_PART - self.part.len();
+            let take = room.min(buf.len());
+            self.part.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.part.len() == MULTIPART_PART {
+                let full = std::mem::replace(&mut self.part, Vec::with_capacity(MULTIPART_PART));
+                self.tx
+                    .send(full)
+                    .map_err(|_| std::io::Error::other("the upload stopped"))?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Named in-memory stores of this process, so two sessions on `memory://name` see the same data.
 fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
@@ -218,6 +256,71 @@ impl Storage {
         result.map_err(|e| self.error("store.put", key, e))
     }
 
+    /// Writes the stored form of a value (see [`codec::encode_versioned_to`]) without building it
+    /// in memory: it is encoded into parts on a helper thread while earlier parts upload.
+    /// Needs a multi-threaded Tokio runtime; elsewhere it encodes into one buffer first.
+    pub async fn put_versioned<T: serde::Serialize + Sync + ?Sized>(
+        &self,
+        key: &Path,
+        value: &T,
+    ) -> Result<()> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread {
+            return self.put(key, codec::encode_versioned(value)?).await;
+        }
+        match self.stream_once(key, value) {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.container.is_some() => {
+                if let Some(container) = &self.container {
+                    container.create().await?;
+                }
+                self.stream_once(key, value)
+            }
+            other => other,
+        }
+    }
+
+    fn stream_once<T: serde::Serialize + Sync + ?Sized>(
+        &self,
+        key: &Path,
+        value: &T,
+    ) -> Result<()> {
+        let handle = tokio::runtime::Handle::current();
+        let store = self.store.clone();
+        let span = tracing::debug_span!("store.put_streaming", key = %key);
+        let _entered = span.enter();
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+                let encoder = scope.spawn(move || {
+                    let mut parts = PartWriter {
+                        part: Vec::with_capacity(MULTIPART_PART),
+                        tx,
+                    };
+                    let written = codec::encode_versioned_to(value, &mut parts);
+                    parts.send_rest();
+                    written
+                });
+                // This thread may block: `block_in_place` handed its runtime work elsewhere.
+                let uploaded = handle.block_on(async move {
+                    let rx = rx; // dropped on return, so the encoder stops if the upload fails
+                    let upload = store.put_multipart(key).await?;
+                    let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+                    while let Ok(part) = rx.recv() {
+                        writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+                        writer.put(Bytes::from(part));
+                    }
+                    writer.finish().await.map(|_| ())
+                });
+                let encoded = encoder.join().unwrap_or_else(|_| {
+                    Err(Error::new(ErrorKind::Codec, "the encoder thread panicked"))
+                });
+                uploaded.map_err(|e| self.error("store.put", key, e))?;
+                encoded.map(|_| ())
+            })
+        })
+    }
+
     /// Uploads a large object in parts, several at once.
     async fn put_multipart(&self, key: &Path, bytes: Bytes) -> object_store::Result<()> {
         let upload = self.store.put_multipart(key).await?;
@@ -237,12 +340,20 @@ impl Storage {
         Error::storage(operation, key.as_ref(), e).with_context("storage", &self.url)
     }
 
+    /// Whether an object exists.
+    pub async fn exists(&self, key: &Path) -> Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) if self.container.is_some() && is_missing_container(&e) => Ok(false),
+            Err(e) => Err(self.error("store.head", key, e)),
+        }
+    }
+
     /// Writes an object unless one exists; returns whether it wrote.
     pub async fn put_if_absent(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<bool> {
-        match self.store.head(key).await {
-            Ok(_) => return Ok(false),
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.error("store.head", key, e)),
+        if self.exists(key).await? {
+            return Ok(false);
         }
         self.put(key, bytes).await?;
         Ok(true)
@@ -425,6 +536,19 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("ftp://x"), "{err}");
         assert!(err.to_string().contains("`ftp`"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_values_stream_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        let value: Vec<u64> = (0..(6 << 20)).collect(); // 48 MiB of u64: several parts
+        let key = s.layout().broadcast("streamed");
+        s.put_versioned(&key, &value).await.unwrap();
+        let back: Vec<u64> = codec::decode_versioned(&s.get(&key).await.unwrap()).unwrap();
+        assert_eq!(back, value);
+        let (_, len) = codec::versioned_sha256(&value).unwrap();
+        assert_eq!(s.get(&key).await.unwrap().len() as u64, len);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +74,65 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Broadcast<T> {
     }
 }
 
+/// Byte vectors, whose stored form is their bytes after a length prefix, so a worker can read
+/// them without decoding or copying ([`Broadcast::get_bytes`]).
+pub trait ByteVector: sealed::Sealed {}
+impl ByteVector for Vec<u8> {}
+impl ByteVector for serde_bytes::ByteBuf {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for Vec<u8> {}
+    impl Sealed for serde_bytes::ByteBuf {}
+}
+
+impl<T: ByteVector> Broadcast<T> {
+    /// The bytes, inside a remote function, without decoding or copying them: for a large
+    /// value on the local backend they are the pages of one shared-memory copy that every
+    /// worker process maps. Cached per worker process like [`Broadcast::get`].
+    pub fn get_bytes(&self) -> Result<Bytes> {
+        let cache = broadcast_cache();
+        let cache_key = format!("{}#bytes", self.key);
+        if let Some(hit) = cache.lock().map_err(poisoned)?.get(&cache_key).cloned() {
+            return downcast::<Bytes>(hit, &self.key).map(|b| (*b).clone());
+        }
+        let stored = worker_io()?.fetch(&self.key, None)?;
+        let bytes = byte_vector_payload(&stored)?;
+        let cached: Arc<dyn Any + Send + Sync> = Arc::new(bytes.clone());
+        cache.lock().map_err(poisoned)?.insert(cache_key, cached);
+        Ok(bytes)
+    }
+}
+
+/// The payload of a stored byte vector: after the version byte and bincode's varint length.
+fn byte_vector_payload(stored: &Bytes) -> Result<Bytes> {
+    let rest = codec::check_version(stored)?;
+    let at = stored.len() - rest.len();
+    let (len, prefix) = match rest.first() {
+        Some(&b) if b < 251 => (b as u64, 1),
+        Some(251) if rest.len() >= 3 => (u16::from_le_bytes([rest[1], rest[2]]) as u64, 3),
+        Some(252) if rest.len() >= 5 => (
+            u32::from_le_bytes(rest[1..5].try_into().unwrap_or_default()) as u64,
+            5,
+        ),
+        Some(253) if rest.len() >= 9 => (
+            u64::from_le_bytes(rest[1..9].try_into().unwrap_or_default()),
+            9,
+        ),
+        _ => return Err(Error::new(ErrorKind::Codec, "not a stored byte vector")),
+    };
+    if (rest.len() - prefix) as u64 != len {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "stored byte vector says {len} bytes but holds {}",
+                rest.len() - prefix
+            ),
+        ));
+    }
+    Ok(stored.slice(at + prefix..))
+}
+
 fn poisoned<E>(_: E) -> Error {
     Error::new(ErrorKind::Unexpected, "broadcast cache lock poisoned")
 }
@@ -104,5 +164,28 @@ impl<T> fmt::Debug for Broadcast<T> {
             .field("key", &self.key)
             .field("len", &self.len)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_vector_payload_is_the_bytes() {
+        for n in [0usize, 5, 250, 251, 70_000, 5_000_000] {
+            let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let stored = Bytes::from(codec::encode_versioned(&v).unwrap());
+            assert_eq!(
+                byte_vector_payload(&stored).unwrap(),
+                Bytes::from(v.clone()),
+                "{n}"
+            );
+            let b = serde_bytes::ByteBuf::from(v.clone());
+            let stored = Bytes::from(codec::encode_versioned(&b).unwrap());
+            assert_eq!(byte_vector_payload(&stored).unwrap(), Bytes::from(v), "{n}");
+        }
+        let not_bytes = Bytes::from(codec::encode_versioned(&vec![1u64 << 40]).unwrap());
+        assert!(byte_vector_payload(&not_bytes).is_err());
     }
 }

@@ -13,7 +13,7 @@ use crate::codec;
 use crate::config::{Config, LoadedConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::backend::{CleanupRequest, ComputeBackend, JobSpec, SubmitRequest, TaskInput};
-use crate::raw::binary::{current_binary_hash, sha256_hex};
+use crate::raw::binary::current_binary_hash;
 use crate::raw::factory::build_backend;
 use crate::raw::manifest::JobManifest;
 use crate::raw::pack::PackWriter;
@@ -43,6 +43,9 @@ struct Inner {
 /// How many single-call job records may be stored in the background at once; past that,
 /// `call` waits, so a loop of calls cannot pile up unbounded work.
 const BACKGROUND_WRITES: usize = 64;
+
+/// Broadcast values larger than this are encoded and uploaded in parts (see `broadcast`).
+const STREAM_BROADCAST_ABOVE: u64 = 32 << 20;
 
 /// How a job's inputs are stored relative to running it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,20 +292,26 @@ impl Session {
 
     /// Stores a value once (content-addressed: the same value is uploaded once) and returns a
     /// handle that tasks read with [`Broadcast::get`].
-    pub async fn broadcast<T: Serialize>(&self, value: &T) -> Result<Broadcast<T>> {
-        let bytes = codec::encode_versioned(value)?;
-        let sha = sha256_hex(&bytes);
-        let key = self.inner.storage.layout().broadcast(&sha);
-        let len = bytes.len() as u64;
+    ///
+    /// The value is encoded twice and never held whole in memory: once to compute its sha256
+    /// (its key), then into parts that upload while the rest is encoded.
+    pub async fn broadcast<T: Serialize + Sync>(&self, value: &T) -> Result<Broadcast<T>> {
+        let storage = &self.inner.storage;
+        let (sha, len) = codec::versioned_sha256(value)?;
+        let key = storage.layout().broadcast(&sha);
         let span = tracing::info_span!("broadcast", key = %key, len);
-        let wrote = self
-            .inner
-            .storage
-            .put_if_absent(&key, bytes)
-            .instrument(span)
-            .await?;
-        tracing::debug!(key = %key, wrote, "broadcast stored");
-        Ok(Broadcast::new(key.to_string(), sha, len))
+        async {
+            if storage.exists(&key).await? {
+                tracing::debug!(key = %key, "broadcast already stored");
+            } else if len > STREAM_BROADCAST_ABOVE {
+                storage.put_versioned(&key, value).await?;
+            } else {
+                storage.put(&key, codec::encode_versioned(value)?).await?;
+            }
+            Ok(Broadcast::new(key.to_string(), sha, len))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Stores input data under `data/<name>` and returns a handle tasks can read.
