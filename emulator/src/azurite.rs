@@ -1,10 +1,11 @@
 //! A real Azurite for tests, started by the tests themselves.
 //!
 //! Order of choice: an external Azurite named by `REDWOOD_AZURITE` (a connection string), else a
-//! child `node` process running the Azurite version pinned in `emulator/azurite/package.json`,
-//! installed with `npm ci` into a cache folder the first time. (A Docker container is not tried:
-//! no Docker engine is assumed; see the crate README.) Two storage accounts are configured: the
-//! well-known `devstoreaccount1` and `devstoreaccount2`, for multi-region work.
+//! container of the pinned image when a Docker daemon answers (`docker info`), else a child
+//! `node` process running the Azurite version pinned in `emulator/azurite/package.json`,
+//! installed with `npm ci` into a cache folder the first time. `REDWOOD_AZURITE_DOCKER=0` skips
+//! the container. Two storage accounts are configured: the well-known `devstoreaccount1` and
+//! `devstoreaccount2`, for multi-region work.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -61,10 +62,15 @@ impl std::fmt::Debug for Account {
     }
 }
 
-/// A running Azurite. The child process (if this fixture started one) stops when dropped.
+/// The container image of the pinned version.
+pub const AZURITE_IMAGE: &str = "mcr.microsoft.com/azure-storage/azurite:3.37.0";
+
+/// A running Azurite. The child process or container (if this fixture started one) stops when
+/// dropped.
 #[derive(Debug)]
 pub struct Azurite {
     child: Option<Child>,
+    container: Option<String>,
     blob_base: String,
     queue_base: Option<String>,
     accounts: Vec<Account>,
@@ -72,12 +78,71 @@ pub struct Azurite {
 }
 
 impl Azurite {
-    /// An Azurite for tests: `REDWOOD_AZURITE`, else a child process.
+    /// An Azurite for tests: `REDWOOD_AZURITE`, else a container when a Docker daemon
+    /// answers, else a child process.
     pub async fn start() -> Result<Azurite, AzuriteError> {
         if let Ok(conn) = std::env::var("REDWOOD_AZURITE") {
             return Azurite::external(&conn);
         }
+        if std::env::var("REDWOOD_AZURITE_DOCKER").as_deref() != Ok("0") && docker_answers().await {
+            match Azurite::start_container().await {
+                Ok(az) => return Ok(az),
+                Err(e) => tracing::warn!("{e}; starting Azurite as a process instead"),
+            }
+        }
         Azurite::start_process().await
+    }
+
+    /// Starts the pinned Azurite image in Docker, published on free loopback ports.
+    pub async fn start_container() -> Result<Azurite, AzuriteError> {
+        let accounts = default_accounts();
+        let out = Command::new("docker")
+            .args(["run", "-d", "--rm"])
+            .args(["-p", "127.0.0.1::10000", "-p", "127.0.0.1::10001"])
+            .args([
+                "-e",
+                &format!("AZURITE_ACCOUNTS={}", accounts_env(&accounts)),
+            ])
+            .arg(AZURITE_IMAGE)
+            .args(["azurite", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0"])
+            .args([
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+            ])
+            .output()
+            .await
+            .map_err(|e| AzuriteError(format!("cannot run docker: {e}")))?;
+        if !out.status.success() {
+            return Err(AzuriteError(format!(
+                "docker run failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // From here on, dropping `az` removes the container.
+        let mut az = Azurite {
+            child: None,
+            container: Some(id.clone()),
+            blob_base: String::new(),
+            queue_base: None,
+            accounts,
+            how: "Docker container",
+        };
+        az.blob_base = format!("http://{}", docker_port(&id, 10000).await?);
+        az.queue_base = Some(format!("http://{}", docker_port(&id, 10001).await?));
+        let address = az.blob_base.trim_start_matches("http://").to_string();
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(AzuriteError(format!(
+                    "the container did not answer on {address} within {START_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(az)
     }
 
     /// An Azurite someone else runs, named by a connection string.
@@ -107,6 +172,7 @@ impl Azurite {
         });
         Ok(Azurite {
             child: None,
+            container: None,
             blob_base,
             queue_base,
             accounts: vec![Account { name, key }],
@@ -117,21 +183,7 @@ impl Azurite {
     /// Starts Azurite as a child `node` process on free loopback ports, in memory.
     pub async fn start_process() -> Result<Azurite, AzuriteError> {
         let script = install().await?;
-        let accounts = vec![
-            Account {
-                name: ACCOUNT.into(),
-                key: ACCOUNT_KEY.into(),
-            },
-            Account {
-                name: SECOND_ACCOUNT.into(),
-                key: SECOND_ACCOUNT_KEY.into(),
-            },
-        ];
-        let accounts_env = accounts
-            .iter()
-            .map(|a| format!("{}:{}", a.name, a.key))
-            .collect::<Vec<_>>()
-            .join(";");
+        let accounts = default_accounts();
         let mut child = Command::new("node")
             .arg(&script)
             .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
@@ -143,7 +195,7 @@ impl Azurite {
                 "--skipApiVersionCheck",
                 "--loose",
             ])
-            .env("AZURITE_ACCOUNTS", accounts_env)
+            .env("AZURITE_ACCOUNTS", accounts_env(&accounts))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -197,6 +249,7 @@ impl Azurite {
         tracing::info!(blob = %blob_base, queue = %queue_base, "Azurite started");
         Ok(Azurite {
             child: Some(child),
+            container: None,
             blob_base,
             queue_base: Some(queue_base),
             accounts,
@@ -243,12 +296,91 @@ impl Azurite {
         s
     }
 
-    /// Stops the child process now (also done on drop).
+    /// Stops the child process or container now (also done on drop).
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
+        if let Some(id) = self.container.take() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &id])
+                .output()
+                .await;
+        }
     }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        if let Some(id) = self.container.take() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn default_accounts() -> Vec<Account> {
+    vec![
+        Account {
+            name: ACCOUNT.into(),
+            key: ACCOUNT_KEY.into(),
+        },
+        Account {
+            name: SECOND_ACCOUNT.into(),
+            key: SECOND_ACCOUNT_KEY.into(),
+        },
+    ]
+}
+
+/// The `AZURITE_ACCOUNTS` value: `name:key;name:key`.
+fn accounts_env(accounts: &[Account]) -> String {
+    accounts
+        .iter()
+        .map(|a| format!("{}:{}", a.name, a.key))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Whether a Docker daemon answers (the client alone is not enough), within 5 seconds.
+async fn docker_answers() -> bool {
+    let probe = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Ok(out)) => out.status.success() && !out.stdout.trim_ascii().is_empty(),
+        _ => false,
+    }
+}
+
+/// The loopback address a container port is published on (`docker port ID PORT`).
+async fn docker_port(id: &str, port: u16) -> Result<String, AzuriteError> {
+    let out = Command::new("docker")
+        .args(["port", id, &port.to_string()])
+        .output()
+        .await
+        .map_err(|e| AzuriteError(format!("cannot run docker port: {e}")))?;
+    parse_docker_port(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        AzuriteError(format!(
+            "docker port {id} {port} gave no loopback address: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    })
+}
+
+/// The first IPv4 `host:port` of `docker port` output (`127.0.0.1:49153`, one per line).
+fn parse_docker_port(output: &str) -> Option<String> {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("127.0.0.1:") || l.starts_with("0.0.0.0:"))
+        .map(|l| l.replace("0.0.0.0:", "127.0.0.1:"))
 }
 
 fn listening_url(line: &str, service: &str) -> Option<String> {
@@ -360,7 +492,33 @@ mod tests {
     }
 
     #[test]
+    fn docker_port_output() {
+        assert_eq!(
+            parse_docker_port("127.0.0.1:49153\n[::1]:49153\n").as_deref(),
+            Some("127.0.0.1:49153")
+        );
+        assert_eq!(
+            parse_docker_port("0.0.0.0:32768\n").as_deref(),
+            Some("127.0.0.1:32768")
+        );
+        assert_eq!(parse_docker_port(""), None);
+    }
+
+    #[tokio::test]
+    async fn no_docker_daemon_means_no_container_attempt() {
+        // On machines without a Docker engine (ours), the probe says no quickly.
+        let started = std::time::Instant::now();
+        let answers = docker_answers().await;
+        assert!(started.elapsed() < Duration::from_secs(6));
+        if std::path::Path::new("/var/run/docker.sock").exists() {
+            return; // a daemon may be there: nothing to assert
+        }
+        assert!(!answers);
+    }
+
+    #[test]
     fn pinned_version_matches_package_json() {
+        assert!(AZURITE_IMAGE.ends_with(AZURITE_VERSION));
         assert!(PACKAGE_JSON.contains(&format!("\"azurite\": \"{AZURITE_VERSION}\"")));
     }
 }
