@@ -1,6 +1,8 @@
 #![deny(missing_docs)]
 //! Local stand-ins for Azure that Redwood's tests (and users) start themselves: a real Azurite
-//! ([`azurite`]) and a fault-injecting HTTP proxy ([`fault_proxy`]).
+//! ([`azurite`]), a fault-injecting HTTP proxy ([`fault_proxy`]) and an Azure Batch service
+//! ([`batch`]).
 
 pub mod azurite;
+pub mod batch;
 pub mod fault_proxy;

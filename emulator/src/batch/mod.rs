@@ -1,0 +1,11 @@
+//! A local Azure Batch service: the data-plane REST API (pools, jobs, tasks, task collections),
+//! SharedKey and bearer auth, OData errors, `$filter`/`$select`/paging, one endpoint per
+//! account. Resources are kept in memory.
+
+pub mod auth;
+pub mod error;
+mod query;
+mod resources;
+mod server;
+
+pub use server::{API_VERSIONS, BatchAccount, BatchEmulator, MAX_BODY, MAX_TASKS_PER_COLLECTION};

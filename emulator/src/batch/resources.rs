@@ -1,0 +1,219 @@
+//! Stored resources (pools, jobs, tasks): the JSON the client sent plus the fields the service
+//! computes, with an ETag and a last-modified time.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+use super::error::BatchError;
+
+/// One stored resource.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Its JSON, as returned by a get.
+    pub body: Map<String, Value>,
+    /// When it last changed.
+    pub last_modified: SystemTime,
+}
+
+impl Resource {
+    /// The resource's ETag (quoted, as HTTP sends it).
+    pub fn etag(&self) -> String {
+        self.body
+            .get("eTag")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// A string field.
+    pub fn str(&self, field: &str) -> Option<&str> {
+        self.body.get(field).and_then(Value::as_str)
+    }
+
+    /// Sets fields and refreshes the ETag and times.
+    pub fn update(&mut self, fields: impl IntoIterator<Item = (&'static str, Value)>) {
+        for (k, v) in fields {
+            self.body.insert(k.to_string(), v);
+        }
+        stamp(&mut self.body, &mut self.last_modified);
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:07}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos() / 100
+    )
+}
+
+/// The service's time format (ISO 8601, UTC, 100 ns precision).
+pub fn now_string() -> String {
+    rfc3339(SystemTime::now())
+}
+
+fn stamp(body: &mut Map<String, Value>, last_modified: &mut SystemTime) {
+    *last_modified = SystemTime::now();
+    let nanos = last_modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    body.insert("eTag".into(), Value::String(format!("\"0x{nanos:X}\"")));
+    body.insert(
+        "lastModified".into(),
+        Value::String(rfc3339(*last_modified)),
+    );
+}
+
+/// Resources of one kind, by id (ids compare case-insensitively, as in the service).
+#[derive(Debug, Default)]
+pub struct Collection {
+    items: BTreeMap<String, Resource>,
+}
+
+impl Collection {
+    /// Adds a resource; `exists` is the error when the id is taken.
+    pub fn insert(
+        &mut self,
+        id: &str,
+        mut body: Map<String, Value>,
+        exists: BatchError,
+    ) -> Result<&Resource, BatchError> {
+        let key = id.to_lowercase();
+        if self.items.contains_key(&key) {
+            return Err(exists);
+        }
+        let now = now_string();
+        body.entry("creationTime")
+            .or_insert(Value::String(now.clone()));
+        body.entry("stateTransitionTime")
+            .or_insert(Value::String(now));
+        let mut last_modified = SystemTime::now();
+        stamp(&mut body, &mut last_modified);
+        Ok(self.items.entry(key).or_insert(Resource {
+            body,
+            last_modified,
+        }))
+    }
+
+    /// The resource with an id.
+    pub fn get(&self, id: &str) -> Option<&Resource> {
+        self.items.get(&id.to_lowercase())
+    }
+
+    /// The resource with an id, to change it.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Resource> {
+        self.items.get_mut(&id.to_lowercase())
+    }
+
+    /// Removes a resource.
+    pub fn remove(&mut self, id: &str) -> Option<Resource> {
+        self.items.remove(&id.to_lowercase())
+    }
+
+    /// Every resource, by id.
+    pub fn all(&self) -> impl Iterator<Item = &Resource> {
+        self.items.values()
+    }
+}
+
+/// Checks a resource id: 1 to 64 letters, digits, hyphens and underscores.
+pub fn check_id(body: &Map<String, Value>) -> Result<String, BatchError> {
+    let id = match body.get("id") {
+        None | Some(Value::Null) => return Err(BatchError::missing_property("id")),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(BatchError::invalid_property(
+                "id",
+                &other.to_string(),
+                "The id must be a string.",
+            ));
+        }
+    };
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(id)
+    } else {
+        Err(BatchError::invalid_property(
+            "id",
+            &id,
+            "The id can contain any combination of alphanumeric characters including hyphens and underscores, and cannot contain more than 64 characters.",
+        ))
+    }
+}
+
+/// Checks that a required string property is present.
+pub fn require_str<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, BatchError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Err(BatchError::missing_property(name)),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(BatchError::invalid_property(
+            name,
+            &other.to_string(),
+            "The value must be a string.",
+        )),
+    }
+}
+
+/// Checks that an optional integer property is within bounds.
+pub fn optional_int(
+    body: &Map<String, Value>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, BatchError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|v| (min..=max).contains(&v)) => {
+            Ok(n.as_i64())
+        }
+        Some(other) => Err(BatchError::invalid_property(
+            name,
+            &other.to_string(),
+            &format!("The value must be an integer from {min} to {max}."),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_iso8601() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_547_000);
+        assert_eq!(rfc3339(t), "2026-11-24T19:03:20.0000000Z");
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        let mut body = Map::new();
+        assert_eq!(check_id(&body).unwrap_err().code, "MissingRequiredProperty");
+        body.insert("id".into(), Value::from(5));
+        assert_eq!(check_id(&body).unwrap_err().code, "InvalidPropertyValue");
+        body.insert("id".into(), Value::from("has space"));
+        assert_eq!(check_id(&body).unwrap_err().code, "InvalidPropertyValue");
+        body.insert("id".into(), Value::from("pool_1-a"));
+        assert_eq!(check_id(&body).unwrap(), "pool_1-a");
+    }
+}

@@ -1,0 +1,755 @@
+//! The HTTP side: one loopback listener per account (as each real account has its own host),
+//! checks every request (api-version, SharedKey or bearer auth), and serves pools, jobs and
+//! tasks.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::auth;
+use super::error::BatchError;
+use super::query::ListOptions;
+use super::resources::{Collection, Resource, check_id, now_string, optional_int, require_str};
+
+/// The api-versions the emulator accepts.
+pub const API_VERSIONS: [&str; 3] = ["2025-06-01", "2025-06-01.21.0", "2024-07-01.20.0"];
+/// The largest request body the service takes (1 MiB).
+pub const MAX_BODY: usize = 1 << 20;
+/// The most tasks in one `addtaskcollection`.
+pub const MAX_TASKS_PER_COLLECTION: usize = 100;
+
+/// An emulated Batch account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BatchAccount {
+    /// The account name.
+    pub name: String,
+    /// The SharedKey (base64).
+    pub key: String,
+    /// A bearer token accepted for this account (tests only), if any.
+    pub bearer_token: Option<String>,
+}
+
+impl std::fmt::Debug for BatchAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchAccount")
+            .field("name", &self.name)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A running Batch emulator: one endpoint per account. Stops when dropped.
+#[derive(Debug)]
+pub struct BatchEmulator {
+    endpoints: Vec<(String, SocketAddr)>,
+    _stops: Vec<oneshot::Sender<()>>,
+}
+
+impl BatchEmulator {
+    /// Starts the Batch API for the accounts, each on a free loopback port.
+    pub async fn start(accounts: Vec<BatchAccount>) -> std::io::Result<BatchEmulator> {
+        let mut endpoints = Vec::new();
+        let mut stops = Vec::new();
+        for account in accounts {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let state = Arc::new(AccountState {
+                url: format!("http://{addr}"),
+                account: account.clone(),
+                data: Mutex::new(Data::default()),
+            });
+            let app = router(state);
+            let (stop, stopped) = oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "Batch emulator endpoint stopped");
+                }
+            });
+            tracing::info!(account = %account.name, %addr, "Batch emulator listening");
+            endpoints.push((account.name, addr));
+            stops.push(stop);
+        }
+        Ok(BatchEmulator {
+            endpoints,
+            _stops: stops,
+        })
+    }
+
+    /// The endpoint URL of an account (`http://127.0.0.1:<port>`).
+    pub fn url(&self, account: &str) -> Option<String> {
+        self.endpoints
+            .iter()
+            .find(|(name, _)| name == account)
+            .map(|(_, addr)| format!("http://{addr}"))
+    }
+}
+
+struct AccountState {
+    url: String,
+    account: BatchAccount,
+    data: Mutex<Data>,
+}
+
+#[derive(Default)]
+struct Data {
+    pools: Collection,
+    jobs: Collection,
+    /// Tasks by job id (lower-cased).
+    tasks: std::collections::HashMap<String, Collection>,
+}
+
+impl AccountState {
+    fn data(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Shared = Arc<AccountState>;
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/pools", post(add_pool).get(list_pools))
+        .route("/pools/{pool}", get(get_pool).delete(delete_pool))
+        .route("/pools/{pool}/resize", post(resize_pool))
+        .route("/jobs", post(add_job).get(list_jobs))
+        .route("/jobs/{job}", get(get_job).delete(delete_job))
+        .route("/jobs/{job}/terminate", post(terminate_job))
+        .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
+        .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
+        .route("/jobs/{job}/tasks/{task}", get(get_task))
+        .fallback(unknown_path)
+        .layer(middleware::from_fn_with_state(state.clone(), check_request))
+        .with_state(state)
+}
+
+/// The query pairs of a request, decoded.
+fn query_pairs(request: &Request) -> Vec<(String, String)> {
+    request
+        .uri()
+        .query()
+        .map(url_decode_pairs)
+        .unwrap_or_default()
+}
+
+fn url_decode_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every request: api-version, authentication, request ids; errors get the account's URL.
+async fn check_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let client_request_id = request.headers().get("client-request-id").cloned();
+    let request_id = format!("{:032x}", rand_id());
+    let mut response = match authorize(&state, &request) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("request-id", v);
+    }
+    if let Some(v) = client_request_id {
+        headers.insert("client-request-id", v);
+    }
+    headers.insert("dataserviceversion", HeaderValue::from_static("3.0"));
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response = with_account_metadata(response, &state.url).await;
+    }
+    response
+}
+
+/// Rewrites an error body's `odata.metadata` with the account URL.
+async fn with_account_metadata(response: Response, url: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let mut value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    if let Some(meta) = value.get_mut("odata.metadata")
+        && let Some(text) = meta.as_str()
+    {
+        *meta = Value::String(format!("{url}{text}"));
+    }
+    let mut parts = parts;
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, Body::from(value.to_string()))
+}
+
+fn rand_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    t ^ ((COUNTER.fetch_add(1, Ordering::Relaxed) as u128) << 64)
+}
+
+fn authorize(state: &AccountState, request: &Request) -> Result<(), BatchError> {
+    let query = query_pairs(request);
+    match query.iter().find(|(k, _)| k == "api-version") {
+        None => {
+            return Err(BatchError::new(
+                StatusCode::BAD_REQUEST,
+                "MissingRequiredQueryParameter",
+                "A query parameter that's mandatory for this request is not specified.",
+            )
+            .with("QueryParameterName", "api-version"));
+        }
+        Some((_, v)) if !API_VERSIONS.contains(&v.as_str()) => {
+            return Err(BatchError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidQueryParameterValue",
+                "Value for one of the query parameters specified in the request URI is invalid.",
+            )
+            .with("QueryParameterName", "api-version")
+            .with("QueryParameterValue", v.clone())
+            .with("Reason", "The specified api-version is not supported."));
+        }
+        Some(_) => {}
+    }
+    let failed = |why: &str| {
+        BatchError::new(
+            StatusCode::FORBIDDEN,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+        )
+        .with("AuthenticationErrorDetail", why)
+    };
+    let header = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            BatchError::new(
+                StatusCode::UNAUTHORIZED,
+                "MissingRequiredHeader",
+                "A required HTTP header was not specified.",
+            )
+            .with("HeaderName", "Authorization")
+        })?;
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return match &state.account.bearer_token {
+            Some(expected) if expected == token => Ok(()),
+            Some(_) => Err(failed("The access token is not valid for this account.")),
+            None => Err(failed(
+                "Bearer tokens are not configured for this emulated account.",
+            )),
+        };
+    }
+    let Some((account, signature)) = header
+        .strip_prefix("SharedKey ")
+        .and_then(|rest| rest.split_once(':'))
+    else {
+        return Err(failed(
+            "The Authorization header is neither SharedKey nor Bearer.",
+        ));
+    };
+    if account != state.account.name {
+        return Err(failed(&format!(
+            "The account {account} in the Authorization header is not this account ({}).",
+            state.account.name
+        )));
+    }
+    let ok = auth::verify(
+        &state.account.key,
+        signature,
+        request.method(),
+        request.headers(),
+        account,
+        request.uri().path(),
+        &query,
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(failed(
+            "The MAC signature found in the HTTP request is not the same as any computed signature.",
+        ))
+    }
+}
+
+async fn unknown_path(method: Method) -> BatchError {
+    BatchError::new(
+        StatusCode::BAD_REQUEST,
+        "InvalidUri",
+        format!("The requested URI does not represent any resource on the server ({method})."),
+    )
+}
+
+/// Reads a JSON object body (malformed JSON, a non-object or an oversize body are OData errors).
+async fn json_body(request: Request) -> Result<Map<String, Value>, BatchError> {
+    let bytes: Bytes = axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            BatchError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestBodyTooLarge",
+                format!("The request body is too large and exceeds the maximum permissible limit of {MAX_BODY} bytes."),
+            )
+        })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(BatchError::invalid_body("The body must be a JSON object.")),
+        Err(e) => Err(BatchError::invalid_body(e.to_string())),
+    }
+}
+
+fn created(state: &AccountState, path: &str, resource: &Resource) -> Response {
+    let url = format!("{}{path}", state.url);
+    let mut response = StatusCode::CREATED.into_response();
+    set_resource_headers(response.headers_mut(), resource);
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert("location", v.clone());
+        response.headers_mut().insert("dataserviceid", v);
+    }
+    response
+}
+
+fn set_resource_headers(headers: &mut HeaderMap, resource: &Resource) {
+    if let Ok(v) = HeaderValue::from_str(&resource.etag()) {
+        headers.insert("etag", v);
+    }
+    let modified = httpdate::fmt_http_date(resource.last_modified);
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        headers.insert("last-modified", v);
+    }
+}
+
+fn one(state: &AccountState, entity: &str, resource: &Resource) -> Response {
+    let mut body = resource.body.clone();
+    body.insert(
+        "odata.metadata".into(),
+        Value::String(format!("{}/$metadata#{entity}/@Element", state.url)),
+    );
+    let mut response = Json(Value::Object(body)).into_response();
+    set_resource_headers(response.headers_mut(), resource);
+    response
+}
+
+fn list<'a>(
+    state: &AccountState,
+    entity: &str,
+    path: &str,
+    query: &[(String, String)],
+    items: impl Iterator<Item = &'a Resource>,
+) -> Result<Response, BatchError> {
+    let options = ListOptions::parse(query)?;
+    let (value, next) = options.page(items.map(|r| &r.body));
+    let mut body = json!({
+        "odata.metadata": format!("{}/$metadata#{entity}", state.url),
+        "value": value,
+    });
+    if let Some(skip) = next {
+        let kept: Vec<String> = query
+            .iter()
+            .filter(|(k, _)| k != "$skiptoken")
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        body["odata.nextLink"] = Value::String(format!(
+            "{}{path}?{}&$skiptoken={skip}",
+            state.url,
+            kept.join("&")
+        ));
+    }
+    Ok(Json(body).into_response())
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~$".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn add_pool(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
+    let mut body = json_body(request).await?;
+    let id = check_id(&body)?;
+    require_str(&body, "vmSize")?;
+    let dedicated = optional_int(&body, "targetDedicatedNodes", 0, 10_000)?.unwrap_or(0);
+    let spot = optional_int(&body, "targetLowPriorityNodes", 0, 10_000)?.unwrap_or(0);
+    optional_int(&body, "taskSlotsPerNode", 1, 256)?;
+    let url = format!("{}/pools/{id}", state.url);
+    body.insert("url".into(), Value::String(url));
+    body.insert("state".into(), Value::from("active"));
+    body.insert("allocationState".into(), Value::from("steady"));
+    body.insert(
+        "allocationStateTransitionTime".into(),
+        Value::from(now_string()),
+    );
+    body.insert("currentDedicatedNodes".into(), Value::from(dedicated));
+    body.insert("currentLowPriorityNodes".into(), Value::from(spot));
+    body.entry("taskSlotsPerNode").or_insert(Value::from(1));
+    let mut data = state.data();
+    let resource = data
+        .pools
+        .insert(&id, body, BatchError::exists("PoolExists", "pool"))?;
+    Ok(created(&state, &format!("/pools/{id}"), resource))
+}
+
+async fn list_pools(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let data = state.data();
+    list(&state, "pools", "/pools", &query, data.pools.all())
+}
+
+async fn get_pool(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+) -> Result<Response, BatchError> {
+    let data = state.data();
+    let resource = data
+        .pools
+        .get(&pool)
+        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    Ok(one(&state, "pools", resource))
+}
+
+async fn delete_pool(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+) -> Result<Response, BatchError> {
+    let mut data = state.data();
+    data.pools
+        .remove(&pool)
+        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn resize_pool(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let dedicated = optional_int(&body, "targetDedicatedNodes", 0, 10_000)?;
+    let spot = optional_int(&body, "targetLowPriorityNodes", 0, 10_000)?;
+    let mut data = state.data();
+    let resource = data
+        .pools
+        .get_mut(&pool)
+        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    if resource.body.get("enableAutoScale") == Some(&Value::Bool(true)) {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "AutoScalingEnabled",
+            "The specified pool has autoscale enabled; it cannot be resized manually.",
+        ));
+    }
+    // Nodes are emulated: allocation completes at once.
+    let mut fields = vec![("allocationStateTransitionTime", Value::from(now_string()))];
+    if let Some(n) = dedicated {
+        fields.push(("targetDedicatedNodes", Value::from(n)));
+        fields.push(("currentDedicatedNodes", Value::from(n)));
+    }
+    if let Some(n) = spot {
+        fields.push(("targetLowPriorityNodes", Value::from(n)));
+        fields.push(("currentLowPriorityNodes", Value::from(n)));
+    }
+    resource.update(fields);
+    let mut response = StatusCode::ACCEPTED.into_response();
+    set_resource_headers(response.headers_mut(), resource);
+    Ok(response)
+}
+
+async fn terminate_job(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+) -> Result<Response, BatchError> {
+    let mut data = state.data();
+    let resource = data
+        .jobs
+        .get_mut(&job)
+        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    if resource.str("state") == Some("completed") {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "JobCompleted",
+            "The specified job is already in a completed state.",
+        ));
+    }
+    let now = now_string();
+    resource.update([
+        ("state", Value::from("completed")),
+        ("stateTransitionTime", Value::from(now.clone())),
+        (
+            "executionInfo",
+            json!({"endTime": now, "terminateReason": "UserTerminate"}),
+        ),
+    ]);
+    let mut response = StatusCode::ACCEPTED.into_response();
+    set_resource_headers(response.headers_mut(), resource);
+    Ok(response)
+}
+
+async fn add_job(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
+    let mut body = json_body(request).await?;
+    let id = check_id(&body)?;
+    match body.get("poolInfo") {
+        Some(Value::Object(info))
+            if info.contains_key("poolId") || info.contains_key("autoPoolSpecification") => {}
+        Some(Value::Object(_)) => return Err(BatchError::missing_property("poolInfo.poolId")),
+        Some(other) => {
+            return Err(BatchError::invalid_property(
+                "poolInfo",
+                &other.to_string(),
+                "The value must be an object.",
+            ));
+        }
+        None => return Err(BatchError::missing_property("poolInfo")),
+    }
+    optional_int(&body, "priority", -1000, 1000)?;
+    body.insert(
+        "url".into(),
+        Value::String(format!("{}/jobs/{id}", state.url)),
+    );
+    body.insert("state".into(), Value::from("active"));
+    body.entry("onAllTasksComplete")
+        .or_insert(Value::from("noaction"));
+    body.entry("onTaskFailure")
+        .or_insert(Value::from("noaction"));
+    let mut data = state.data();
+    let resource = data
+        .jobs
+        .insert(&id, body, BatchError::exists("JobExists", "job"))?
+        .clone();
+    data.tasks.entry(id.to_lowercase()).or_default();
+    Ok(created(&state, &format!("/jobs/{id}"), &resource))
+}
+
+async fn list_jobs(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let data = state.data();
+    list(&state, "jobs", "/jobs", &query, data.jobs.all())
+}
+
+async fn get_job(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+) -> Result<Response, BatchError> {
+    let data = state.data();
+    let resource = data
+        .jobs
+        .get(&job)
+        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    Ok(one(&state, "jobs", resource))
+}
+
+async fn delete_job(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+) -> Result<Response, BatchError> {
+    let mut data = state.data();
+    data.jobs
+        .remove(&job)
+        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    data.tasks.remove(&job.to_lowercase());
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Checks a task's body and adds the service's fields.
+fn prepare_task(
+    state: &AccountState,
+    job: &str,
+    mut body: Map<String, Value>,
+) -> Result<(String, Map<String, Value>), BatchError> {
+    let id = check_id(&body)?;
+    require_str(&body, "commandLine")?;
+    body.insert(
+        "url".into(),
+        Value::String(format!("{}/jobs/{job}/tasks/{id}", state.url)),
+    );
+    body.insert("state".into(), Value::from("active"));
+    body.insert(
+        "executionInfo".into(),
+        json!({"retryCount": 0, "requeueCount": 0}),
+    );
+    Ok((id, body))
+}
+
+async fn add_task(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let (id, body) = prepare_task(&state, &job, body)?;
+    let mut data = state.data();
+    if data.jobs.get(&job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    let tasks = data.tasks.entry(job.to_lowercase()).or_default();
+    let resource = tasks
+        .insert(&id, body, BatchError::exists("TaskExists", "task"))?
+        .clone();
+    Ok(created(
+        &state,
+        &format!("/jobs/{job}/tasks/{id}"),
+        &resource,
+    ))
+}
+
+async fn add_task_collection(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let Some(Value::Array(items)) = body.get("value") else {
+        return Err(BatchError::missing_property("value"));
+    };
+    if items.len() > MAX_TASKS_PER_COLLECTION {
+        return Err(BatchError::invalid_property(
+            "value",
+            &items.len().to_string(),
+            &format!("A task collection can contain at most {MAX_TASKS_PER_COLLECTION} tasks."),
+        ));
+    }
+    let mut data = state.data();
+    if data.jobs.get(&job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    let tasks = data.tasks.entry(job.to_lowercase()).or_default();
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let task_id = item
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let outcome = match item {
+            Value::Object(map) => prepare_task(&state, &job, map.clone()).and_then(|(id, body)| {
+                tasks
+                    .insert(&id, body, BatchError::exists("TaskExists", "task"))
+                    .cloned()
+            }),
+            _ => Err(BatchError::invalid_body("Each task must be a JSON object.")),
+        };
+        results.push(match outcome {
+            Ok(resource) => json!({
+                "status": "Success",
+                "taskId": task_id,
+                "eTag": resource.etag(),
+                "lastModified": resource.body.get("lastModified"),
+                "location": resource.str("url"),
+            }),
+            Err(e) => json!({
+                "status": if e.status.is_server_error() { "ServerError" } else { "ClientError" },
+                "taskId": task_id,
+                "error": {
+                    "code": e.code,
+                    "message": {"lang": "en-US", "value": e.message},
+                    "values": e.values.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                },
+            }),
+        });
+    }
+    Ok(Json(json!({
+        "odata.metadata": format!("{}/$metadata#taskaddresult", state.url),
+        "value": results,
+    }))
+    .into_response())
+}
+
+async fn list_tasks(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let data = state.data();
+    if data.jobs.get(&job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    let path = format!("/jobs/{job}/tasks");
+    let empty = Collection::default();
+    let tasks = data.tasks.get(&job.to_lowercase()).unwrap_or(&empty);
+    list(&state, "tasks", &path, &query, tasks.all())
+}
+
+async fn get_task(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    let data = state.data();
+    if data.jobs.get(&job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    let resource = data
+        .tasks
+        .get(&job.to_lowercase())
+        .and_then(|t| t.get(&task))
+        .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
+    Ok(one(&state, "tasks", resource))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("state%20eq%20%27active%27"),
+            "state eq 'active'"
+        );
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(
+            url_decode_pairs("api-version=2025-06-01&%24filter=id%20eq%20%27x%27"),
+            vec![
+                ("api-version".to_string(), "2025-06-01".to_string()),
+                ("$filter".to_string(), "id eq 'x'".to_string())
+            ]
+        );
+    }
+}
