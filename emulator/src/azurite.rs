@@ -389,9 +389,9 @@ fn listening_url(line: &str, service: &str) -> Option<String> {
         .map(|(_, url)| url.trim().trim_end_matches('/').to_string())
 }
 
-/// Where the pinned Azurite is installed: `REDWOOD_CACHE_DIR`, else `$XDG_CACHE_HOME/redwood`,
+/// Where pinned test tools are installed: `REDWOOD_CACHE_DIR`, else `$XDG_CACHE_HOME/redwood`,
 /// else `~/.cache/redwood`.
-fn cache_root() -> PathBuf {
+pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("REDWOOD_CACHE_DIR") {
         return PathBuf::from(dir);
     }

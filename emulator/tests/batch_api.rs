@@ -342,8 +342,8 @@ async fn jobs_tasks_collections_filters_and_paging() {
     assert_eq!(r.status, 200, "{}", r.body);
     let results = r.body["value"].as_array().unwrap();
     assert_eq!(results.len(), 4);
-    assert!(results[..3].iter().all(|t| t["status"] == "Success"));
-    assert_eq!(results[3]["status"], "ClientError");
+    assert!(results[..3].iter().all(|t| t["status"] == "success"));
+    assert_eq!(results[3]["status"], "clientError");
     assert_eq!(results[3]["error"]["code"], "TaskExists");
 
     let too_many: Vec<Value> = (0..101)

@@ -503,7 +503,29 @@ async fn resize_pool(
 async fn terminate_job(
     State(state): State<Shared>,
     Path(job): Path<String>,
+    request: Request,
 ) -> Result<Response, BatchError> {
+    let has_body = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "0");
+    let reason = if has_body {
+        let body = json_body(request).await?;
+        match body.get("terminateReason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(r)) => Some(r.clone()),
+            Some(other) => {
+                return Err(BatchError::invalid_property(
+                    "terminateReason",
+                    &other.to_string(),
+                    "The value must be a string.",
+                ));
+            }
+        }
+    } else {
+        None
+    };
     let mut data = state.data();
     let resource = data
         .jobs
@@ -522,7 +544,7 @@ async fn terminate_job(
         ("stateTransitionTime", Value::from(now.clone())),
         (
             "executionInfo",
-            json!({"endTime": now, "terminateReason": "UserTerminate"}),
+            json!({"endTime": now, "terminateReason": reason.unwrap_or_else(|| "UserTerminate".into())}),
         ),
     ]);
     let mut response = StatusCode::ACCEPTED.into_response();
@@ -675,14 +697,14 @@ async fn add_task_collection(
         };
         results.push(match outcome {
             Ok(resource) => json!({
-                "status": "Success",
+                "status": "success",
                 "taskId": task_id,
                 "eTag": resource.etag(),
                 "lastModified": resource.body.get("lastModified"),
                 "location": resource.str("url"),
             }),
             Err(e) => json!({
-                "status": if e.status.is_server_error() { "ServerError" } else { "ClientError" },
+                "status": if e.status.is_server_error() { "serverError" } else { "clientError" },
                 "taskId": task_id,
                 "error": {
                     "code": e.code,

@@ -1,0 +1,135 @@
+"""Drives the Redwood Batch emulator with Microsoft's azure-batch SDK, unchanged.
+
+Reads REDWOOD_BATCH_URL, REDWOOD_BATCH_ACCOUNT and REDWOOD_BATCH_KEY; prints one line per
+step and exits non-zero at the first step that does not behave like the service.
+"""
+
+import os
+import sys
+
+from azure.batch import BatchClient, models
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+
+def step(name):
+    print(f"ok {name}", flush=True)
+
+
+def expect_error(name, exc_type, code, call):
+    try:
+        call()
+    except exc_type as e:
+        got = getattr(getattr(e, "error", None), "code", None)
+        if got != code:
+            sys.exit(f"FAIL {name}: error code {got!r}, want {code!r}: {e}")
+        step(name)
+        return
+    sys.exit(f"FAIL {name}: no {exc_type.__name__} raised")
+
+
+def main():
+    credential = AzureNamedKeyCredential(os.environ["REDWOOD_BATCH_ACCOUNT"], os.environ["REDWOOD_BATCH_KEY"])
+    client = BatchClient(endpoint=os.environ["REDWOOD_BATCH_URL"], credential=credential)
+
+    vm = models.VirtualMachineConfiguration(
+        image_reference=models.BatchVmImageReference(
+            publisher="canonical", offer="ubuntu-24_04-lts", sku="server", version="latest"
+        ),
+        node_agent_sku_id="batch.node.ubuntu 24.04",
+    )
+    client.create_pool(
+        models.BatchPoolCreateOptions(
+            id="sdk-pool",
+            vm_size="standard_d2s_v3",
+            virtual_machine_configuration=vm,
+            target_dedicated_nodes=1,
+            task_slots_per_node=2,
+            enable_inter_node_communication=True,
+        )
+    )
+    step("create_pool")
+    expect_error(
+        "create_pool twice is PoolExists",
+        ResourceExistsError,
+        "PoolExists",
+        lambda: client.create_pool(models.BatchPoolCreateOptions(id="sdk-pool", vm_size="standard_d2s_v3")),
+    )
+
+    pool = client.get_pool("sdk-pool")
+    assert pool.id == "sdk-pool" and pool.vm_size == "standard_d2s_v3", pool
+    assert pool.state == models.BatchPoolState.ACTIVE, pool.state
+    assert pool.target_dedicated_nodes == 1 and pool.task_slots_per_node == 2
+    assert pool.creation_time is not None and pool.etag
+    step("get_pool")
+
+    client.begin_resize_pool("sdk-pool", models.BatchPoolResizeOptions(target_dedicated_nodes=2)).result()
+    assert client.get_pool("sdk-pool").target_dedicated_nodes == 2
+    step("begin_resize_pool")
+
+    client.create_job(
+        models.BatchJobCreateOptions(id="sdk-job", pool_info=models.BatchPoolInfo(pool_id="sdk-pool"))
+    )
+    job = client.get_job("sdk-job")
+    assert job.state == models.BatchJobState.ACTIVE, job.state
+    step("create_job")
+
+    tasks = [models.BatchTaskCreateOptions(id=f"task-{i}", command_line=f"/bin/echo {i}") for i in range(3)]
+    tasks.append(
+        models.BatchTaskCreateOptions(
+            id="mpi-task",
+            command_line="/bin/echo primary",
+            multi_instance_settings=models.MultiInstanceSettings(
+                number_of_instances=2, coordination_command_line="/bin/echo coordinate"
+            ),
+        )
+    )
+    result = client.create_task_collection("sdk-job", models.BatchTaskGroup(task_values=tasks))
+    statuses = sorted((r.task_id, r.status) for r in result.result_values)
+    assert all(s == models.BatchTaskAddStatus.SUCCESS for _, s in statuses), statuses
+    step("create_task_collection (with a multi-instance task)")
+
+    listed = list(client.list_tasks("sdk-job", filter="state eq 'active'", select=["id", "state"]))
+    assert sorted(t.id for t in listed) == ["mpi-task", "task-0", "task-1", "task-2"], listed
+    step("list_tasks with $filter and $select")
+
+    task = client.get_task("sdk-job", "mpi-task")
+    assert task.multi_instance_settings.number_of_instances == 2, task
+    assert task.command_line == "/bin/echo primary"
+    step("get_task")
+
+    expect_error(
+        "get_task of a missing task is TaskNotFound",
+        ResourceNotFoundError,
+        "TaskNotFound",
+        lambda: client.get_task("sdk-job", "no-such-task"),
+    )
+
+    # azure-batch 15.1.0 fails client-side without options, and does not export their type.
+    from azure.batch.models._models import BatchJobTerminateOptions
+
+    client.begin_terminate_job("sdk-job", BatchJobTerminateOptions(termination_reason="done")).result()
+    job = client.get_job("sdk-job")
+    assert job.state == models.BatchJobState.COMPLETED, job.state
+    assert job.execution_info.termination_reason == "done", job.execution_info
+    step("begin_terminate_job")
+
+    client.begin_delete_pool("sdk-pool").result()
+    step("begin_delete_pool")
+    expect_error(
+        "get_pool after delete is PoolNotFound",
+        ResourceNotFoundError,
+        "PoolNotFound",
+        lambda: client.get_pool("sdk-pool"),
+    )
+
+    bad = BatchClient(
+        endpoint=os.environ["REDWOOD_BATCH_URL"],
+        credential=AzureNamedKeyCredential(os.environ["REDWOOD_BATCH_ACCOUNT"], "d3Jvbmcta2V5"),
+    )
+    expect_error("a wrong key is AuthenticationFailed", HttpResponseError, "AuthenticationFailed", lambda: bad.get_job("sdk-job"))
+    print("all steps passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
