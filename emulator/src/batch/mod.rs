@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+mod exec;
 mod query;
 mod resources;
 mod server;

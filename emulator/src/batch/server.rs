@@ -3,6 +3,7 @@
 //! tasks.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::auth;
 use super::error::BatchError;
+use super::exec;
 use super::query::ListOptions;
 use super::resources::{Collection, Resource, check_id, now_string, optional_int, require_str};
 
@@ -63,11 +65,17 @@ impl BatchEmulator {
         for account in accounts {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
+            let root = tempfile::Builder::new()
+                .prefix(&format!("redwood-batch-{}-", account.name))
+                .tempdir()?;
             let state = Arc::new(AccountState {
                 url: format!("http://{addr}"),
                 account: account.clone(),
                 data: Mutex::new(Data::default()),
+                root,
+                changed: tokio::sync::Notify::new(),
             });
+            tokio::spawn(scheduler(Arc::downgrade(&state)));
             let app = router(state);
             let (stop, stopped) = oneshot::channel::<()>();
             tokio::spawn(async move {
@@ -97,23 +105,47 @@ impl BatchEmulator {
     }
 }
 
-struct AccountState {
-    url: String,
-    account: BatchAccount,
+/// One emulated account: its resources, its nodes' folders, and a wake-up for the scheduler.
+pub(super) struct AccountState {
+    pub(super) url: String,
+    pub(super) account: BatchAccount,
     data: Mutex<Data>,
+    /// The nodes' folders (removed when the emulator stops).
+    root: tempfile::TempDir,
+    /// Signals the scheduler that something changed.
+    pub(super) changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
-struct Data {
-    pools: Collection,
-    jobs: Collection,
+pub(super) struct Data {
+    pub(super) pools: Collection,
+    pub(super) jobs: Collection,
     /// Tasks by job id (lower-cased).
-    tasks: std::collections::HashMap<String, Collection>,
+    pub(super) tasks: std::collections::HashMap<String, Collection>,
+    pub(super) nodes: exec::Nodes,
 }
 
 impl AccountState {
-    fn data(&self) -> MutexGuard<'_, Data> {
+    pub(super) fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Places tasks whenever something changed (and at least every 200 ms), until the account's
+/// endpoint stops.
+async fn scheduler(state: std::sync::Weak<AccountState>) {
+    loop {
+        let Some(strong) = state.upgrade() else {
+            return;
+        };
+        exec::schedule(&strong);
+        let wait = async {
+            tokio::select! {
+                () = strong.changed.notified() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        };
+        wait.await;
     }
 }
 
@@ -124,6 +156,10 @@ fn router(state: Shared) -> Router {
         .route("/pools", post(add_pool).get(list_pools))
         .route("/pools/{pool}", get(get_pool).delete(delete_pool))
         .route("/pools/{pool}/resize", post(resize_pool))
+        .route("/pools/{pool}/nodes", get(list_nodes))
+        .route("/pools/{pool}/nodes/{node}", get(get_node))
+        .route("/jobs/{job}/tasks/{task}/files", get(list_task_files))
+        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(get_task_file))
         .route("/jobs", post(add_job).get(list_jobs))
         .route("/jobs/{job}", get(get_job).delete(delete_job))
         .route("/jobs/{job}/terminate", post(terminate_job))
@@ -431,8 +467,16 @@ async fn add_pool(State(state): State<Shared>, request: Request) -> Result<Respo
     let mut data = state.data();
     let resource = data
         .pools
-        .insert(&id, body, BatchError::exists("PoolExists", "pool"))?;
-    Ok(created(&state, &format!("/pools/{id}"), resource))
+        .insert(&id, body, BatchError::exists("PoolExists", "pool"))?
+        .clone();
+    exec::resize_nodes(
+        &mut data.nodes,
+        state.root.path(),
+        &id,
+        (dedicated + spot) as usize,
+    );
+    state.changed.notify_one();
+    Ok(created(&state, &format!("/pools/{id}"), &resource))
 }
 
 async fn list_pools(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
@@ -461,6 +505,7 @@ async fn delete_pool(
     data.pools
         .remove(&pool)
         .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    data.nodes.remove(&pool.to_lowercase());
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -495,8 +540,15 @@ async fn resize_pool(
         fields.push(("currentLowPriorityNodes", Value::from(n)));
     }
     resource.update(fields);
+    let resource = resource.clone();
+    let count = ["currentDedicatedNodes", "currentLowPriorityNodes"]
+        .iter()
+        .filter_map(|f| resource.body.get(*f).and_then(Value::as_i64))
+        .sum::<i64>();
+    exec::resize_nodes(&mut data.nodes, state.root.path(), &pool, count as usize);
+    state.changed.notify_one();
     let mut response = StatusCode::ACCEPTED.into_response();
-    set_resource_headers(response.headers_mut(), resource);
+    set_resource_headers(response.headers_mut(), &resource);
     Ok(response)
 }
 
@@ -584,6 +636,7 @@ async fn add_job(State(state): State<Shared>, request: Request) -> Result<Respon
         .insert(&id, body, BatchError::exists("JobExists", "job"))?
         .clone();
     data.tasks.entry(id.to_lowercase()).or_default();
+    state.changed.notify_one();
     Ok(created(&state, &format!("/jobs/{id}"), &resource))
 }
 
@@ -652,6 +705,7 @@ async fn add_task(
     let resource = tasks
         .insert(&id, body, BatchError::exists("TaskExists", "task"))?
         .clone();
+    state.changed.notify_one();
     Ok(created(
         &state,
         &format!("/jobs/{job}/tasks/{id}"),
@@ -714,6 +768,7 @@ async fn add_task_collection(
             }),
         });
     }
+    state.changed.notify_one();
     Ok(Json(json!({
         "odata.metadata": format!("{}/$metadata#taskaddresult", state.url),
         "value": results,
@@ -751,6 +806,187 @@ async fn get_task(
         .and_then(|t| t.get(&task))
         .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
     Ok(one(&state, "tasks", resource))
+}
+
+async fn list_nodes(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let data = state.data();
+    if data.pools.get(&pool).is_none() {
+        return Err(BatchError::not_found("PoolNotFound", "pool"));
+    }
+    let nodes: Vec<Resource> = data
+        .nodes
+        .get(&pool.to_lowercase())
+        .map(|list| {
+            list.iter()
+                .filter_map(|n| match exec::node_json(&state.url, &pool, n) {
+                    Value::Object(body) => Some(Resource {
+                        body,
+                        last_modified: std::time::SystemTime::now(),
+                    }),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    list(
+        &state,
+        "nodes",
+        &format!("/pools/{pool}/nodes"),
+        &query,
+        nodes.iter(),
+    )
+}
+
+async fn get_node(
+    State(state): State<Shared>,
+    Path((pool, node)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    let data = state.data();
+    if data.pools.get(&pool).is_none() {
+        return Err(BatchError::not_found("PoolNotFound", "pool"));
+    }
+    let found = data
+        .nodes
+        .get(&pool.to_lowercase())
+        .and_then(|list| list.iter().find(|n| n.id == node))
+        .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?;
+    let mut body = exec::node_json(&state.url, &pool, found);
+    body["odata.metadata"] = Value::String(format!("{}/$metadata#nodes/@Element", state.url));
+    Ok(Json(body).into_response())
+}
+
+/// The folder of a task that ran (or runs), from its `nodeInfo`.
+fn task_folder(data: &Data, job: &str, task: &str) -> Result<PathBuf, BatchError> {
+    if data.jobs.get(job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    let resource = data
+        .tasks
+        .get(&job.to_lowercase())
+        .and_then(|t| t.get(task))
+        .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
+    let info = resource.body.get("nodeInfo");
+    let field = |name: &str| info.and_then(|i| i.get(name)).and_then(Value::as_str);
+    let (Some(pool), Some(node), Some(root)) =
+        (field("poolId"), field("nodeId"), field("taskRootDirectory"))
+    else {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "TaskNotStarted",
+            "The specified task has not started on a node yet.",
+        ));
+    };
+    let node = data
+        .nodes
+        .get(&pool.to_lowercase())
+        .and_then(|list| list.iter().find(|n| n.id == node))
+        .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?;
+    Ok(node.dir.join(root))
+}
+
+async fn list_task_files(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let recursive = query.iter().any(|(k, v)| k == "recursive" && v == "true");
+    let folder = task_folder(&state.data(), &job, &task)?;
+    let mut files = Vec::new();
+    let mut pending = vec![folder.clone()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let name = path
+                .strip_prefix(&folder)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            if meta.is_dir() && recursive {
+                pending.push(path.clone());
+            }
+            let modified = meta
+                .modified()
+                .map(httpdate::fmt_http_date)
+                .unwrap_or_default();
+            let mut body = Map::new();
+            body.insert("name".into(), Value::from(name.clone()));
+            body.insert(
+                "url".into(),
+                Value::from(format!(
+                    "{}/jobs/{job}/tasks/{task}/files/{name}",
+                    state.url
+                )),
+            );
+            body.insert("isDirectory".into(), Value::from(meta.is_dir()));
+            body.insert(
+                "properties".into(),
+                json!({"contentLength": meta.len(), "lastModified": modified, "contentType": "application/octet-stream"}),
+            );
+            files.push(Resource {
+                body,
+                last_modified: std::time::SystemTime::now(),
+            });
+        }
+    }
+    files.sort_by(|a, b| a.str("name").cmp(&b.str("name")));
+    let path = format!("/jobs/{job}/tasks/{task}/files");
+    list(&state, "files", &path, &query, files.iter())
+}
+
+async fn get_task_file(
+    State(state): State<Shared>,
+    Path((job, task, path)): Path<(String, String, String)>,
+) -> Result<Response, BatchError> {
+    let folder = task_folder(&state.data(), &job, &task)?;
+    let file = folder.join(&path);
+    let missing = || {
+        BatchError::new(
+            StatusCode::NOT_FOUND,
+            "FileNotFound",
+            "The specified file does not exist.",
+        )
+        .with("FilePath", path.clone())
+    };
+    // Only files inside the task's folder, never `..` out of it.
+    if path.split('/').any(|part| part == "..") || !file.is_file() {
+        return Err(missing());
+    }
+    let bytes = std::fs::read(&file).map_err(|_| missing())?;
+    let created = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .map(httpdate::fmt_http_date)
+        .unwrap_or_default();
+    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", state.url);
+    let mut response = Body::from(bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        "ocp-batch-file-isdirectory",
+        HeaderValue::from_static("false"),
+    );
+    headers.insert("ocp-batch-file-mode", HeaderValue::from_static("0100644"));
+    for (name, value) in [
+        ("ocp-batch-file-url", url),
+        ("ocp-creation-time", created.clone()),
+        ("last-modified", created),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

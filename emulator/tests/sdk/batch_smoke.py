@@ -6,6 +6,7 @@ step and exits non-zero at the first step that does not behave like the service.
 
 import os
 import sys
+import time
 
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
@@ -89,9 +90,27 @@ def main():
     assert all(s == models.BatchTaskAddStatus.SUCCESS for _, s in statuses), statuses
     step("create_task_collection (with a multi-instance task)")
 
-    listed = list(client.list_tasks("sdk-job", filter="state eq 'active'", select=["id", "state"]))
-    assert sorted(t.id for t in listed) == ["mpi-task", "task-0", "task-1", "task-2"], listed
-    step("list_tasks with $filter and $select")
+    # The tasks run on the emulated nodes: wait until all four completed.
+    deadline = time.time() + 30
+    while True:
+        done = list(client.list_tasks("sdk-job", filter="state eq 'completed'", select=["id", "state", "executionInfo"]))
+        if len(done) == 4:
+            break
+        if time.time() > deadline:
+            sys.exit(f"FAIL the tasks did not complete: {done}")
+        time.sleep(0.2)
+    assert sorted(t.id for t in done) == ["mpi-task", "task-0", "task-1", "task-2"], done
+    assert all(t.execution_info.exit_code == 0 for t in done), done
+    assert all(t.execution_info.result == models.BatchTaskExecutionResult.SUCCESS for t in done), done
+    step("list_tasks with $filter and $select (all completed, exit code 0)")
+
+    stdout = b"".join(client.download_task_file("sdk-job", "task-1", "stdout.txt"))
+    assert stdout == b"1\n", stdout
+    props = client.get_task_file_properties("sdk-job", "task-1", "stdout.txt")
+    assert int(props.content_length) == 2, props
+    files = sorted(f.name for f in client.list_task_files("sdk-job", "task-1"))
+    assert "stdout.txt" in files and "stderr.txt" in files, files
+    step("download_task_file, get_task_file_properties, list_task_files")
 
     task = client.get_task("sdk-job", "mpi-task")
     assert task.multi_instance_settings.number_of_instances == 2, task

@@ -1,0 +1,397 @@
+//! Running tasks: each pool has emulated compute nodes (folders on this machine); a scheduler
+//! places active tasks into free task slots and runs each command line under `/bin/sh -c` in
+//! the task's working directory, with the `AZ_BATCH_*` environment, honouring
+//! `maxTaskRetryCount` and `maxWallClockTime`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::resources::now_string;
+use super::server::AccountState;
+
+/// An emulated compute node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The node id.
+    pub id: String,
+    /// Task slots in use.
+    pub slots_used: i64,
+    /// Its root folder (`AZ_BATCH_NODE_ROOT_DIR`).
+    pub dir: PathBuf,
+}
+
+/// Nodes by pool id (lower-cased).
+pub type Nodes = HashMap<String, Vec<Node>>;
+
+/// Makes a pool have `count` nodes: adds new ones, removes idle ones from the end.
+pub fn resize_nodes(nodes: &mut Nodes, root: &std::path::Path, pool: &str, count: usize) {
+    let list = nodes.entry(pool.to_lowercase()).or_default();
+    while list.len() < count {
+        let id = format!("tvmps_{}_{:03}", pool.to_lowercase(), list.len());
+        let dir = root.join(pool).join(&id);
+        let _ = std::fs::create_dir_all(dir.join("shared"));
+        list.push(Node {
+            id,
+            slots_used: 0,
+            dir,
+        });
+    }
+    while list.len() > count && list.last().is_some_and(|n| n.slots_used == 0) {
+        list.pop();
+    }
+}
+
+/// The JSON of a node, as `GET /pools/{pool}/nodes` returns it.
+pub fn node_json(url: &str, pool: &str, node: &Node) -> Value {
+    json!({
+        "id": node.id,
+        "url": format!("{url}/pools/{pool}/nodes/{}", node.id),
+        "state": if node.slots_used > 0 { "running" } else { "idle" },
+        "schedulingState": "enabled",
+        "runningTasksCount": node.slots_used,
+        "runningTaskSlotsCount": node.slots_used,
+        "isDedicated": true,
+    })
+}
+
+/// Parses an ISO 8601 duration such as `PT05M00S`, `PT1.5S` or `P1DT2H`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let rest = text.strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut secs = 0.0f64;
+    let mut take = |part: &str, units: &[(char, f64)]| -> Option<()> {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                number.push(c);
+            } else {
+                let (_, factor) = units.iter().find(|(u, _)| *u == c)?;
+                secs += number.parse::<f64>().ok()? * factor;
+                number.clear();
+            }
+        }
+        number.is_empty().then_some(())
+    };
+    take(date, &[('D', 86_400.0), ('W', 604_800.0)])?;
+    take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// A task placed on a node, ready to run.
+struct Placement {
+    job: String,
+    task: String,
+    pool: String,
+    node: String,
+    node_dir: PathBuf,
+    command: String,
+    env: Vec<(String, String)>,
+    wall_clock: Option<Duration>,
+    slots: i64,
+}
+
+/// Places active tasks into free slots and starts them; called whenever something changed.
+pub fn schedule(state: &Arc<AccountState>) {
+    let placements = {
+        let mut data = state.data();
+        let data = &mut *data;
+        let mut placements = Vec::new();
+        let jobs: Vec<(String, String)> = data
+            .jobs
+            .all()
+            .filter(|j| j.str("state") == Some("active"))
+            .filter_map(|j| {
+                let pool = j.body.get("poolInfo")?.get("poolId")?.as_str()?.to_string();
+                Some((j.str("id")?.to_string(), pool))
+            })
+            .collect();
+        for (job, pool) in jobs {
+            let Some(pool_res) = data.pools.get(&pool) else {
+                continue;
+            };
+            let slots_per_node = pool_res
+                .body
+                .get("taskSlotsPerNode")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let Some(nodes) = data.nodes.get_mut(&pool.to_lowercase()) else {
+                continue;
+            };
+            let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) else {
+                continue;
+            };
+            let mut waiting: Vec<_> = tasks
+                .all()
+                .filter(|t| t.str("state") == Some("active"))
+                .map(|t| {
+                    (
+                        t.str("creationTime").unwrap_or("").to_string(),
+                        t.str("id").unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            waiting.sort();
+            for (_, task_id) in waiting {
+                let Some(task) = tasks.get_mut(&task_id) else {
+                    continue;
+                };
+                let slots = task
+                    .body
+                    .get("requiredSlots")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                let Some(node) = nodes
+                    .iter_mut()
+                    .filter(|n| slots_per_node - n.slots_used >= slots)
+                    .min_by_key(|n| n.slots_used)
+                else {
+                    break; // the pool is full
+                };
+                node.slots_used += slots;
+                let retry = task
+                    .body
+                    .get("executionInfo")
+                    .and_then(|e| e.get("retryCount"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let root_dir = format!("workitems/{job}/job-1/{task_id}");
+                let now = now_string();
+                task.update([
+                    ("state", Value::from("running")),
+                    ("stateTransitionTime", Value::from(now.clone())),
+                    ("previousState", Value::from("active")),
+                    (
+                        "executionInfo",
+                        json!({"startTime": now, "retryCount": retry, "requeueCount": 0}),
+                    ),
+                    (
+                        "nodeInfo",
+                        json!({
+                            "affinityId": node.id, "nodeUrl": format!("{}/pools/{pool}/nodes/{}", state.url, node.id),
+                            "poolId": pool, "nodeId": node.id, "taskRootDirectory": root_dir,
+                        }),
+                    ),
+                ]);
+                let mut env: Vec<(String, String)> = task
+                    .body
+                    .get("environmentSettings")
+                    .and_then(Value::as_array)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|e| {
+                                Some((
+                                    e.get("name")?.as_str()?.to_string(),
+                                    e.get("value")?.as_str().unwrap_or("").to_string(),
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                env.push(("AZ_BATCH_TASK_RETRY_COUNT".into(), retry.to_string()));
+                placements.push(Placement {
+                    job: job.clone(),
+                    task: task_id.clone(),
+                    pool: pool.clone(),
+                    node: node.id.clone(),
+                    node_dir: node.dir.clone(),
+                    command: task.str("commandLine").unwrap_or("").to_string(),
+                    env,
+                    wall_clock: task
+                        .body
+                        .get("constraints")
+                        .and_then(|c| c.get("maxWallClockTime"))
+                        .and_then(Value::as_str)
+                        .and_then(parse_duration),
+                    slots,
+                });
+            }
+        }
+        placements
+    };
+    for placement in placements {
+        tokio::spawn(run(state.clone(), placement));
+    }
+}
+
+/// Runs one placed task to its end and records the outcome.
+async fn run(state: Arc<AccountState>, p: Placement) {
+    let task_dir = p
+        .node_dir
+        .join("workitems")
+        .join(&p.job)
+        .join("job-1")
+        .join(&p.task);
+    let wd = task_dir.join("wd");
+    let outcome = execute(&state, &p, &task_dir, &wd).await;
+    {
+        let mut data = state.data();
+        if let Some(node) = data
+            .nodes
+            .get_mut(&p.pool.to_lowercase())
+            .and_then(|nodes| nodes.iter_mut().find(|n| n.id == p.node))
+        {
+            node.slots_used -= p.slots;
+        }
+        if let Some(task) = data
+            .tasks
+            .get_mut(&p.job.to_lowercase())
+            .and_then(|t| t.get_mut(&p.task))
+        {
+            finish(task, outcome);
+        }
+    }
+    state.changed.notify_one();
+}
+
+/// How a run ended: the exit code, or why there is none.
+enum RunEnd {
+    Exited(i32),
+    TimedOut(Duration),
+    NotStarted(String),
+}
+
+async fn execute(
+    state: &AccountState,
+    p: &Placement,
+    task_dir: &std::path::Path,
+    wd: &std::path::Path,
+) -> RunEnd {
+    if let Err(e) = std::fs::create_dir_all(wd) {
+        return RunEnd::NotStarted(format!("cannot create {}: {e}", wd.display()));
+    }
+    let files = (
+        std::fs::File::create(task_dir.join("stdout.txt")),
+        std::fs::File::create(task_dir.join("stderr.txt")),
+    );
+    let (Ok(stdout), Ok(stderr)) = files else {
+        return RunEnd::NotStarted("cannot create stdout.txt/stderr.txt".into());
+    };
+    let mut command = tokio::process::Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(&p.command)
+        .current_dir(wd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
+        .env("AZ_BATCH_ACCOUNT_URL", &state.url)
+        .env("AZ_BATCH_POOL_ID", &p.pool)
+        .env("AZ_BATCH_NODE_ID", &p.node)
+        .env("AZ_BATCH_NODE_ROOT_DIR", &p.node_dir)
+        .env("AZ_BATCH_NODE_SHARED_DIR", p.node_dir.join("shared"))
+        .env("AZ_BATCH_JOB_ID", &p.job)
+        .env("AZ_BATCH_TASK_ID", &p.task)
+        .env("AZ_BATCH_TASK_DIR", task_dir)
+        .env("AZ_BATCH_TASK_WORKING_DIR", wd)
+        .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
+    for (k, v) in &p.env {
+        command.env(k, v);
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => return RunEnd::NotStarted(format!("cannot start /bin/sh: {e}")),
+    };
+    let waited = match p.wall_clock {
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = child.kill().await;
+                return RunEnd::TimedOut(limit);
+            }
+        },
+        None => child.wait().await,
+    };
+    match waited {
+        Ok(status) => RunEnd::Exited(status.code().unwrap_or(-1)),
+        Err(e) => RunEnd::NotStarted(format!("lost the process: {e}")),
+    }
+}
+
+/// Records the end of a run: completed, or back to active for a retry.
+fn finish(task: &mut super::resources::Resource, end: RunEnd) {
+    let info = task
+        .body
+        .get("executionInfo")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let retry = info.get("retryCount").and_then(Value::as_i64).unwrap_or(0);
+    let max_retries = task
+        .body
+        .get("constraints")
+        .and_then(|c| c.get("maxTaskRetryCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let now = now_string();
+    let (exit_code, failure) = match &end {
+        RunEnd::Exited(0) => (Some(0), None),
+        RunEnd::Exited(code) => (
+            Some(*code),
+            Some(json!({"category": "UserError", "code": "FailureExitCode",
+                "message": "The task exited with an exit code representing a failure"})),
+        ),
+        RunEnd::TimedOut(limit) => (
+            None,
+            Some(
+                json!({"category": "UserError", "code": "MaxWallClockTimeExceeded",
+                "message": format!("The task ran longer than its maxWallClockTime of {limit:?}")}),
+            ),
+        ),
+        RunEnd::NotStarted(why) => (
+            None,
+            Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
+        ),
+    };
+    let retryable = matches!(end, RunEnd::Exited(c) if c != 0);
+    let mut info = info;
+    info["endTime"] = Value::from(now.clone());
+    if let Some(code) = exit_code {
+        info["exitCode"] = Value::from(code);
+    }
+    if retryable && (max_retries == -1 || retry < max_retries) {
+        info["retryCount"] = Value::from(retry + 1);
+        info["lastRetryTime"] = Value::from(now.clone());
+        task.update([
+            ("state", Value::from("active")),
+            ("previousState", Value::from("running")),
+            ("stateTransitionTime", Value::from(now)),
+            ("executionInfo", info),
+        ]);
+        return;
+    }
+    info["result"] = Value::from(if failure.is_some() {
+        "failure"
+    } else {
+        "success"
+    });
+    if let Some(f) = failure {
+        info["failureInfo"] = f;
+    }
+    task.update([
+        ("state", Value::from("completed")),
+        ("previousState", Value::from("running")),
+        ("stateTransitionTime", Value::from(now)),
+        ("executionInfo", info),
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("PT05M00S"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("PT1.5S"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("P1DT2H"), Some(Duration::from_secs(93_600)));
+        assert_eq!(parse_duration("PT"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("5 minutes"), None);
+        assert_eq!(parse_duration("PT5X"), None);
+    }
+}

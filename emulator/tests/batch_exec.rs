@@ -1,0 +1,202 @@
+//! Tasks really run on the emulated nodes: the `AZ_BATCH_*` environment, stdout and stderr
+//! files, exit codes, `maxTaskRetryCount`, `maxWallClockTime` and the slots of a pool.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use common::{Client, emulator};
+use serde_json::{Value, json};
+
+/// Waits until a task is completed and returns it.
+async fn completed(c: &Client, job: &str, task: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .call(Method::GET, &format!("/jobs/{job}/tasks/{task}"), &[], None)
+            .await;
+        if r.body["state"] == "completed" {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {task} never completed: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn file(c: &Client, job: &str, task: &str, name: &str) -> String {
+    let r = c
+        .call(
+            Method::GET,
+            &format!("/jobs/{job}/tasks/{task}/files/{name}"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{name} of {task}: {}", r.text);
+    r.text
+}
+
+#[tokio::test]
+async fn tasks_run_with_the_batch_environment_and_their_outcomes_are_recorded() {
+    let (_emu, c) = emulator().await;
+    let pool = json!({"id": "run", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1, "taskSlotsPerNode": 2});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let job = json!({"id": "j", "poolInfo": {"poolId": "run"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+
+    let tasks = json!({"value": [
+        {"id": "env", "commandLine": "echo \"$AZ_BATCH_JOB_ID/$AZ_BATCH_TASK_ID/$AZ_BATCH_POOL_ID $MY_SETTING\"; pwd; echo oops >&2",
+         "environmentSettings": [{"name": "MY_SETTING", "value": "set-by-task"}]},
+        {"id": "fails", "commandLine": "echo attempt $AZ_BATCH_TASK_RETRY_COUNT; exit 3",
+         "constraints": {"maxTaskRetryCount": 2}},
+        {"id": "slow", "commandLine": "sleep 30", "constraints": {"maxWallClockTime": "PT1S"}},
+    ]});
+    let started = Instant::now();
+    let r = c
+        .call(Method::POST, "/jobs/j/addtaskcollection", &[], Some(tasks))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let env = completed(&c, "j", "env").await;
+    assert_eq!(env["executionInfo"]["exitCode"], 0, "{env}");
+    assert_eq!(env["executionInfo"]["result"], "success");
+    assert_eq!(env["nodeInfo"]["poolId"], "run");
+    let out = file(&c, "j", "env", "stdout.txt").await;
+    assert!(out.contains("j/env/run set-by-task"), "{out}");
+    assert!(
+        out.contains("/workitems/j/job-1/env/wd"),
+        "working dir: {out}"
+    );
+    let err = file(&c, "j", "env", "stderr.txt").await;
+    assert!(err.contains("oops"), "{err}");
+
+    let fails = completed(&c, "j", "fails").await;
+    let info = &fails["executionInfo"];
+    assert_eq!(
+        (info["exitCode"].as_i64(), info["retryCount"].as_i64()),
+        (Some(3), Some(2)),
+        "{fails}"
+    );
+    assert_eq!(info["result"], "failure");
+    assert_eq!(info["failureInfo"]["code"], "FailureExitCode");
+    assert!(
+        file(&c, "j", "fails", "stdout.txt")
+            .await
+            .contains("attempt 2")
+    );
+
+    let slow = completed(&c, "j", "slow").await;
+    assert_eq!(
+        slow["executionInfo"]["failureInfo"]["code"], "MaxWallClockTimeExceeded",
+        "{slow}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the wall-clock limit did not stop it"
+    );
+
+    let r = c
+        .call(Method::GET, "/jobs/j/tasks/env/files", &[], None)
+        .await;
+    let names: Vec<&str> = r.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"stdout.txt") && names.contains(&"wd"),
+        "{names:?}"
+    );
+    let r = c
+        .call(Method::GET, "/jobs/j/tasks/env/files/nope.txt", &[], None)
+        .await;
+    assert_eq!((r.status, r.code()), (404, "FileNotFound"));
+    let r = c
+        .call(
+            Method::GET,
+            "/jobs/j/tasks/env/files/../../../../etc/passwd",
+            &[],
+            None,
+        )
+        .await;
+    assert_ne!(r.status, 200, "a path outside the task folder was served");
+
+    let r = c.call(Method::GET, "/pools/run/nodes", &[], None).await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_pool_runs_at_most_nodes_times_slots_tasks_at_once() {
+    let (_emu, c) = emulator().await;
+    let pool =
+        json!({"id": "small", "vmSize": "x", "targetDedicatedNodes": 1, "taskSlotsPerNode": 2});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let job = json!({"id": "k", "poolInfo": {"poolId": "small"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    // Each task records its start and end; with 2 slots, no 3 may overlap.
+    let tasks: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("t{i}"), "commandLine": "date +%s%N; sleep 0.3; date +%s%N"}))
+        .collect();
+    let r = c
+        .call(
+            Method::POST,
+            "/jobs/k/addtaskcollection",
+            &[],
+            Some(json!({"value": tasks})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let mut spans = Vec::new();
+    for i in 0..5 {
+        let task = format!("t{i}");
+        completed(&c, "k", &task).await;
+        let out = file(&c, "k", &task, "stdout.txt").await;
+        let times: Vec<u128> = out
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert_eq!(times.len(), 2, "{out}");
+        spans.push((times[0], times[1]));
+    }
+    for &(start, _) in &spans {
+        let running = spans
+            .iter()
+            .filter(|(s, e)| *s <= start && start < *e)
+            .count();
+        assert!(
+            running <= 2,
+            "{running} tasks ran at once on 2 slots: {spans:?}"
+        );
+    }
+    let r = c
+        .call(Method::GET, "/jobs/k/tasks/t0/files/stdout.txt", &[], None)
+        .await;
+    assert_eq!(r.status, 200);
+    let r = c
+        .call(
+            Method::POST,
+            "/jobs/k/tasks",
+            &[],
+            Some(json!({"id": "late", "commandLine": "true"})),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+}

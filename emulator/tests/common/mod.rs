@@ -1,0 +1,131 @@
+//! A SharedKey-signing client for the Batch emulator tests.
+
+#![allow(dead_code)]
+
+use axum::http::{HeaderMap, HeaderValue, Method};
+use redwood_emulator::batch::auth::{sign, string_to_sign};
+use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use serde_json::Value;
+
+pub const API: &str = "2025-06-01";
+pub const KEY: &str = "cmVkd29vZC1iYXRjaC10ZXN0LWtleQ==";
+
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub account: String,
+    pub key: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_raw(
+            method,
+            path,
+            query,
+            body.map(|b| b.to_string().into_bytes()),
+            true,
+        )
+        .await
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        with_api_version: bool,
+    ) -> Reply {
+        let mut pairs: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if with_api_version {
+            pairs.push(("api-version".into(), API.into()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "ocp-date",
+            HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())).unwrap(),
+        );
+        headers.insert(
+            "client-request-id",
+            HeaderValue::from_static("3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
+        );
+        if let Some(b) = &body {
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/json; odata=minimalmetadata"),
+            );
+            headers.insert("content-length", HeaderValue::from(b.len()));
+        }
+        let text = string_to_sign(&method, &headers, &self.account, path, &pairs, false);
+        let signature = sign(&self.key, &text).unwrap();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("SharedKey {}:{signature}", self.account)).unwrap(),
+        );
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), &pairs).unwrap();
+        let mut request = self.http.request(
+            reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
+            url,
+        );
+        for (k, v) in &headers {
+            if k != "content-length" {
+                request = request.header(k.as_str(), v.as_bytes());
+            }
+        }
+        if let Some(b) = body {
+            request = request.body(b);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}
+
+pub async fn emulator() -> (BatchEmulator, Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let account = BatchAccount {
+        name: "testacct".into(),
+        key: KEY.into(),
+        bearer_token: Some("test-token".into()),
+    };
+    let emu = BatchEmulator::start(vec![account]).await.unwrap();
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: emu.url("testacct").unwrap(),
+        account: "testacct".into(),
+        key: KEY.into(),
+    };
+    (emu, client)
+}
