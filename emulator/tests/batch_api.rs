@@ -137,7 +137,7 @@ async fn api_version_and_auth_are_checked() {
     let r = wrong.call(Method::GET, "/pools", &[], None).await;
     assert_eq!((r.status, r.code()), (403, "AuthenticationFailed"));
 
-    let http = reqwest::Client::new();
+    let http = common::http();
     let url = format!("{}/pools?api-version={API}", c.base);
     let r = http.get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);

@@ -186,6 +186,33 @@ async fn a_pool_runs_at_most_nodes_times_slots_tasks_at_once() {
             "{running} tasks ran at once on 2 slots: {spans:?}"
         );
     }
+    // onAllTasksComplete: a job that ends by itself.
+    let job = json!({"id": "auto", "poolInfo": {"poolId": "small"}, "onAllTasksComplete": "terminatejob"});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    let only = json!({"id": "only", "commandLine": "true"});
+    assert_eq!(
+        c.call(Method::POST, "/jobs/auto/tasks", &[], Some(only))
+            .await
+            .status,
+        201
+    );
+    completed(&c, "auto", "only").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.call(Method::GET, "/jobs/auto", &[], None).await;
+        if r.body["state"] == "completed" {
+            assert_eq!(
+                r.body["executionInfo"]["terminateReason"],
+                "AllTasksComplete"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let r = c
         .call(Method::GET, "/jobs/k/tasks/t0/files/stdout.txt", &[], None)
         .await;

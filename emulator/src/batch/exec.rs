@@ -244,8 +244,35 @@ async fn run(state: Arc<AccountState>, p: Placement) {
         {
             finish(task, outcome);
         }
+        complete_job_if_done(&mut data, &p.job);
     }
     state.changed.notify_one();
+}
+
+/// Applies a job's `onAllTasksComplete: terminatejob` once every task completed.
+fn complete_job_if_done(data: &mut super::server::Data, job: &str) {
+    let all_done = data
+        .tasks
+        .get(&job.to_lowercase())
+        .is_some_and(|tasks| tasks.all().all(|t| t.str("state") == Some("completed")));
+    let Some(resource) = data.jobs.get_mut(job) else {
+        return;
+    };
+    let terminate = resource
+        .str("onAllTasksComplete")
+        .is_some_and(|v| v.eq_ignore_ascii_case("terminatejob"));
+    if all_done && terminate && resource.str("state") == Some("active") {
+        let now = now_string();
+        resource.update([
+            ("state", Value::from("completed")),
+            ("previousState", Value::from("active")),
+            ("stateTransitionTime", Value::from(now.clone())),
+            (
+                "executionInfo",
+                json!({"endTime": now, "terminateReason": "AllTasksComplete"}),
+            ),
+        ]);
+    }
 }
 
 /// How a run ended: the exit code, or why there is none.

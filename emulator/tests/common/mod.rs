@@ -113,6 +113,12 @@ impl Client {
     }
 }
 
+/// An HTTP client (reqwest is built without a TLS provider of its own: install ring first).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub async fn emulator() -> (BatchEmulator, Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let account = BatchAccount {

@@ -1,0 +1,138 @@
+//! `redwood-emulator`: a local Azure Batch service (one endpoint per account) and an Azurite,
+//! for offline development. Prints the endpoints and keys as environment lines to paste.
+
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::Parser;
+use redwood_emulator::azurite::Azurite;
+use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use sha2::Digest;
+
+/// Runs a local Azure Batch service and an Azurite until Ctrl-C.
+#[derive(Debug, Parser)]
+#[command(name = "redwood-emulator", version, about)]
+struct Args {
+    /// A Batch account to emulate, as NAME or NAME=BASE64KEY (repeat for several accounts,
+    /// e.g. one per region). Without a key, one is generated and printed.
+    #[arg(
+        long = "account",
+        value_name = "NAME[=KEY]",
+        default_value = "devbatch1"
+    )]
+    accounts: Vec<String>,
+
+    /// Also accept `Authorization: Bearer TOKEN` for every account (for tests of the Entra ID
+    /// path; real tokens are not validated).
+    #[arg(long, value_name = "TOKEN")]
+    bearer_token: Option<String>,
+
+    /// Do not start Azurite (storage comes from elsewhere).
+    #[arg(long)]
+    no_azurite: bool,
+}
+
+/// A random-looking account key for a session (sha256 of the time, pid and name).
+fn generated_key(name: &str) -> String {
+    let seed = format!(
+        "{name}/{}/{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(seed.as_bytes()))
+}
+
+fn parse_account(spec: &str, bearer: &Option<String>) -> Result<BatchAccount, String> {
+    let (name, key) = match spec.split_once('=') {
+        Some((name, key)) => (name, key.to_string()),
+        None => (spec, generated_key(spec)),
+    };
+    let valid_name = (3..=24).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !valid_name {
+        return Err(format!(
+            "--account `{name}`: a Batch account name has 3 to 24 lower-case letters and digits"
+        ));
+    }
+    if base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .is_err()
+    {
+        return Err(format!("--account `{name}`: the key must be base64"));
+    }
+    Ok(BatchAccount {
+        name: name.to_string(),
+        key,
+        bearer_token: bearer.clone(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let accounts: Result<Vec<_>, _> = args
+        .accounts
+        .iter()
+        .map(|a| parse_account(a, &args.bearer_token))
+        .collect();
+    let accounts = match accounts {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("redwood-emulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let batch = match BatchEmulator::start(accounts.clone()).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("redwood-emulator: cannot start the Batch API: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let azurite = if args.no_azurite {
+        None
+    } else {
+        match Azurite::start().await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("redwood-emulator: {e} (use --no-azurite to run without it)");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    println!("# redwood-emulator: paste these lines into your shell");
+    for account in &accounts {
+        let url = batch.url(&account.name).unwrap_or_default();
+        let upper = account.name.to_uppercase();
+        println!("REDWOOD_BATCH_URL_{upper}={url}");
+        println!("REDWOOD_BATCH_ACCOUNT_{upper}={}", account.name);
+        println!("REDWOOD_BATCH_KEY_{upper}={}", account.key);
+    }
+    if let Some(az) = &azurite {
+        for (i, account) in az.accounts().iter().enumerate() {
+            let suffix = if i == 0 {
+                String::new()
+            } else {
+                format!("_{}", i + 1)
+            };
+            println!(
+                "AZURE_STORAGE_CONNECTION_STRING{suffix}=\"{}\"",
+                az.connection_string(account)
+            );
+        }
+    }
+    println!("# running until Ctrl-C");
+    let _ = tokio::signal::ctrl_c().await;
+    if let Some(az) = azurite {
+        az.stop().await;
+    }
+    ExitCode::SUCCESS
+}
