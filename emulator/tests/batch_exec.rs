@@ -227,3 +227,127 @@ async fn a_pool_runs_at_most_nodes_times_slots_tasks_at_once() {
         .await;
     assert_eq!(r.status, 201);
 }
+
+/// Waits until a task is running and returns it.
+async fn running(c: &Client, job: &str, task: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .call(Method::GET, &format!("/jobs/{job}/tasks/{task}"), &[], None)
+            .await;
+        if r.body["state"] == "running" {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {task} never ran: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn node_loss_requeues_and_tasks_can_be_terminated_reactivated_and_deleted() {
+    let (_emu, c) = emulator().await;
+    let pool =
+        json!({"id": "lossy", "vmSize": "x", "targetDedicatedNodes": 1, "taskSlotsPerNode": 2});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let job = json!({"id": "m", "poolInfo": {"poolId": "lossy"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+
+    // Node loss: the running task is requeued (not retried) and runs again on a new node.
+    let t = json!({"id": "survivor", "commandLine": "sleep 1; echo done on $AZ_BATCH_NODE_ID"});
+    assert_eq!(
+        c.call(Method::POST, "/jobs/m/tasks", &[], Some(t))
+            .await
+            .status,
+        201
+    );
+    let first = running(&c, "m", "survivor").await;
+    let lost = first["nodeInfo"]["nodeId"].as_str().unwrap().to_string();
+    let admin = format!("{}/_emulator/pools/lossy/nodes/{lost}/remove", c.base);
+    let r = common::http().post(&admin).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["requeuedTasks"], 1);
+    let done = completed(&c, "m", "survivor").await;
+    let info = &done["executionInfo"];
+    assert_eq!(
+        (
+            info["exitCode"].as_i64(),
+            info["requeueCount"].as_i64(),
+            info["retryCount"].as_i64()
+        ),
+        (Some(0), Some(1), Some(0)),
+        "{done}"
+    );
+    let new_node = done["nodeInfo"]["nodeId"].as_str().unwrap();
+    assert_ne!(new_node, lost);
+    let out = file(&c, "m", "survivor", "stdout.txt").await;
+    assert_eq!(out.trim(), format!("done on {new_node}"));
+    let r = c
+        .call(
+            Method::GET,
+            &format!("/pools/lossy/nodes/{lost}"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "NodeNotFound"));
+
+    // Terminate a running task: it ends at once, as failed.
+    let t = json!({"id": "long", "commandLine": "sleep 30"});
+    assert_eq!(
+        c.call(Method::POST, "/jobs/m/tasks", &[], Some(t))
+            .await
+            .status,
+        201
+    );
+    running(&c, "m", "long").await;
+    let started = Instant::now();
+    let r = c
+        .call(Method::POST, "/jobs/m/tasks/long/terminate", &[], None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let ended = completed(&c, "m", "long").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        ended["executionInfo"]["failureInfo"]["code"], "TaskEnded",
+        "{ended}"
+    );
+    let r = c
+        .call(Method::POST, "/jobs/m/tasks/long/terminate", &[], None)
+        .await;
+    assert_eq!((r.status, r.code()), (409, "TaskCompleted"));
+
+    // Reactivate: only a failed task; it is queued again with fresh execution info.
+    let r = c
+        .call(Method::POST, "/jobs/m/tasks/survivor/reactivate", &[], None)
+        .await;
+    assert_eq!((r.status, r.code()), (409, "TaskNotFailed"));
+    let r = c
+        .call(Method::POST, "/jobs/m/tasks/long/reactivate", &[], None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let again = running(&c, "m", "long").await;
+    assert_eq!(again["executionInfo"]["retryCount"], 0);
+
+    // Delete: the running task stops and is gone.
+    let r = c
+        .call(Method::DELETE, "/jobs/m/tasks/long", &[], None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = c.call(Method::GET, "/jobs/m/tasks/long", &[], None).await;
+    assert_eq!((r.status, r.code()), (404, "TaskNotFound"));
+    let r = c
+        .call(Method::DELETE, "/jobs/m/tasks/long", &[], None)
+        .await;
+    assert_eq!((r.status, r.code()), (404, "TaskNotFound"));
+}

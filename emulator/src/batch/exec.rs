@@ -28,6 +28,28 @@ pub struct Node {
 /// Nodes by pool id (lower-cased).
 pub type Nodes = HashMap<String, Vec<Node>>;
 
+/// Why a running task's process was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `terminate`: the task ends as completed (failed).
+    Terminate,
+    /// Its node was lost: the task goes back to the queue, as the service does.
+    Requeue,
+    /// `delete`: the task is gone.
+    Delete,
+}
+
+/// The stop switches of running tasks, by (job, task), lower-cased.
+pub type Running = HashMap<(String, String), tokio::sync::oneshot::Sender<Stop>>;
+
+/// Stops a running task; returns whether one was running.
+pub fn stop_task(state: &AccountState, job: &str, task: &str, why: Stop) -> bool {
+    let switch = state
+        .running()
+        .remove(&(job.to_lowercase(), task.to_lowercase()));
+    switch.is_some_and(|s| s.send(why).is_ok())
+}
+
 /// Makes a pool have `count` nodes: adds new ones, removes idle ones from the end.
 pub fn resize_nodes(nodes: &mut Nodes, root: &std::path::Path, pool: &str, count: usize) {
     let list = nodes.entry(pool.to_lowercase()).or_default();
@@ -45,6 +67,22 @@ pub fn resize_nodes(nodes: &mut Nodes, root: &std::path::Path, pool: &str, count
         list.pop();
     }
 }
+
+/// Adds a fresh node to a pool after one was lost (the service replaces lost nodes).
+pub fn replace_lost_node(nodes: &mut Nodes, root: &std::path::Path, pool: &str) {
+    let list = nodes.entry(pool.to_lowercase()).or_default();
+    let serial = list.len() + LOST_NODE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("tvmps_{}_r{serial:03}", pool.to_lowercase());
+    let dir = root.join(pool).join(&id);
+    let _ = std::fs::create_dir_all(dir.join("shared"));
+    list.push(Node {
+        id,
+        slots_used: 0,
+        dir,
+    });
+}
+
+static LOST_NODE_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The JSON of a node, as `GET /pools/{pool}/nodes` returns it.
 pub fn node_json(url: &str, pool: &str, node: &Node) -> Value {
@@ -153,12 +191,14 @@ pub fn schedule(state: &Arc<AccountState>) {
                     break; // the pool is full
                 };
                 node.slots_used += slots;
-                let retry = task
-                    .body
-                    .get("executionInfo")
-                    .and_then(|e| e.get("retryCount"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let counter = |name: &str| {
+                    task.body
+                        .get("executionInfo")
+                        .and_then(|e| e.get(name))
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0)
+                };
+                let (retry, requeues) = (counter("retryCount"), counter("requeueCount"));
                 let root_dir = format!("workitems/{job}/job-1/{task_id}");
                 let now = now_string();
                 task.update([
@@ -167,7 +207,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                     ("previousState", Value::from("active")),
                     (
                         "executionInfo",
-                        json!({"startTime": now, "retryCount": retry, "requeueCount": 0}),
+                        json!({"startTime": now, "retryCount": retry, "requeueCount": requeues}),
                     ),
                     (
                         "nodeInfo",
@@ -227,7 +267,11 @@ async fn run(state: Arc<AccountState>, p: Placement) {
         .join("job-1")
         .join(&p.task);
     let wd = task_dir.join("wd");
-    let outcome = execute(&state, &p, &task_dir, &wd).await;
+    let key = (p.job.to_lowercase(), p.task.to_lowercase());
+    let (switch, stop) = tokio::sync::oneshot::channel();
+    state.running().insert(key.clone(), switch);
+    let outcome = execute(&state, &p, &task_dir, &wd, stop).await;
+    state.running().remove(&key);
     {
         let mut data = state.data();
         if let Some(node) = data
@@ -280,6 +324,7 @@ enum RunEnd {
     Exited(i32),
     TimedOut(Duration),
     NotStarted(String),
+    Stopped(Stop),
 }
 
 async fn execute(
@@ -287,6 +332,7 @@ async fn execute(
     p: &Placement,
     task_dir: &std::path::Path,
     wd: &std::path::Path,
+    stop: tokio::sync::oneshot::Receiver<Stop>,
 ) -> RunEnd {
     if let Err(e) = std::fs::create_dir_all(wd) {
         return RunEnd::NotStarted(format!("cannot create {}: {e}", wd.display()));
@@ -325,15 +371,28 @@ async fn execute(
         Ok(c) => c,
         Err(e) => return RunEnd::NotStarted(format!("cannot start /bin/sh: {e}")),
     };
-    let waited = match p.wall_clock {
-        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-            Ok(status) => status,
-            Err(_) => {
-                let _ = child.kill().await;
-                return RunEnd::TimedOut(limit);
-            }
-        },
-        None => child.wait().await,
+    let wall_clock = async {
+        match p.wall_clock {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let stopped = async {
+        match stop.await {
+            Ok(why) => why,
+            Err(_) => std::future::pending().await, // nobody can stop it any more
+        }
+    };
+    let waited = tokio::select! {
+        status = child.wait() => status,
+        () = wall_clock => {
+            let _ = child.kill().await;
+            return RunEnd::TimedOut(p.wall_clock.unwrap_or_default());
+        }
+        why = stopped => {
+            let _ = child.kill().await;
+            return RunEnd::Stopped(why);
+        }
     };
     match waited {
         Ok(status) => RunEnd::Exited(status.code().unwrap_or(-1)),
@@ -374,6 +433,28 @@ fn finish(task: &mut super::resources::Resource, end: RunEnd) {
             None,
             Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
         ),
+        RunEnd::Stopped(Stop::Terminate) => (
+            None,
+            Some(json!({"category": "UserError", "code": "TaskEnded",
+                "message": "The task was terminated by a request"})),
+        ),
+        RunEnd::Stopped(Stop::Requeue) => {
+            // Its node was lost: back to the queue, counted as a requeue, not a retry.
+            let mut info = info;
+            let requeues = info
+                .get("requeueCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            info["requeueCount"] = Value::from(requeues + 1);
+            task.update([
+                ("state", Value::from("active")),
+                ("previousState", Value::from("running")),
+                ("stateTransitionTime", Value::from(now)),
+                ("executionInfo", info),
+            ]);
+            return;
+        }
+        RunEnd::Stopped(Stop::Delete) => return,
     };
     let retryable = matches!(end, RunEnd::Exited(c) if c != 0);
     let mut info = info;

@@ -74,6 +74,7 @@ impl BatchEmulator {
                 data: Mutex::new(Data::default()),
                 root,
                 changed: tokio::sync::Notify::new(),
+                running: Mutex::new(Default::default()),
             });
             tokio::spawn(scheduler(Arc::downgrade(&state)));
             let app = router(state);
@@ -114,6 +115,8 @@ pub(super) struct AccountState {
     root: tempfile::TempDir,
     /// Signals the scheduler that something changed.
     pub(super) changed: tokio::sync::Notify,
+    /// Stop switches of running tasks.
+    running: Mutex<exec::Running>,
 }
 
 #[derive(Default)]
@@ -128,6 +131,10 @@ pub(super) struct Data {
 impl AccountState {
     pub(super) fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn running(&self) -> MutexGuard<'_, exec::Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -165,7 +172,16 @@ fn router(state: Shared) -> Router {
         .route("/jobs/{job}/terminate", post(terminate_job))
         .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
         .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
-        .route("/jobs/{job}/tasks/{task}", get(get_task))
+        .route(
+            "/jobs/{job}/tasks/{task}",
+            get(get_task).delete(delete_task),
+        )
+        .route("/jobs/{job}/tasks/{task}/terminate", post(terminate_task))
+        .route("/jobs/{job}/tasks/{task}/reactivate", post(reactivate_task))
+        .route(
+            "/_emulator/pools/{pool}/nodes/{node}/remove",
+            post(remove_node),
+        )
         .fallback(unknown_path)
         .layer(middleware::from_fn_with_state(state.clone(), check_request))
         .with_state(state)
@@ -216,7 +232,14 @@ fn percent_decode(s: &str) -> String {
 async fn check_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let client_request_id = request.headers().get("client-request-id").cloned();
     let request_id = format!("{:032x}", rand_id());
-    let mut response = match authorize(&state, &request) {
+    // The emulator's own admin calls are outside the Azure API surface (loopback only).
+    let admin = request.uri().path().starts_with("/_emulator/");
+    let checked = if admin {
+        Ok(())
+    } else {
+        authorize(&state, &request)
+    };
+    let mut response = match checked {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     };
@@ -806,6 +829,145 @@ async fn get_task(
         .and_then(|t| t.get(&task))
         .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
     Ok(one(&state, "tasks", resource))
+}
+
+/// A task of a job, to change it.
+fn task_mut<'a>(data: &'a mut Data, job: &str, task: &str) -> Result<&'a mut Resource, BatchError> {
+    if data.jobs.get(job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    data.tasks
+        .get_mut(&job.to_lowercase())
+        .and_then(|t| t.get_mut(task))
+        .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))
+}
+
+async fn terminate_task(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    let running = {
+        let mut data = state.data();
+        let resource = task_mut(&mut data, &job, &task)?;
+        match resource.str("state") {
+            Some("completed") => {
+                return Err(BatchError::new(
+                    StatusCode::CONFLICT,
+                    "TaskCompleted",
+                    "The specified task is already completed.",
+                ));
+            }
+            Some("running") => true,
+            _ => {
+                // Not started: it ends without running.
+                let now = now_string();
+                resource.update([
+                    ("state", Value::from("completed")),
+                    ("stateTransitionTime", Value::from(now.clone())),
+                    (
+                        "executionInfo",
+                        json!({"endTime": now, "retryCount": 0, "requeueCount": 0, "result": "failure",
+                            "failureInfo": {"category": "UserError", "code": "TaskEnded",
+                                "message": "The task was terminated by a request"}}),
+                    ),
+                ]);
+                false
+            }
+        }
+    };
+    if running {
+        exec::stop_task(&state, &job, &task, exec::Stop::Terminate);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_task(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    {
+        let mut data = state.data();
+        task_mut(&mut data, &job, &task)?;
+        if let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) {
+            tasks.remove(&task);
+        }
+    }
+    exec::stop_task(&state, &job, &task, exec::Stop::Delete);
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn reactivate_task(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    let mut data = state.data();
+    let resource = task_mut(&mut data, &job, &task)?;
+    let failed = resource.str("state") == Some("completed")
+        && resource
+            .body
+            .get("executionInfo")
+            .and_then(|e| e.get("result"))
+            .and_then(Value::as_str)
+            == Some("failure");
+    if !failed {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "TaskNotFailed",
+            "Only a completed task that failed can be reactivated.",
+        ));
+    }
+    resource.update([
+        ("state", Value::from("active")),
+        ("stateTransitionTime", Value::from(now_string())),
+        ("executionInfo", json!({"retryCount": 0, "requeueCount": 0})),
+    ]);
+    state.changed.notify_one();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Admin: the node is lost. Its running tasks go back to the queue (as on real node loss) and
+/// a fresh node replaces it.
+async fn remove_node(
+    State(state): State<Shared>,
+    Path((pool, node)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    let on_node: Vec<(String, String)> = {
+        let mut data = state.data();
+        let nodes = data
+            .nodes
+            .get_mut(&pool.to_lowercase())
+            .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+        let before = nodes.len();
+        nodes.retain(|n| n.id != node);
+        if nodes.len() == before {
+            return Err(BatchError::not_found("NodeNotFound", "node"));
+        }
+        exec::replace_lost_node(&mut data.nodes, state.root.path(), &pool);
+        data.tasks
+            .values()
+            .flat_map(|tasks| tasks.all())
+            .filter(|t| t.str("state") == Some("running"))
+            .filter(|t| {
+                t.body
+                    .get("nodeInfo")
+                    .and_then(|i| i.get("nodeId"))
+                    .and_then(Value::as_str)
+                    == Some(node.as_str())
+            })
+            .filter_map(|t| {
+                let url = t.str("url")?;
+                let mut parts = url.rsplit('/');
+                let task = parts.next()?.to_string();
+                parts.next(); // "tasks"
+                Some((parts.next()?.to_string(), task))
+            })
+            .collect()
+    };
+    for (job, task) in &on_node {
+        exec::stop_task(&state, job, task, exec::Stop::Requeue);
+    }
+    tracing::info!(pool, node, requeued = on_node.len(), "node removed");
+    Ok(Json(json!({"requeuedTasks": on_node.len()})).into_response())
 }
 
 async fn list_nodes(
