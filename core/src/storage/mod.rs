@@ -18,14 +18,22 @@ use tracing::Instrument;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Creates the bucket or container a store writes to, when it is missing (object_store
-/// cannot).
+/// The bucket or container a store writes to: creating it when missing (object_store cannot),
+/// and signing URLs into it for readers that have no credentials (cloud workers).
 #[async_trait::async_trait]
-pub trait ContainerCreator: Send + Sync + fmt::Debug {
+pub trait Container: Send + Sync + fmt::Debug {
     /// The container's name.
     fn name(&self) -> &str;
     /// Creates it; succeeds when it already exists.
     async fn create(&self) -> Result<()>;
+    /// A URL to the container (`blob: None`) or one object in it, carrying a signature that
+    /// grants `permissions` (e.g. `r`, `rl`, `cw`) until `expiry`.
+    fn sas_url(
+        &self,
+        blob: Option<&str>,
+        permissions: &str,
+        expiry: std::time::SystemTime,
+    ) -> Result<String>;
 }
 
 /// An object store plus the root prefix Redwood writes under.
@@ -35,7 +43,7 @@ pub struct Storage {
     url: String,
     root: Path,
     shared_between_processes: bool,
-    container: Option<Arc<dyn ContainerCreator>>,
+    container: Option<Arc<dyn Container>>,
 }
 
 impl fmt::Debug for Storage {
@@ -212,6 +220,24 @@ impl Storage {
     /// The URL this storage was opened from (secrets removed).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A signed URL to the container or to one object (`key` relative to the store), granting
+    /// `permissions` for `valid_for`. Only stores with a container and a key or SAS can.
+    pub fn sas_url(
+        &self,
+        key: Option<&Path>,
+        permissions: &str,
+        valid_for: std::time::Duration,
+    ) -> Result<String> {
+        let container = self.container.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!("storage {} cannot sign URLs (only az:// can)", self.url),
+            )
+        })?;
+        let expiry = std::time::SystemTime::now() + valid_for;
+        container.sas_url(key.map(|k| k.as_ref()), permissions, expiry)
     }
 
     /// Whether another process can read what this process writes (false for `memory://`).

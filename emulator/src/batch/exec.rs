@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::files;
 use super::resources::now_string;
 use super::server::AccountState;
 
@@ -131,6 +132,8 @@ struct Placement {
     env: Vec<(String, String)>,
     wall_clock: Option<Duration>,
     slots: i64,
+    resource_files: Vec<Value>,
+    output_files: Vec<Value>,
 }
 
 /// Places active tasks into free slots and starts them; called whenever something changed.
@@ -248,6 +251,8 @@ pub fn schedule(state: &Arc<AccountState>) {
                         .and_then(Value::as_str)
                         .and_then(parse_duration),
                     slots,
+                    resource_files: list(&task.body, "resourceFiles"),
+                    output_files: list(&task.body, "outputFiles"),
                 });
             }
         }
@@ -256,6 +261,13 @@ pub fn schedule(state: &Arc<AccountState>) {
     for placement in placements {
         tokio::spawn(run(state.clone(), placement));
     }
+}
+
+fn list(body: &serde_json::Map<String, Value>, name: &str) -> Vec<Value> {
+    body.get(name)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Runs one placed task to its end and records the outcome.
@@ -325,6 +337,10 @@ enum RunEnd {
     TimedOut(Duration),
     NotStarted(String),
     Stopped(Stop),
+    /// A resource file could not be downloaded; the command did not run.
+    ResourceFiles(String),
+    /// The command exited, but an output file could not be uploaded.
+    Upload(i32, String),
 }
 
 async fn execute(
@@ -344,6 +360,9 @@ async fn execute(
     let (Ok(stdout), Ok(stderr)) = files else {
         return RunEnd::NotStarted("cannot create stdout.txt/stderr.txt".into());
     };
+    if let Err(why) = files::download(&state.http, &p.resource_files, wd).await {
+        return RunEnd::ResourceFiles(why);
+    }
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
@@ -394,9 +413,13 @@ async fn execute(
             return RunEnd::Stopped(why);
         }
     };
-    match waited {
-        Ok(status) => RunEnd::Exited(status.code().unwrap_or(-1)),
-        Err(e) => RunEnd::NotStarted(format!("lost the process: {e}")),
+    let code = match waited {
+        Ok(status) => status.code().unwrap_or(-1),
+        Err(e) => return RunEnd::NotStarted(format!("lost the process: {e}")),
+    };
+    match files::upload(&state.http, &p.output_files, wd, Some(code)).await {
+        Ok(_) => RunEnd::Exited(code),
+        Err(why) => RunEnd::Upload(code, why),
     }
 }
 
@@ -455,6 +478,14 @@ fn finish(task: &mut super::resources::Resource, end: RunEnd) {
             return;
         }
         RunEnd::Stopped(Stop::Delete) => return,
+        RunEnd::ResourceFiles(why) => (
+            None,
+            Some(json!({"category": "UserError", "code": "BlobDownloadMiscError", "message": why})),
+        ),
+        RunEnd::Upload(code, why) => (
+            Some(*code),
+            Some(json!({"category": "UserError", "code": "FileUploadMiscError", "message": why})),
+        ),
     };
     let retryable = matches!(end, RunEnd::Exited(c) if c != 0);
     let mut info = info;

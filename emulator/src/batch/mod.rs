@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 mod exec;
+mod files;
 mod query;
 mod resources;
 mod server;

@@ -60,6 +60,8 @@ pub struct BatchEmulator {
 impl BatchEmulator {
     /// Starts the Batch API for the accounts, each on a free loopback port.
     pub async fn start(accounts: Vec<BatchAccount>) -> std::io::Result<BatchEmulator> {
+        // reqwest is built without a TLS provider of its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut endpoints = Vec::new();
         let mut stops = Vec::new();
         for account in accounts {
@@ -75,6 +77,7 @@ impl BatchEmulator {
                 root,
                 changed: tokio::sync::Notify::new(),
                 running: Mutex::new(Default::default()),
+                http: reqwest::Client::new(),
             });
             tokio::spawn(scheduler(Arc::downgrade(&state)));
             let app = router(state);
@@ -117,6 +120,8 @@ pub(super) struct AccountState {
     pub(super) changed: tokio::sync::Notify,
     /// Stop switches of running tasks.
     running: Mutex<exec::Running>,
+    /// For resource and output files.
+    pub(super) http: reqwest::Client,
 }
 
 #[derive(Default)]
