@@ -351,3 +351,72 @@ async fn node_loss_requeues_and_tasks_can_be_terminated_reactivated_and_deleted(
         .await;
     assert_eq!((r.status, r.code()), (404, "TaskNotFound"));
 }
+
+#[tokio::test]
+async fn multi_instance_tasks_span_nodes_and_wait_for_enough_of_them() {
+    let (_emu, c) = emulator().await;
+    let pool = json!({"id": "mpi", "vmSize": "x", "targetDedicatedNodes": 2, "enableInterNodeCommunication": true});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let job = json!({"id": "p", "poolInfo": {"poolId": "mpi"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    let task = json!({
+        "id": "ranks",
+        "commandLine": "echo hosts=$AZ_BATCH_HOST_LIST master=$AZ_BATCH_IS_CURRENT_NODE_MASTER; for n in $(echo $AZ_BATCH_NODE_LIST | tr ';' ' '); do cat $AZ_BATCH_NODE_ROOT_DIR/../$n/shared/ready; done",
+        "multiInstanceSettings": {
+            "numberOfInstances": 2,
+            "coordinationCommandLine": "echo ready:$AZ_BATCH_NODE_ID:$AZ_BATCH_IS_CURRENT_NODE_MASTER > $AZ_BATCH_NODE_SHARED_DIR/ready",
+        },
+    });
+    assert_eq!(
+        c.call(Method::POST, "/jobs/p/tasks", &[], Some(task))
+            .await
+            .status,
+        201
+    );
+    let done = completed(&c, "p", "ranks").await;
+    assert_eq!(done["executionInfo"]["exitCode"], 0, "{done}");
+    let out = file(&c, "p", "ranks", "stdout.txt").await;
+    assert!(
+        out.contains("hosts=127.0.0.1,127.0.0.1 master=true"),
+        "{out}"
+    );
+    let ready: Vec<&str> = out.lines().filter(|l| l.starts_with("ready:")).collect();
+    assert_eq!(
+        ready.len(),
+        2,
+        "coordination did not run on both nodes: {out}"
+    );
+    assert!(
+        ready.iter().any(|l| l.ends_with(":true")) && ready.iter().any(|l| l.ends_with(":false")),
+        "{out}"
+    );
+
+    // Three instances on two nodes: the task waits, then runs once a third node exists.
+    let wide = json!({"id": "wide", "commandLine": "true", "multiInstanceSettings": {"numberOfInstances": 3}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs/p/tasks", &[], Some(wide))
+            .await
+            .status,
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = c.call(Method::GET, "/jobs/p/tasks/wide", &[], None).await;
+    assert_eq!(r.body["state"], "active", "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/pools/mpi/resize",
+            &[],
+            Some(json!({"targetDedicatedNodes": 3})),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let done = completed(&c, "p", "wide").await;
+    assert_eq!(done["executionInfo"]["exitCode"], 0, "{done}");
+}

@@ -134,6 +134,27 @@ struct Placement {
     slots: i64,
     resource_files: Vec<Value>,
     output_files: Vec<Value>,
+    /// Multi-instance: the command every instance runs first.
+    coordination: Option<String>,
+    /// Multi-instance: the nodes of the instances other than the primary.
+    others: Vec<(String, PathBuf)>,
+}
+
+impl Placement {
+    /// Every instance's node: the primary's first.
+    fn instances(&self) -> Vec<(String, PathBuf)> {
+        std::iter::once((self.node.clone(), self.node_dir.clone()))
+            .chain(self.others.iter().cloned())
+            .collect()
+    }
+
+    fn task_dir(&self, node_dir: &std::path::Path) -> PathBuf {
+        node_dir
+            .join("workitems")
+            .join(&self.job)
+            .join("job-1")
+            .join(&self.task)
+    }
 }
 
 /// Places active tasks into free slots and starts them; called whenever something changed.
@@ -186,14 +207,32 @@ pub fn schedule(state: &Arc<AccountState>) {
                     .get("requiredSlots")
                     .and_then(Value::as_i64)
                     .unwrap_or(1);
-                let Some(node) = nodes
-                    .iter_mut()
-                    .filter(|n| slots_per_node - n.slots_used >= slots)
-                    .min_by_key(|n| n.slots_used)
-                else {
-                    break; // the pool is full
-                };
-                node.slots_used += slots;
+                let instances = task
+                    .body
+                    .get("multiInstanceSettings")
+                    .and_then(|m| m.get("numberOfInstances"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+                    .max(1) as usize;
+                // One instance per node (a multi-instance task spans distinct nodes).
+                let mut free: Vec<usize> = (0..nodes.len())
+                    .filter(|&i| slots_per_node - nodes[i].slots_used >= slots)
+                    .collect();
+                free.sort_by_key(|&i| nodes[i].slots_used);
+                if free.len() < instances {
+                    if instances == 1 {
+                        break; // the pool is full
+                    }
+                    continue; // waits for enough free nodes
+                }
+                for &i in &free[..instances] {
+                    nodes[i].slots_used += slots;
+                }
+                let others: Vec<(String, PathBuf)> = free[1..instances]
+                    .iter()
+                    .map(|&i| (nodes[i].id.clone(), nodes[i].dir.clone()))
+                    .collect();
+                let node = &nodes[free[0]];
                 let counter = |name: &str| {
                     task.body
                         .get("executionInfo")
@@ -253,6 +292,13 @@ pub fn schedule(state: &Arc<AccountState>) {
                     slots,
                     resource_files: list(&task.body, "resourceFiles"),
                     output_files: list(&task.body, "outputFiles"),
+                    coordination: task
+                        .body
+                        .get("multiInstanceSettings")
+                        .and_then(|m| m.get("coordinationCommandLine"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    others,
                 });
             }
         }
@@ -286,12 +332,12 @@ async fn run(state: Arc<AccountState>, p: Placement) {
     state.running().remove(&key);
     {
         let mut data = state.data();
-        if let Some(node) = data
-            .nodes
-            .get_mut(&p.pool.to_lowercase())
-            .and_then(|nodes| nodes.iter_mut().find(|n| n.id == p.node))
-        {
-            node.slots_used -= p.slots;
+        if let Some(nodes) = data.nodes.get_mut(&p.pool.to_lowercase()) {
+            for (id, _) in p.instances() {
+                if let Some(node) = nodes.iter_mut().find(|n| n.id == id) {
+                    node.slots_used -= p.slots;
+                }
+            }
         }
         if let Some(task) = data
             .tasks
@@ -363,29 +409,13 @@ async fn execute(
     if let Err(why) = files::download(&state.http, &p.resource_files, wd).await {
         return RunEnd::ResourceFiles(why);
     }
-    let mut command = tokio::process::Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(&p.command)
-        .current_dir(wd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
-        .env("AZ_BATCH_ACCOUNT_URL", &state.url)
-        .env("AZ_BATCH_POOL_ID", &p.pool)
-        .env("AZ_BATCH_NODE_ID", &p.node)
-        .env("AZ_BATCH_NODE_ROOT_DIR", &p.node_dir)
-        .env("AZ_BATCH_NODE_SHARED_DIR", p.node_dir.join("shared"))
-        .env("AZ_BATCH_JOB_ID", &p.job)
-        .env("AZ_BATCH_TASK_ID", &p.task)
-        .env("AZ_BATCH_TASK_DIR", task_dir)
-        .env("AZ_BATCH_TASK_WORKING_DIR", wd)
-        .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
-    for (k, v) in &p.env {
-        command.env(k, v);
+    if let Some(coordination) = &p.coordination
+        && let Err(end) = coordinate(state, p, coordination).await
+    {
+        return end;
     }
+    let mut command = shell(state, p, &p.command, (&p.node, &p.node_dir), task_dir);
+    command.stdout(stdout).stderr(stderr);
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => return RunEnd::NotStarted(format!("cannot start /bin/sh: {e}")),
@@ -421,6 +451,95 @@ async fn execute(
         Ok(_) => RunEnd::Exited(code),
         Err(why) => RunEnd::Upload(code, why),
     }
+}
+
+/// `/bin/sh -c COMMAND` in an instance's working directory, with the `AZ_BATCH_*` environment
+/// (and, for a multi-instance task, the host list and which instance is the master).
+fn shell(
+    state: &AccountState,
+    p: &Placement,
+    command_line: &str,
+    (node, node_dir): (&str, &std::path::Path),
+    task_dir: &std::path::Path,
+) -> tokio::process::Command {
+    let wd = task_dir.join("wd");
+    let mut command = tokio::process::Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(command_line)
+        .current_dir(&wd)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
+        .env("AZ_BATCH_ACCOUNT_URL", &state.url)
+        .env("AZ_BATCH_POOL_ID", &p.pool)
+        .env("AZ_BATCH_NODE_ID", node)
+        .env("AZ_BATCH_NODE_ROOT_DIR", node_dir)
+        .env("AZ_BATCH_NODE_SHARED_DIR", node_dir.join("shared"))
+        .env("AZ_BATCH_JOB_ID", &p.job)
+        .env("AZ_BATCH_TASK_ID", &p.task)
+        .env("AZ_BATCH_TASK_DIR", task_dir)
+        .env("AZ_BATCH_TASK_WORKING_DIR", &wd)
+        .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
+    if p.coordination.is_some() || !p.others.is_empty() {
+        let instances = p.instances();
+        let hosts = vec!["127.0.0.1"; instances.len()].join(",");
+        let nodes: Vec<String> = instances.iter().map(|(id, _)| id.clone()).collect();
+        command
+            .env("AZ_BATCH_HOST_LIST", hosts)
+            .env("AZ_BATCH_NODE_LIST", nodes.join(";"))
+            .env("AZ_BATCH_MASTER_NODE", "127.0.0.1:6000")
+            .env(
+                "AZ_BATCH_IS_CURRENT_NODE_MASTER",
+                (node == p.node).to_string(),
+            )
+            .env("AZ_BATCH_TASK_SHARED_DIR", task_dir);
+    }
+    for (k, v) in &p.env {
+        command.env(k, v);
+    }
+    command
+}
+
+/// Multi-instance: runs the coordination command on every instance at once (the others write
+/// their stdout/stderr in their own task folder, the primary into `coordination-*.txt`).
+async fn coordinate(state: &AccountState, p: &Placement, coordination: &str) -> Result<(), RunEnd> {
+    let mut runs = Vec::new();
+    for (node, node_dir) in p.instances() {
+        let task_dir = p.task_dir(&node_dir);
+        std::fs::create_dir_all(task_dir.join("wd")).map_err(|e| {
+            RunEnd::NotStarted(format!("cannot create {}: {e}", task_dir.display()))
+        })?;
+        let (out, err) = if node == p.node {
+            ("coordination-stdout.txt", "coordination-stderr.txt")
+        } else {
+            ("stdout.txt", "stderr.txt")
+        };
+        let files = (
+            std::fs::File::create(task_dir.join(out)),
+            std::fs::File::create(task_dir.join(err)),
+        );
+        let (Ok(stdout), Ok(stderr)) = files else {
+            return Err(RunEnd::NotStarted(
+                "cannot create the coordination output files".into(),
+            ));
+        };
+        let mut command = shell(state, p, coordination, (&node, &node_dir), &task_dir);
+        command.stdout(stdout).stderr(stderr);
+        runs.push(async move { command.status().await });
+    }
+    for status in futures::future::join_all(runs).await {
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => return Err(RunEnd::Exited(s.code().unwrap_or(-1))),
+            Err(e) => {
+                return Err(RunEnd::NotStarted(format!(
+                    "cannot start the coordination command: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Records the end of a run: completed, or back to active for a retry.
