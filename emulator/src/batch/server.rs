@@ -131,6 +131,13 @@ pub(super) struct Data {
     /// Tasks by job id (lower-cased).
     pub(super) tasks: std::collections::HashMap<String, Collection>,
     pub(super) nodes: exec::Nodes,
+    /// Pools (lower-cased ids) whose allocation fails, with the error to report.
+    failing_pools: std::collections::HashMap<String, (String, String)>,
+    /// API faults: the share of requests (per million) answered with `fault_status`.
+    fault_ppm: u64,
+    fault_status: u16,
+    latency_ms: u64,
+    fault_rng: u64,
 }
 
 impl AccountState {
@@ -187,6 +194,11 @@ fn router(state: Shared) -> Router {
             "/_emulator/pools/{pool}/nodes/{node}/remove",
             post(remove_node),
         )
+        .route(
+            "/_emulator/pools/{pool}/allocation-failure",
+            post(fail_allocation),
+        )
+        .route("/_emulator/faults", post(set_faults))
         .fallback(unknown_path)
         .layer(middleware::from_fn_with_state(state.clone(), check_request))
         .with_state(state)
@@ -242,7 +254,10 @@ async fn check_request(State(state): State<Shared>, request: Request, next: Next
     let checked = if admin {
         Ok(())
     } else {
-        authorize(&state, &request)
+        match injected_fault(&state).await {
+            Some(fault) => Err(fault),
+            None => authorize(&state, &request),
+        }
     };
     let mut response = match checked {
         Ok(()) => next.run(request).await,
@@ -497,12 +512,7 @@ async fn add_pool(State(state): State<Shared>, request: Request) -> Result<Respo
         .pools
         .insert(&id, body, BatchError::exists("PoolExists", "pool"))?
         .clone();
-    exec::resize_nodes(
-        &mut data.nodes,
-        state.root.path(),
-        &id,
-        (dedicated + spot) as usize,
-    );
+    allocate(&mut data, &state, &id, (dedicated + spot) as usize);
     state.changed.notify_one();
     Ok(created(&state, &format!("/pools/{id}"), &resource))
 }
@@ -573,7 +583,7 @@ async fn resize_pool(
         .iter()
         .filter_map(|f| resource.body.get(*f).and_then(Value::as_i64))
         .sum::<i64>();
-    exec::resize_nodes(&mut data.nodes, state.root.path(), &pool, count as usize);
+    allocate(&mut data, &state, &pool, count as usize);
     state.changed.notify_one();
     let mut response = StatusCode::ACCEPTED.into_response();
     set_resource_headers(response.headers_mut(), &resource);
@@ -973,6 +983,98 @@ async fn remove_node(
     }
     tracing::info!(pool, node, requeued = on_node.len(), "node removed");
     Ok(Json(json!({"requeuedTasks": on_node.len()})).into_response())
+}
+
+/// Gives a pool its nodes, unless its allocation was made to fail: then it has none and
+/// reports the error in `resizeErrors`, as the service does.
+fn allocate(data: &mut Data, state: &AccountState, pool: &str, count: usize) {
+    match data.failing_pools.get(&pool.to_lowercase()).cloned() {
+        None => exec::resize_nodes(&mut data.nodes, state.root.path(), pool, count),
+        Some((code, message)) => {
+            exec::resize_nodes(&mut data.nodes, state.root.path(), pool, 0);
+            if let Some(resource) = data.pools.get_mut(pool) {
+                resource.update([
+                    ("currentDedicatedNodes", Value::from(0)),
+                    ("currentLowPriorityNodes", Value::from(0)),
+                    ("resizeErrors", json!([{"code": code, "message": message}])),
+                ]);
+            }
+        }
+    }
+}
+
+/// A fault to answer instead of the request, at the configured rate (after any latency).
+async fn injected_fault(state: &AccountState) -> Option<BatchError> {
+    let (latency, fault) = {
+        let mut data = state.data();
+        let latency = data.latency_ms;
+        data.fault_rng ^= data.fault_rng << 13;
+        data.fault_rng ^= data.fault_rng >> 7;
+        data.fault_rng ^= data.fault_rng << 17;
+        let hit = data.fault_ppm > 0 && data.fault_rng % 1_000_000 < data.fault_ppm;
+        (latency, hit.then_some(data.fault_status))
+    };
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let status = StatusCode::from_u16(fault?).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let code = match status.as_u16() {
+        503 => "ServerBusy",
+        429 => "TooManyRequests",
+        _ => "InternalError",
+    };
+    Some(BatchError::new(
+        status,
+        code,
+        "Injected by the emulator (/_emulator/faults).",
+    ))
+}
+
+/// Admin: the allocation of pool `pool` (now or when created) fails with a code and message.
+async fn fail_allocation(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await.unwrap_or_default();
+    let text = |name: &str, default: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    let code = text("code", "AllocationFailed");
+    let message = text(
+        "message",
+        "Desired number of dedicated nodes could not be allocated",
+    );
+    let mut data = state.data();
+    data.failing_pools
+        .insert(pool.to_lowercase(), (code, message));
+    allocate(&mut data, &state, &pool, 0);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Admin: `{"rate": 0.1, "status": 503, "latencyMs": 20}` makes that share of API requests
+/// fail (and every request slower); `{"rate": 0}` stops it.
+async fn set_faults(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let rate = body.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(BatchError::invalid_property(
+            "rate",
+            &rate.to_string(),
+            "from 0 to 1",
+        ));
+    }
+    let mut data = state.data();
+    data.fault_ppm = (rate * 1_000_000.0) as u64;
+    data.fault_status = body.get("status").and_then(Value::as_u64).unwrap_or(503) as u16;
+    data.latency_ms = body.get("latencyMs").and_then(Value::as_u64).unwrap_or(0);
+    if data.fault_rng == 0 {
+        data.fault_rng = 0x5EED_1234_ABCD;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_nodes(

@@ -1,0 +1,103 @@
+//! The emulator's admin faults: a pool whose allocation fails, and 5xx/latency on the API.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use common::emulator;
+use serde_json::json;
+
+async fn admin(base: &str, path: &str, body: serde_json::Value) -> u16 {
+    let r = common::http()
+        .post(format!("{base}/_emulator/{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_pool_whose_allocation_fails_gets_no_nodes_and_says_why() {
+    let (_emu, c) = emulator().await;
+    let status = admin(
+        &c.base,
+        "pools/doomed/allocation-failure",
+        json!({"code": "AccountCoreQuotaReached"}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let pool = json!({"id": "doomed", "vmSize": "x", "targetDedicatedNodes": 2});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let r = c.call(Method::GET, "/pools/doomed", &[], None).await;
+    assert_eq!(r.body["currentDedicatedNodes"], 0, "{}", r.body);
+    assert_eq!(r.body["targetDedicatedNodes"], 2);
+    assert_eq!(r.body["resizeErrors"][0]["code"], "AccountCoreQuotaReached");
+    let job = json!({"id": "stuck", "poolInfo": {"poolId": "doomed"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    let task = json!({"id": "t", "commandLine": "true"});
+    assert_eq!(
+        c.call(Method::POST, "/jobs/stuck/tasks", &[], Some(task))
+            .await
+            .status,
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = c.call(Method::GET, "/jobs/stuck/tasks/t", &[], None).await;
+    assert_eq!(
+        r.body["state"], "active",
+        "a task ran on a pool without nodes"
+    );
+    let r = c.call(Method::GET, "/pools/doomed/nodes", &[], None).await;
+    assert_eq!(r.body["value"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn api_faults_and_latency_are_injected_at_the_set_rate() {
+    let (_emu, c) = emulator().await;
+    assert_eq!(
+        admin(&c.base, "faults", json!({"rate": 1.0, "status": 503})).await,
+        204
+    );
+    let r = c.call(Method::GET, "/pools", &[], None).await;
+    assert_eq!((r.status, r.code()), (503, "ServerBusy"));
+
+    assert_eq!(
+        admin(&c.base, "faults", json!({"rate": 0.5, "status": 500})).await,
+        204
+    );
+    let mut failed = 0;
+    for _ in 0..200 {
+        let r = c.call(Method::GET, "/pools", &[], None).await;
+        match r.status {
+            200 => {}
+            500 => {
+                assert_eq!(r.code(), "InternalError");
+                failed += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        (60..=140).contains(&failed),
+        "{failed} of 200 failed at a 50% rate"
+    );
+
+    assert_eq!(
+        admin(&c.base, "faults", json!({"rate": 0, "latencyMs": 80})).await,
+        204
+    );
+    let started = Instant::now();
+    let r = c.call(Method::GET, "/pools", &[], None).await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(80));
+    assert_eq!(admin(&c.base, "faults", json!({"rate": 2})).await, 400);
+}
