@@ -101,3 +101,93 @@ async fn api_faults_and_latency_are_injected_at_the_set_rate() {
     assert!(started.elapsed() >= Duration::from_millis(80));
     assert_eq!(admin(&c.base, "faults", json!({"rate": 2})).await, 400);
 }
+
+#[tokio::test]
+async fn autoscale_pools_follow_their_pending_tasks() {
+    let (_emu, c) = emulator().await;
+    let pool = json!({"id": "elastic", "vmSize": "x", "enableAutoScale": true,
+        "autoScaleFormula": "$TargetDedicatedNodes = min(3, $PendingTasks.GetSample(1)); $NodeDeallocationOption = taskcompletion;"});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let r = c.call(Method::GET, "/pools/elastic", &[], None).await;
+    assert_eq!(r.body["targetDedicatedNodes"], 0, "{}", r.body);
+    let r = c
+        .call(
+            Method::POST,
+            "/pools/elastic/resize",
+            &[],
+            Some(json!({"targetDedicatedNodes": 1})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "AutoScalingEnabled"));
+
+    let job = json!({"id": "burst", "poolInfo": {"poolId": "elastic"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    let tasks: Vec<serde_json::Value> = (0..5)
+        .map(|i| json!({"id": format!("b{i}"), "commandLine": "sleep 0.4"}))
+        .collect();
+    let r = c
+        .call(
+            Method::POST,
+            "/jobs/burst/addtaskcollection",
+            &[],
+            Some(json!({"value": tasks})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut peak = 0;
+    loop {
+        let r = c.call(Method::GET, "/pools/elastic", &[], None).await;
+        peak = peak.max(r.body["currentDedicatedNodes"].as_i64().unwrap_or(0));
+        let done = c
+            .call(
+                Method::GET,
+                "/jobs/burst/tasks",
+                &[("$filter", "state eq 'completed'")],
+                None,
+            )
+            .await;
+        if done.body["value"].as_array().map(Vec::len) == Some(5)
+            && r.body["targetDedicatedNodes"] == 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "autoscale did not grow, run and shrink: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(peak, 3, "the pool should have grown to min(3, pending)");
+
+    let bad = json!({"autoScaleFormula": "$TargetDedicatedNodes = $Nonsense;"});
+    let r = c
+        .call(
+            Method::POST,
+            "/pools/elastic/enableautoscale",
+            &[],
+            Some(bad),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "InvalidPropertyValue"));
+    let r = c
+        .call(Method::POST, "/pools/elastic/disableautoscale", &[], None)
+        .await;
+    assert_eq!(r.status, 200);
+    let r = c
+        .call(
+            Method::POST,
+            "/pools/elastic/resize",
+            &[],
+            Some(json!({"targetDedicatedNodes": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+}

@@ -3,6 +3,7 @@
 //! account. Resources are kept in memory.
 
 pub mod auth;
+mod autoscale;
 pub mod error;
 mod exec;
 mod files;

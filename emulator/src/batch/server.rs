@@ -17,7 +17,10 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use std::collections::HashMap;
+
 use super::auth;
+use super::autoscale;
 use super::error::BatchError;
 use super::exec;
 use super::query::ListOptions;
@@ -157,6 +160,7 @@ async fn scheduler(state: std::sync::Weak<AccountState>) {
         let Some(strong) = state.upgrade() else {
             return;
         };
+        autoscale_pools(&strong);
         exec::schedule(&strong);
         let wait = async {
             tokio::select! {
@@ -199,6 +203,8 @@ fn router(state: Shared) -> Router {
             post(fail_allocation),
         )
         .route("/_emulator/faults", post(set_faults))
+        .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
+        .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .fallback(unknown_path)
         .layer(middleware::from_fn_with_state(state.clone(), check_request))
         .with_state(state)
@@ -513,6 +519,10 @@ async fn add_pool(State(state): State<Shared>, request: Request) -> Result<Respo
         .insert(&id, body, BatchError::exists("PoolExists", "pool"))?
         .clone();
     allocate(&mut data, &state, &id, (dedicated + spot) as usize);
+    drop(data);
+    autoscale_pools(&state);
+    let data = state.data();
+    let resource = data.pools.get(&id).cloned().unwrap_or(resource);
     state.changed.notify_one();
     Ok(created(&state, &format!("/pools/{id}"), &resource))
 }
@@ -1075,6 +1085,137 @@ async fn set_faults(State(state): State<Shared>, request: Request) -> Result<Res
         data.fault_rng = 0x5EED_1234_ABCD;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The pending (active or running), active and running tasks of jobs on a pool.
+fn task_counts(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
+    let (mut active, mut running) = (0, 0);
+    for job in data.jobs.all() {
+        let on_pool = job
+            .body
+            .get("poolInfo")
+            .and_then(|i| i.get("poolId"))
+            .and_then(Value::as_str)
+            .is_some_and(|p| p.eq_ignore_ascii_case(pool));
+        if !on_pool || job.str("state") != Some("active") {
+            continue;
+        }
+        let id = job.str("id").unwrap_or("").to_lowercase();
+        for task in data.tasks.get(&id).into_iter().flat_map(|t| t.all()) {
+            match task.str("state") {
+                Some("active") => active += 1,
+                Some("running") => running += 1,
+                _ => {}
+            }
+        }
+    }
+    HashMap::from([
+        ("$PendingTasks", active + running),
+        ("$ActiveTasks", active),
+        ("$RunningTasks", running),
+    ])
+}
+
+/// Evaluates the formula of every autoscale pool and resizes it to the targets.
+fn autoscale_pools(state: &AccountState) {
+    let mut data = state.data();
+    let pools: Vec<(String, String)> = data
+        .pools
+        .all()
+        .filter(|p| p.body.get("enableAutoScale") == Some(&Value::Bool(true)))
+        .filter_map(|p| {
+            Some((
+                p.str("id")?.to_string(),
+                p.str("autoScaleFormula")?.to_string(),
+            ))
+        })
+        .collect();
+    for (pool, formula) in pools {
+        let vars = task_counts(&data, &pool);
+        let result = autoscale::evaluate(&formula, &vars);
+        let Some(resource) = data.pools.get_mut(&pool) else {
+            continue;
+        };
+        let run = match &result {
+            Ok(t) => json!({"timestamp": now_string(), "results": format!(
+                "$TargetDedicatedNodes={};$TargetLowPriorityNodes={}",
+                t.dedicated.unwrap_or(0), t.low_priority.unwrap_or(0))}),
+            Err(why) => {
+                json!({"timestamp": now_string(), "error": {"code": "AutoScalingFormulaEvaluationError", "message": why}})
+            }
+        };
+        let Ok(targets) = result else {
+            resource.body.insert("autoScaleRun".into(), run);
+            continue;
+        };
+        let (d, l) = (
+            targets.dedicated.unwrap_or(0),
+            targets.low_priority.unwrap_or(0),
+        );
+        let changed = resource
+            .body
+            .get("targetDedicatedNodes")
+            .and_then(Value::as_i64)
+            != Some(d)
+            || resource
+                .body
+                .get("targetLowPriorityNodes")
+                .and_then(Value::as_i64)
+                != Some(l);
+        resource.body.insert("autoScaleRun".into(), run);
+        if changed {
+            resource.update([
+                ("targetDedicatedNodes", Value::from(d)),
+                ("targetLowPriorityNodes", Value::from(l)),
+                ("currentDedicatedNodes", Value::from(d)),
+                ("currentLowPriorityNodes", Value::from(l)),
+            ]);
+            allocate(&mut data, state, &pool, (d + l) as usize);
+            state.changed.notify_one();
+        }
+    }
+}
+
+async fn enable_autoscale(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let formula = require_str(&body, "autoScaleFormula")?.to_string();
+    {
+        let mut data = state.data();
+        let vars = task_counts(&data, &pool);
+        autoscale::evaluate(&formula, &vars)
+            .map_err(|why| BatchError::invalid_property("autoScaleFormula", &formula, &why))?;
+        let resource = data
+            .pools
+            .get_mut(&pool)
+            .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+        let mut fields = vec![
+            ("enableAutoScale", Value::Bool(true)),
+            ("autoScaleFormula", Value::from(formula)),
+        ];
+        if let Some(interval) = body.get("autoScaleEvaluationInterval") {
+            fields.push(("autoScaleEvaluationInterval", interval.clone()));
+        }
+        resource.update(fields);
+    }
+    autoscale_pools(&state);
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn disable_autoscale(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+) -> Result<Response, BatchError> {
+    let mut data = state.data();
+    let resource = data
+        .pools
+        .get_mut(&pool)
+        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    resource.update([("enableAutoScale", Value::Bool(false))]);
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn list_nodes(
