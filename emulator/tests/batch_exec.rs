@@ -6,27 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use common::{Client, emulator};
+use common::{Client, completed, emulator};
 use serde_json::{Value, json};
-
-/// Waits until a task is completed and returns it.
-async fn completed(c: &Client, job: &str, task: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = c
-            .call(Method::GET, &format!("/jobs/{job}/tasks/{task}"), &[], None)
-            .await;
-        if r.body["state"] == "completed" {
-            return r.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {task} never completed: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn file(c: &Client, job: &str, task: &str, name: &str) -> String {
     let r = c

@@ -3,32 +3,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::Method;
-use common::{Client, emulator};
+use common::{completed, emulator};
 use object_store::path::Path;
 use redwood_core::Storage;
 use redwood_emulator::azurite::Azurite;
-use serde_json::{Value, json};
-
-async fn completed(c: &Client, job: &str, task: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = c
-            .call(Method::GET, &format!("/jobs/{job}/tasks/{task}"), &[], None)
-            .await;
-        if r.body["state"] == "completed" {
-            return r.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {task} never completed: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_files_in_and_output_files_out_through_azurite() {

@@ -227,17 +227,7 @@ fn service_sas(
         "",
     ]
     .join("\n");
-    let key = STANDARD.decode(key).map_err(|e| {
-        Error::new(
-            ErrorKind::Config,
-            "the storage account key is not valid base64",
-        )
-        .with_source(e)
-    })?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key)
-        .map_err(|_| Error::new(ErrorKind::Config, "the storage account key is empty"))?;
-    mac.update(to_sign.as_bytes());
-    let signature = STANDARD.encode(mac.finalize().into_bytes());
+    let signature = sign_with_key(key, &to_sign)?;
     Ok(format!(
         "sv={SAS_VERSION}&sr={resource}&sp={}&se={}&spr=https,http&sig={}",
         encode_query(permissions),
@@ -248,26 +238,22 @@ fn service_sas(
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.
 fn iso8601_seconds(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The base64 HMAC-SHA256 of `text` under a base64 account key.
+fn sign_with_key(key: &str, text: &str) -> Result<String> {
+    let key = STANDARD.decode(key).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            "the storage account key is not valid base64",
+        )
+        .with_source(e)
+    })?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+        .map_err(|_| Error::new(ErrorKind::Config, "the storage account key is empty"))?;
+    mac.update(text.as_bytes());
+    Ok(STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 fn encode_query(s: &str) -> String {
@@ -329,18 +315,8 @@ impl AzureContainer {
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n/{}{path}\nrestype:container",
             self.account
         );
-        let key = STANDARD.decode(key).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                "the storage account key is not valid base64",
-            )
-            .with_context("account", &self.account)
-            .with_source(e)
-        })?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&key)
-            .map_err(|_| Error::new(ErrorKind::Config, "the storage account key is empty"))?;
-        mac.update(to_sign.as_bytes());
-        let signature = STANDARD.encode(mac.finalize().into_bytes());
+        let signature =
+            sign_with_key(key, &to_sign).map_err(|e| e.with_context("account", &self.account))?;
         Ok(format!("SharedKey {}:{signature}", self.account))
     }
 }

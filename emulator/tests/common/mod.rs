@@ -135,3 +135,22 @@ pub async fn emulator() -> (BatchEmulator, Client) {
     };
     (emu, client)
 }
+
+/// Waits until a task is completed and returns it.
+pub async fn completed(c: &Client, job: &str, task: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = c
+            .call(Method::GET, &format!("/jobs/{job}/tasks/{task}"), &[], None)
+            .await;
+        if r.body["state"] == "completed" {
+            return r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {task} never completed: {}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
