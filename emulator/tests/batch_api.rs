@@ -86,6 +86,17 @@ async fn pools_and_their_errors() {
     assert_eq!(r.body["values"][0]["value"], "targetDedicatedNodes");
 
     let r = c
+        .call(
+            Method::POST,
+            "/pools",
+            &[],
+            Some(json!({"id": "p5", "vmSize": "x", "vmSise": "typo"})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "UnsupportedProperty"));
+    assert_eq!(r.body["values"][0]["value"], "vmSise");
+
+    let r = c
         .call_raw(
             Method::POST,
             "/pools",
@@ -222,6 +233,12 @@ async fn jobs_tasks_collections_filters_and_paging() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let results = r.body["value"].as_array().unwrap();
+    let odd = json!({"value": [{"id": "odd", "commandLine": "x", "comandLine": "typo"}]});
+    let r2 = c
+        .call(Method::POST, "/jobs/j1/addtaskcollection", &[], Some(odd))
+        .await;
+    assert_eq!(r2.body["value"][0]["status"], "clientError");
+    assert_eq!(r2.body["value"][0]["error"]["code"], "UnsupportedProperty");
     assert_eq!(results.len(), 4);
     assert!(results[..3].iter().all(|t| t["status"] == "success"));
     assert_eq!(results[3]["status"], "clientError");

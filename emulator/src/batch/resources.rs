@@ -121,6 +121,98 @@ impl Collection {
     }
 }
 
+/// The properties a pool-add body may have (azure-batch 15.1.0's `BatchPoolCreateOptions`,
+/// plus properties of the older api-versions).
+pub const POOL_PROPERTIES: &[&str] = &[
+    "id",
+    "displayName",
+    "vmSize",
+    "virtualMachineConfiguration",
+    "resizeTimeout",
+    "resourceTags",
+    "targetDedicatedNodes",
+    "targetLowPriorityNodes",
+    "enableAutoScale",
+    "autoScaleFormula",
+    "autoScaleEvaluationInterval",
+    "enableInterNodeCommunication",
+    "networkConfiguration",
+    "startTask",
+    "applicationPackageReferences",
+    "taskSlotsPerNode",
+    "taskSchedulingPolicy",
+    "userAccounts",
+    "metadata",
+    "mountConfiguration",
+    "targetNodeCommunicationMode",
+    "upgradePolicy",
+    "certificateReferences",
+    "applicationLicenses",
+    "cloudServiceConfiguration",
+];
+/// The properties a job-add body may have.
+pub const JOB_PROPERTIES: &[&str] = &[
+    "id",
+    "displayName",
+    "usesTaskDependencies",
+    "priority",
+    "allowTaskPreemption",
+    "maxParallelTasks",
+    "constraints",
+    "jobManagerTask",
+    "jobPreparationTask",
+    "jobReleaseTask",
+    "commonEnvironmentSettings",
+    "poolInfo",
+    "onAllTasksComplete",
+    "onTaskFailure",
+    "networkConfiguration",
+    "metadata",
+];
+/// The properties a task-add body may have.
+pub const TASK_PROPERTIES: &[&str] = &[
+    "id",
+    "displayName",
+    "exitConditions",
+    "commandLine",
+    "containerSettings",
+    "resourceFiles",
+    "outputFiles",
+    "environmentSettings",
+    "affinityInfo",
+    "constraints",
+    "requiredSlots",
+    "userIdentity",
+    "multiInstanceSettings",
+    "dependsOn",
+    "applicationPackageReferences",
+    "authenticationTokenSettings",
+];
+/// The properties of a resize body.
+pub const RESIZE_PROPERTIES: &[&str] = &[
+    "targetDedicatedNodes",
+    "targetLowPriorityNodes",
+    "resizeTimeout",
+    "nodeDeallocationOption",
+];
+/// The properties of an enable-autoscale body.
+pub const AUTOSCALE_PROPERTIES: &[&str] = &["autoScaleFormula", "autoScaleEvaluationInterval"];
+/// The properties of a job-terminate body.
+pub const TERMINATE_PROPERTIES: &[&str] = &["terminateReason"];
+
+/// Refuses a body with a property the service does not support (`UnsupportedProperty`).
+pub fn check_known(body: &Map<String, Value>, known: &[&str]) -> Result<(), BatchError> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(unknown) => Err(BatchError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "UnsupportedProperty",
+            "One of the properties specified in the request body is not supported.",
+        )
+        .with("PropertyName", unknown.clone())),
+    }
+}
+
 /// Checks a resource id: 1 to 64 letters, digits, hyphens and underscores.
 pub fn check_id(body: &Map<String, Value>) -> Result<String, BatchError> {
     let id = match body.get("id") {

@@ -24,7 +24,11 @@ use super::autoscale;
 use super::error::BatchError;
 use super::exec;
 use super::query::ListOptions;
-use super::resources::{Collection, Resource, check_id, now_string, optional_int, require_str};
+use super::resources::{
+    AUTOSCALE_PROPERTIES, Collection, JOB_PROPERTIES, POOL_PROPERTIES, RESIZE_PROPERTIES, Resource,
+    TASK_PROPERTIES, TERMINATE_PROPERTIES, check_id, check_known, now_string, optional_int,
+    require_str,
+};
 
 /// The api-versions the emulator accepts.
 pub const API_VERSIONS: [&str; 3] = ["2025-06-01", "2025-06-01.21.0", "2024-07-01.20.0"];
@@ -497,6 +501,7 @@ fn encode(s: &str) -> String {
 
 async fn add_pool(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
     let mut body = json_body(request).await?;
+    check_known(&body, POOL_PROPERTIES)?;
     let id = check_id(&body)?;
     require_str(&body, "vmSize")?;
     let dedicated = optional_int(&body, "targetDedicatedNodes", 0, 10_000)?.unwrap_or(0);
@@ -563,6 +568,7 @@ async fn resize_pool(
     request: Request,
 ) -> Result<Response, BatchError> {
     let body = json_body(request).await?;
+    check_known(&body, RESIZE_PROPERTIES)?;
     let dedicated = optional_int(&body, "targetDedicatedNodes", 0, 10_000)?;
     let spot = optional_int(&body, "targetLowPriorityNodes", 0, 10_000)?;
     let mut data = state.data();
@@ -612,6 +618,7 @@ async fn terminate_job(
         .is_some_and(|v| v != "0");
     let reason = if has_body {
         let body = json_body(request).await?;
+        check_known(&body, TERMINATE_PROPERTIES)?;
         match body.get("terminateReason") {
             None | Some(Value::Null) => None,
             Some(Value::String(r)) => Some(r.clone()),
@@ -654,6 +661,7 @@ async fn terminate_job(
 
 async fn add_job(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
     let mut body = json_body(request).await?;
+    check_known(&body, JOB_PROPERTIES)?;
     let id = check_id(&body)?;
     match body.get("poolInfo") {
         Some(Value::Object(info))
@@ -724,6 +732,7 @@ fn prepare_task(
     job: &str,
     mut body: Map<String, Value>,
 ) -> Result<(String, Map<String, Value>), BatchError> {
+    check_known(&body, TASK_PROPERTIES)?;
     let id = check_id(&body)?;
     require_str(&body, "commandLine")?;
     body.insert(
@@ -1182,6 +1191,7 @@ async fn enable_autoscale(
     request: Request,
 ) -> Result<Response, BatchError> {
     let body = json_body(request).await?;
+    check_known(&body, AUTOSCALE_PROPERTIES)?;
     let formula = require_str(&body, "autoScaleFormula")?.to_string();
     {
         let mut data = state.data();
