@@ -1,0 +1,396 @@
+//! [`BatchClient`]: signed requests to one Batch account, retried with backoff when the service
+//! says it is busy, errors mapped once by `parse_error`, lists followed through `odata.nextLink`.
+
+use std::fmt;
+use std::time::Duration;
+
+use redwood_core::{Error, ErrorKind, Result};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, Url};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::auth::authorization;
+use super::error::{is_retryable, parse_error};
+
+/// The api-version this client speaks.
+pub const API_VERSION: &str = "2025-06-01";
+
+/// A client of one Batch account.
+#[derive(Clone)]
+pub struct BatchClient {
+    http: reqwest::Client,
+    base: Url,
+    account: String,
+    key: String,
+    api_version: String,
+    max_retries: u32,
+    backoff: Duration,
+}
+
+impl fmt::Debug for BatchClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchClient")
+            .field("url", &self.base.as_str())
+            .field("account", &self.account)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Builds a [`BatchClient`].
+#[derive(Clone)]
+pub struct BatchClientBuilder {
+    url: String,
+    account: String,
+    key: String,
+    api_version: String,
+    max_retries: u32,
+    backoff: Duration,
+}
+
+impl fmt::Debug for BatchClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchClientBuilder")
+            .field("url", &self.url)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchClientBuilder {
+    /// A client of the account at `url` (e.g. `https://acct.westeurope.batch.azure.com`),
+    /// signing with its SharedKey.
+    pub fn new(url: impl Into<String>, account: impl Into<String>, key: impl Into<String>) -> Self {
+        BatchClientBuilder {
+            url: url.into(),
+            account: account.into(),
+            key: key.into(),
+            api_version: API_VERSION.into(),
+            max_retries: 6,
+            backoff: Duration::from_millis(200),
+        }
+    }
+
+    /// Retries a busy or failing request this many times (default 6).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The first wait before a retry; it doubles each time (default 200 ms).
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Builds the client; a bad URL or key is an error naming the account.
+    pub fn build(self) -> Result<BatchClient> {
+        let bad = |why: String| {
+            Error::new(ErrorKind::Config, why).with_context("batch account", &self.account)
+        };
+        let base = Url::parse(&self.url)
+            .map_err(|e| bad(format!("`{}` is not a Batch account URL: {e}", self.url)))?;
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD
+            .decode(&self.key)
+            .is_err()
+        {
+            return Err(bad("the account key is not valid base64".into()));
+        }
+        // reqwest is built without a TLS provider of its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
+        Ok(BatchClient {
+            http,
+            base,
+            account: self.account,
+            key: self.key,
+            api_version: self.api_version,
+            max_retries: self.max_retries,
+            backoff: self.backoff,
+        })
+    }
+}
+
+/// The outcome of one task in an `addtaskcollection` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskAddResult {
+    /// The task id.
+    pub task_id: String,
+    /// Whether the service took the task. `TaskExists` on a retried request counts as taken.
+    pub added: bool,
+    /// The service's error code, when it did not.
+    pub error_code: Option<String>,
+    /// The service's error message, when it did not.
+    pub error_message: Option<String>,
+    /// Whether sending it again may succeed (a server error for that task).
+    pub retryable: bool,
+}
+
+impl BatchClient {
+    /// The account name.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url> {
+        let mut url = self.base.join(path.trim_start_matches('/')).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("bad Batch path `{path}`: {e}"),
+            )
+        })?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("api-version", &self.api_version);
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    /// Sends one request (signed, retried while the service is busy) and returns its JSON body
+    /// (`Null` when empty).
+    pub async fn request(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let url = self.url(path, query)?;
+        self.request_url(operation, method, url, body).await
+    }
+
+    async fn request_url(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let span = tracing::debug_span!("batch.request", operation, account = %self.account, %method, path = url.path());
+        async {
+            let body = body.map(|b| b.to_string().into_bytes());
+            let mut attempt = 0;
+            loop {
+                let outcome = self
+                    .send_once(operation, &method, &url, body.as_deref())
+                    .await;
+                let (error, wait) = match outcome {
+                    Ok(value) => return Ok(value),
+                    Err((error, retry_after)) => (error, retry_after),
+                };
+                if !error.is_retryable() || attempt >= self.max_retries {
+                    return Err(error.with_context("attempts", attempt + 1));
+                }
+                attempt += 1;
+                let backoff = self
+                    .backoff
+                    .saturating_mul(2u32.saturating_pow(attempt - 1));
+                let wait = wait.unwrap_or(backoff).min(Duration::from_secs(60));
+                tracing::debug!(attempt, ?wait, error = %error, "Batch request will be retried");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One attempt; an error comes with the `Retry-After` the service asked for, if any.
+    async fn send_once(
+        &self,
+        operation: &'static str,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+    ) -> std::result::Result<Value, (Error, Option<Duration>)> {
+        let mut headers = HeaderMap::new();
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        if let Ok(v) = HeaderValue::from_str(&date) {
+            headers.insert("ocp-date", v);
+        }
+        if let Some(b) = body {
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/json; odata=minimalmetadata"),
+            );
+            headers.insert("content-length", HeaderValue::from(b.len()));
+        }
+        let auth = authorization(&self.account, &self.key, method, url, &headers)
+            .map_err(|why| (Error::new(ErrorKind::Config, why), None))?;
+        let mut request = self.http.request(method.clone(), url.clone());
+        for (name, value) in &headers {
+            if name != "content-length" {
+                request = request.header(name, value);
+            }
+        }
+        request = request.header("authorization", auth);
+        if let Some(b) = body {
+            request = request.body(b.to_vec());
+        }
+        let response = request.send().await.map_err(|e| {
+            let error = Error::new(
+                ErrorKind::Backend,
+                format!("cannot reach Batch account `{}`", self.account),
+            )
+            .with_operation(operation)
+            .set_retryable(true)
+            .with_source(e);
+            (error, None)
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let request_id = response
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.bytes().await.map_err(|e| {
+            let error = Error::new(ErrorKind::Backend, "the Batch response broke off")
+                .with_operation(operation)
+                .set_retryable(true)
+                .with_source(e);
+            (error, None)
+        })?;
+        if status.is_success() {
+            return Ok(if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            });
+        }
+        let error = parse_error(
+            &self.account,
+            operation,
+            status,
+            request_id.as_deref(),
+            &bytes,
+        );
+        let wait = if is_retryable(status, "") {
+            retry_after
+        } else {
+            None
+        };
+        Err((error, wait))
+    }
+
+    /// `GET` a resource.
+    pub async fn get(&self, operation: &'static str, path: &str) -> Result<Value> {
+        self.request(operation, Method::GET, path, &[], None).await
+    }
+
+    /// `POST` a body.
+    pub async fn post(&self, operation: &'static str, path: &str, body: &Value) -> Result<Value> {
+        self.request(operation, Method::POST, path, &[], Some(body))
+            .await
+    }
+
+    /// `DELETE` a resource.
+    pub async fn delete(&self, operation: &'static str, path: &str) -> Result<()> {
+        self.request(operation, Method::DELETE, path, &[], None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every item of a list, following `odata.nextLink`.
+    pub async fn list(
+        &self,
+        operation: &'static str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut page = self
+            .request(operation, Method::GET, path, query, None)
+            .await?;
+        loop {
+            if let Some(values) = page["value"].as_array() {
+                items.extend(values.iter().cloned());
+            }
+            let Some(next) = page["odata.nextLink"].as_str() else {
+                return Ok(items);
+            };
+            let url = Url::parse(next).map_err(|e| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("bad odata.nextLink `{next}`: {e}"),
+                )
+            })?;
+            page = self.request_url(operation, Method::GET, url, None).await?;
+        }
+    }
+
+    /// Adds up to 100 tasks in one request; a per-task `TaskExists` (a retried request whose
+    /// first try got through) counts as added.
+    pub async fn add_task_collection(
+        &self,
+        job: &str,
+        tasks: &[Value],
+    ) -> Result<Vec<TaskAddResult>> {
+        if tasks.len() > 100 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} tasks in one addtaskcollection (at most 100)",
+                    tasks.len()
+                ),
+            ));
+        }
+        let body = serde_json::json!({ "value": tasks });
+        let path = format!("/jobs/{job}/addtaskcollection");
+        let reply = self.post("addtaskcollection", &path, &body).await?;
+        let results = reply["value"].as_array().cloned().unwrap_or_default();
+        Ok(results
+            .iter()
+            .map(|r| {
+                let status = r["status"].as_str().unwrap_or("").to_ascii_lowercase();
+                let code = r["error"]["code"].as_str().map(str::to_string);
+                let added = status == "success" || code.as_deref() == Some("TaskExists");
+                TaskAddResult {
+                    task_id: r["taskId"].as_str().unwrap_or("").to_string(),
+                    added,
+                    retryable: status == "servererror",
+                    error_message: (!added)
+                        .then(|| r["error"]["message"]["value"].as_str().map(str::to_string))
+                        .flatten(),
+                    error_code: if added { None } else { code },
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = BatchClientBuilder::new("not a url", "acct", "a2V5")
+            .build()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("acct") && e.to_string().contains("not a url"),
+            "{e}"
+        );
+        let e = BatchClientBuilder::new("http://x", "acct", "%%%")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("base64"), "{e}");
+        let c = BatchClientBuilder::new("http://x", "acct", "a2V5")
+            .build()
+            .unwrap();
+        assert!(!format!("{c:?}").contains("a2V5"));
+    }
+}

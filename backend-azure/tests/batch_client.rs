@@ -1,0 +1,157 @@
+//! The Batch REST client against the emulator: requests, paging, task collections, error
+//! mapping and retries through injected faults.
+
+use std::time::{Duration, Instant};
+
+use redwood_azure::batch::{BatchClient, BatchClientBuilder};
+use redwood_core::ErrorKind;
+use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use serde_json::json;
+
+const KEY: &str = "Y2xpZW50LXRlc3QtYWNjb3VudC1rZXk=";
+
+async fn setup() -> (BatchEmulator, BatchClient, String) {
+    let account = BatchAccount {
+        name: "clientacct".into(),
+        key: KEY.into(),
+        bearer_token: None,
+    };
+    let emu = BatchEmulator::start(vec![account]).await.unwrap();
+    let url = emu.url("clientacct").unwrap();
+    let client = BatchClientBuilder::new(&url, "clientacct", KEY)
+        .backoff(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    (emu, client, url)
+}
+
+#[tokio::test]
+async fn requests_paging_and_task_collections() {
+    let (_emu, c, _) = setup().await;
+    let pool = json!({"id": "cp", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 2, "taskSlotsPerNode": 2});
+    c.post("create_pool", "/pools", &pool).await.unwrap();
+    let got = c.get("get_pool", "/pools/cp").await.unwrap();
+    assert_eq!(got["targetDedicatedNodes"], 2);
+    c.post(
+        "create_job",
+        "/jobs",
+        &json!({"id": "cj", "poolInfo": {"poolId": "cp"}}),
+    )
+    .await
+    .unwrap();
+
+    let tasks: Vec<_> = (0..7)
+        .map(|i| json!({"id": format!("t{i}"), "commandLine": "true"}))
+        .collect();
+    let results = c.add_task_collection("cj", &tasks).await.unwrap();
+    assert!(results.iter().all(|r| r.added), "{results:?}");
+    // A retried request whose first try got through: TaskExists counts as added.
+    let again = c.add_task_collection("cj", &tasks[..2]).await.unwrap();
+    assert!(
+        again.iter().all(|r| r.added && r.error_code.is_none()),
+        "{again:?}"
+    );
+    let bad = c
+        .add_task_collection(
+            "cj",
+            &[json!({"id": "x", "commandLine": "true", "comandLine": "typo"})],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !bad[0].added && bad[0].error_code.as_deref() == Some("UnsupportedProperty"),
+        "{bad:?}"
+    );
+    let many: Vec<_> = (0..101)
+        .map(|i| json!({"id": format!("m{i}"), "commandLine": "true"}))
+        .collect();
+    let e = c.add_task_collection("cj", &many).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+
+    // Completion through lists that span pages (maxresults 2 over 7 tasks).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = c
+            .list(
+                "list_tasks",
+                "/jobs/cj/tasks",
+                &[
+                    ("$filter", "state eq 'completed'"),
+                    ("$select", "id,state"),
+                    ("maxresults", "2"),
+                ],
+            )
+            .await
+            .unwrap();
+        if done.len() == 7 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 7 completed",
+            done.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn errors_are_mapped_and_busy_requests_are_retried() {
+    let (_emu, c, url) = setup().await;
+    let e = c.get("get_pool", "/pools/none").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("PoolNotFound"), "{e}");
+
+    let wrong = BatchClientBuilder::new(&url, "clientacct", "d3Jvbmcta2V5")
+        .build()
+        .unwrap();
+    let e = wrong.get("get_pool", "/pools/none").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(!e.is_retryable());
+    let s = e.to_string();
+    assert!(
+        s.contains("clientacct") && s.contains("AuthenticationFailed") && s.contains("key"),
+        "{s}"
+    );
+
+    let admin = |body: serde_json::Value| {
+        let url = url.clone();
+        async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::new()
+                .post(format!("{url}/_emulator/faults"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Half the requests fail with 503: every call still succeeds, by retrying.
+    assert_eq!(
+        admin(json!({"rate": 0.5, "status": 503})).await.as_u16(),
+        204
+    );
+    for i in 0..20 {
+        let pool = json!({"id": format!("r{i}"), "vmSize": "x"});
+        c.post("create_pool", "/pools", &pool).await.unwrap();
+    }
+    assert_eq!(c.list("list_pools", "/pools", &[]).await.unwrap().len(), 20);
+    // Always failing: a retryable error after the last retry, saying how many attempts.
+    assert_eq!(
+        admin(json!({"rate": 1.0, "status": 503})).await.as_u16(),
+        204
+    );
+    let stubborn = BatchClientBuilder::new(&url, "clientacct", KEY)
+        .backoff(Duration::from_millis(1))
+        .max_retries(2)
+        .build()
+        .unwrap();
+    let e = stubborn.get("get_pool", "/pools/r1").await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(
+        e.to_string().contains("attempts: 3") && e.to_string().contains("ServerBusy"),
+        "{e}"
+    );
+}
