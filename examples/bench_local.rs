@@ -102,6 +102,5 @@ async fn main() -> redwood::Result<()> {
     }
     rw.cleanup().await?;
     let _ = std::fs::remove_dir_all(&dir);
-    tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }

@@ -111,7 +111,7 @@ impl Fetcher {
         let failed = |e: &dyn std::fmt::Display| format!("cannot read {key}: {e}");
         async {
             if let Some((start, end)) = range {
-                let bytes = storage.store().get_range(&path, start..end).await;
+                let bytes = storage.get_range(&path, start..end).await;
                 return self.hand_over(bytes.map_err(|e| failed(&e))?, &key).await;
             }
             let got = storage.store().get(&path).await.map_err(|e| failed(&e))?;

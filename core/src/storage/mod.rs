@@ -397,6 +397,16 @@ impl Storage {
         .map_err(|e| self.error("store.get", key, e))
     }
 
+    /// Reads a byte range of an object.
+    pub async fn get_range(&self, key: &Path, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let span = tracing::debug_span!("store.get_range", key = %key, ?range);
+        self.store
+            .get_range(key, range)
+            .instrument(span)
+            .await
+            .map_err(|e| self.error("store.get_range", key, e))
+    }
+
     /// Lists the keys under a prefix, sorted.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
         Ok(self

@@ -345,17 +345,7 @@ impl Session {
     pub async fn fetch_ref<T: DeserializeOwned>(&self, result: &ResultRef<T>) -> Result<T> {
         let key = object_store::path::Path::from(result.location().key.as_str());
         let bytes = match &result.location().range {
-            Some(range) => {
-                let all = self.inner.storage.get(&key).await?;
-                let (start, end) = (range.start as usize, range.end as usize);
-                if end > all.len() || start > end {
-                    return Err(Error::new(
-                        ErrorKind::Codec,
-                        format!("result range {start}..{end} is outside object {key}"),
-                    ));
-                }
-                all.slice(start..end)
-            }
+            Some(range) => self.inner.storage.get_range(&key, range.clone()).await?,
             None => self.inner.storage.get(&key).await?,
         };
         decode_stored_result(&bytes)

@@ -318,12 +318,7 @@ fn list(body: &serde_json::Map<String, Value>, name: &str) -> Vec<Value> {
 
 /// Runs one placed task to its end and records the outcome.
 async fn run(state: Arc<AccountState>, p: Placement) {
-    let task_dir = p
-        .node_dir
-        .join("workitems")
-        .join(&p.job)
-        .join("job-1")
-        .join(&p.task);
+    let task_dir = p.task_dir(&p.node_dir);
     let wd = task_dir.join("wd");
     let key = (p.job.to_lowercase(), p.task.to_lowercase());
     let (switch, stop) = tokio::sync::oneshot::channel();
