@@ -32,6 +32,9 @@ pub use redwood_macros::{main, remote};
 
 pub use redwood_core::codec;
 
+/// Configuration: the profile file, regions and pools.
+pub use redwood_core::config;
+
 /// The backend contract and the pieces backend authors use.
 pub mod raw {
     pub use redwood_core::raw::*;
@@ -41,6 +44,12 @@ pub mod raw {
 #[cfg(feature = "local")]
 pub mod local {
     pub use redwood_local::{LocalBackend, LocalBackendBuilder};
+}
+
+/// The Azure Batch backend.
+#[cfg(feature = "azure")]
+pub mod azure {
+    pub use redwood_azure::batch::{AzureBatchBackend, AzureBatchBackendBuilder};
 }
 
 /// Everything a program usually needs: `use redwood::prelude::*;`.
@@ -61,6 +70,10 @@ pub fn worker_entry() {
     #[cfg(feature = "local")]
     if redwood_local::worker::is_worker() {
         redwood_local::worker::serve();
+    }
+    #[cfg(feature = "azure")]
+    if redwood_azure::batch::worker::is_worker() {
+        redwood_azure::batch::worker::serve();
     }
     if let Ok(mode) = std::env::var("REDWOOD_WORKER") {
         eprintln!("redwood: this build cannot act as a `{mode}` worker (REDWOOD_WORKER)");

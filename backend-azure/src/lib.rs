@@ -1,5 +1,5 @@
 #![deny(missing_docs)]
-//! Redwood's Azure backends. This release has the Azure Batch REST client ([`batch::client`]);
-//! the `azure-batch` compute backend built on it follows.
+//! Redwood's Azure backends: `azure-batch` ([`batch::AzureBatchBackend`]), with its own Batch
+//! REST client ([`batch::client`]) and the worker mode its tasks start in ([`batch::worker`]).
 
 pub mod batch;

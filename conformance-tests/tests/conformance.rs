@@ -1,8 +1,11 @@
 //! The conformance runner: every case against every configured backend and store.
 //!
-//! - `REDWOOD_TEST_BACKEND`: the backend (default `local`).
+//! - `REDWOOD_TEST_BACKEND`: comma-separated backends among `local` and `azure-batch`
+//!   (default: both). `azure-batch` runs against `redwood-emulator`'s Batch API, started here,
+//!   whose nodes are local folders and processes.
 //! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory`, `azurite` and
-//!   `azurite-faults` (default: all). `azurite` starts a real Azurite (see `redwood-emulator`);
+//!   `azurite-faults` (default: all of them for `local`; `azurite` for `azure-batch`, whose
+//!   nodes need a store they can reach by URL). `azurite` starts a real Azurite (see `redwood-emulator`);
 //!   `azurite-faults` reaches the same Azurite through a proxy that injects 503s, 500s and
 //!   connection resets into 10% of the requests.
 //!
@@ -15,6 +18,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
 use redwood_conformance::{Ctx, all_cases, cases::child_main};
 use redwood_emulator::azurite::Azurite;
+use redwood_emulator::batch::{BatchAccount, BatchEmulator};
 use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
 
 /// The share of storage requests that fail in the `azurite-faults` store.
@@ -50,9 +54,9 @@ fn main() -> ExitCode {
         };
     }
     let args = Arguments::from_args();
-    let backend = std::env::var("REDWOOD_TEST_BACKEND").unwrap_or_else(|_| "local".into());
-    let wanted = std::env::var("REDWOOD_TEST_STORAGE")
-        .unwrap_or_else(|_| "file,memory,azurite,azurite-faults".into());
+    let backends =
+        std::env::var("REDWOOD_TEST_BACKEND").unwrap_or_else(|_| "local,azure-batch".into());
+    let wanted_stores = std::env::var("REDWOOD_TEST_STORAGE").ok();
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -71,7 +75,26 @@ fn main() -> ExitCode {
     let mut azurite: Option<Azurite> = None;
     let mut proxy: Option<FaultProxy> = None;
     let mut stores = Vec::new();
-    for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let mut batch: Option<BatchEmulator> = None;
+    let mut backend_stores: Vec<(String, String)> = Vec::new();
+    for backend in backends.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let default_stores = match backend {
+            "azure-batch" => "azurite",
+            _ => "file,memory,azurite,azurite-faults",
+        };
+        let wanted = wanted_stores
+            .clone()
+            .unwrap_or_else(|| default_stores.into());
+        for name in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            backend_stores.push((backend.to_string(), name.to_string()));
+        }
+    }
+    let mut made: Vec<String> = Vec::new();
+    for name in backend_stores.iter().map(|(_, s)| s.as_str()) {
+        if made.iter().any(|m| m == name) {
+            continue;
+        }
+        made.push(name.to_string());
         let store = match name {
             "file" => Store {
                 name: name.into(),
@@ -151,15 +174,50 @@ fn main() -> ExitCode {
 
     let mut trials = Vec::new();
     let mut sessions = Vec::new();
-    for store in stores {
+    for (backend, store_name) in &backend_stores {
+        let Some(store) = stores.iter().find(|s| &s.name == store_name) else {
+            continue;
+        };
+        let mut child_env = store.child_env.clone();
         let namespace = format!("conformance-{pid}");
         let session = {
             let _guard = runtime.enter();
             let mut builder = Session::builder()
-                .backend_name(&backend)
                 .storage_url(&store.url)
                 .namespace(&namespace)
                 .progress(false);
+            if backend == "azure-batch" {
+                if batch.is_none() {
+                    match runtime.block_on(start_batch()) {
+                        Ok(b) => batch = Some(b),
+                        Err(e) => {
+                            eprintln!("cannot start the Batch emulator: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                let Some(emulator) = batch.as_ref() else {
+                    return ExitCode::FAILURE;
+                };
+                let url = emulator.url(BATCH_ACCOUNT).unwrap_or_default();
+                child_env.extend([
+                    ("REDWOOD_BATCH_URL".to_string(), url.clone()),
+                    (
+                        "REDWOOD_BATCH_ACCOUNT".to_string(),
+                        BATCH_ACCOUNT.to_string(),
+                    ),
+                    ("REDWOOD_BATCH_KEY".to_string(), BATCH_KEY.to_string()),
+                ]);
+                match batch_backend(&url) {
+                    Ok(b) => builder = builder.backend(b),
+                    Err(e) => {
+                        eprintln!("cannot build the azure-batch backend: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                builder = builder.backend_name(backend);
+            }
             for (k, v) in &store.options {
                 builder = builder.storage_option(k, v);
             }
@@ -181,7 +239,7 @@ fn main() -> ExitCode {
                 storage_url: store.url.clone(),
                 namespace: namespace.clone(),
                 exe: exe.clone(),
-                child_env: store.child_env.clone(),
+                child_env: child_env.clone(),
             };
             let rt = runtime.clone();
             let run = case.run;
@@ -219,5 +277,39 @@ fn main() -> ExitCode {
     if let Some(az) = azurite {
         runtime.block_on(az.stop());
     }
+    drop(batch);
     code
+}
+
+/// The emulated Batch account the `azure-batch` runs use.
+const BATCH_ACCOUNT: &str = "conformance";
+const BATCH_KEY: &str = "Y29uZm9ybWFuY2Uta2V5LWZvci10ZXN0cy1vbmx5";
+
+async fn start_batch() -> std::io::Result<BatchEmulator> {
+    let emulator = BatchEmulator::start(vec![BatchAccount {
+        name: BATCH_ACCOUNT.into(),
+        key: BATCH_KEY.into(),
+        bearer_token: None,
+    }])
+    .await?;
+    eprintln!(
+        "Batch emulator at {}",
+        emulator.url(BATCH_ACCOUNT).unwrap_or_default()
+    );
+    Ok(emulator)
+}
+
+/// The backend on the emulator: a pool of 2 nodes with 8 task slots each, polled often.
+fn batch_backend(url: &str) -> redwood::Result<Arc<dyn redwood::raw::backend::ComputeBackend>> {
+    let pool = redwood::config::PoolConfig {
+        dedicated: 2,
+        task_slots_per_node: 8,
+        ..Default::default()
+    };
+    let backend = redwood::azure::AzureBatchBackendBuilder::new(url, BATCH_ACCOUNT, BATCH_KEY)
+        .pool(pool)
+        .poll_interval(std::time::Duration::from_millis(100))
+        .progress(false)
+        .build()?;
+    Ok(Arc::new(backend))
 }

@@ -109,8 +109,14 @@ async fn main() -> ExitCode {
         }
     };
     println!("# redwood-emulator: paste these lines into your shell");
-    for account in &accounts {
+    for (i, account) in accounts.iter().enumerate() {
         let url = batch.url(&account.name).unwrap_or_default();
+        if i == 0 {
+            // What the `azure-batch` backend reads when its region does not say.
+            println!("REDWOOD_BATCH_URL={url}");
+            println!("REDWOOD_BATCH_ACCOUNT={}", account.name);
+            println!("REDWOOD_BATCH_KEY={}", account.key);
+        }
         let upper = account.name.to_uppercase();
         println!("REDWOOD_BATCH_URL_{upper}={url}");
         println!("REDWOOD_BATCH_ACCOUNT_{upper}={}", account.name);

@@ -2,6 +2,8 @@
 //! says it is busy, errors mapped once by `parse_error`, lists followed through `odata.nextLink`.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redwood_core::{Error, ErrorKind, Result};
@@ -26,6 +28,8 @@ pub struct BatchClient {
     api_version: String,
     max_retries: u32,
     backoff: Duration,
+    /// Requests sent (each attempt counts), for benchmarks and stats.
+    sent: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for BatchClient {
@@ -111,6 +115,7 @@ impl BatchClientBuilder {
             api_version: self.api_version,
             max_retries: self.max_retries,
             backoff: self.backoff,
+            sent: Arc::default(),
         })
     }
 }
@@ -136,6 +141,11 @@ impl BatchClient {
         &self.account
     }
 
+    /// How many HTTP requests this client (and its clones) sent, retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url> {
         let mut url = self.base.join(path.trim_start_matches('/')).map_err(|e| {
             Error::new(
@@ -154,7 +164,7 @@ impl BatchClient {
     }
 
     /// Sends one request (signed, retried while the service is busy) and returns its JSON body
-    /// (`Null` when empty).
+    /// (`Null` when empty, a string when the body is not JSON, e.g. a task file).
     pub async fn request(
         &self,
         operation: &'static str,
@@ -224,6 +234,7 @@ impl BatchClient {
         }
         let auth = authorization(&self.account, &self.key, method, url, &headers)
             .map_err(|why| (Error::new(ErrorKind::Config, why), None))?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let mut request = self.http.request(method.clone(), url.clone());
         for (name, value) in &headers {
             if name != "content-length" {
@@ -267,7 +278,9 @@ impl BatchClient {
             return Ok(if bytes.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+                // A task file is text, not JSON.
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             });
         }
         let error = parse_error(

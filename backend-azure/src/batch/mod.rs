@@ -1,8 +1,14 @@
 //! Azure Batch: our own small REST client for the data-plane API (no maintained Rust crate
-//! covers the current API).
+//! covers the current API), the `azure-batch` backend on it, and the worker mode of a task.
 
 mod auth;
+pub mod backend;
 pub mod client;
 mod error;
+mod monitor;
+mod pool;
+mod tasks;
+pub mod worker;
 
+pub use backend::{AzureBatchBackend, AzureBatchBackendBuilder};
 pub use client::{BatchClient, BatchClientBuilder, TaskAddResult};

@@ -163,16 +163,23 @@ pub fn schedule(state: &Arc<AccountState>) {
         let mut data = state.data();
         let data = &mut *data;
         let mut placements = Vec::new();
-        let jobs: Vec<(String, String)> = data
+        let jobs: Vec<(String, String, Option<usize>)> = data
             .jobs
             .all()
             .filter(|j| j.str("state") == Some("active"))
             .filter_map(|j| {
                 let pool = j.body.get("poolInfo")?.get("poolId")?.as_str()?.to_string();
-                Some((j.str("id")?.to_string(), pool))
+                // maxParallelTasks: -1 (the default) means no limit.
+                let limit = j
+                    .body
+                    .get("maxParallelTasks")
+                    .and_then(Value::as_i64)
+                    .filter(|&n| n >= 0)
+                    .map(|n| n as usize);
+                Some((j.str("id")?.to_string(), pool, limit))
             })
             .collect();
-        for (job, pool) in jobs {
+        for (job, pool, limit) in jobs {
             let Some(pool_res) = data.pools.get(&pool) else {
                 continue;
             };
@@ -187,18 +194,42 @@ pub fn schedule(state: &Arc<AccountState>) {
             let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) else {
                 continue;
             };
-            let mut waiting: Vec<_> = tasks
-                .all()
-                .filter(|t| t.str("state") == Some("active"))
-                .map(|t| {
-                    (
-                        t.str("creationTime").unwrap_or("").to_string(),
-                        t.str("id").unwrap_or("").to_string(),
-                    )
-                })
+            // One pass over the job's tasks; only the earliest few waiting ones are sorted,
+            // so a job of 10,000 tasks costs little per scheduling round.
+            let free_slots: i64 = nodes
+                .iter()
+                .map(|n| (slots_per_node - n.slots_used).max(0))
+                .sum();
+            if free_slots == 0 {
+                continue;
+            }
+            let mut running = 0usize;
+            let mut active: Vec<(&str, &str)> = Vec::new();
+            for t in tasks.all() {
+                match t.str("state") {
+                    Some("active") => active.push((
+                        t.str("creationTime").unwrap_or(""),
+                        t.str("id").unwrap_or(""),
+                    )),
+                    Some("running") => running += 1,
+                    _ => {}
+                }
+            }
+            // A multi-instance task that waits for nodes lets later ones pass: keep a margin.
+            let take = free_slots as usize + 64;
+            if take < active.len() {
+                active.select_nth_unstable(take);
+                active.truncate(take);
+            }
+            active.sort_unstable();
+            let waiting: Vec<((), String)> = active
+                .into_iter()
+                .map(|(_, id)| ((), id.to_string()))
                 .collect();
-            waiting.sort();
             for (_, task_id) in waiting {
+                if limit.is_some_and(|max| running >= max) {
+                    break;
+                }
                 let Some(task) = tasks.get_mut(&task_id) else {
                     continue;
                 };
@@ -275,6 +306,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                     })
                     .unwrap_or_default();
                 env.push(("AZ_BATCH_TASK_RETRY_COUNT".into(), retry.to_string()));
+                running += 1;
                 placements.push(Placement {
                     job: job.clone(),
                     task: task_id.clone(),
@@ -401,7 +433,7 @@ async fn execute(
     let (Ok(stdout), Ok(stderr)) = files else {
         return RunEnd::NotStarted("cannot create stdout.txt/stderr.txt".into());
     };
-    if let Err(why) = files::download(&state.http, &p.resource_files, wd).await {
+    if let Err(why) = files::download(&state.http, &state.downloads, &p.resource_files, wd).await {
         return RunEnd::ResourceFiles(why);
     }
     if let Some(coordination) = &p.coordination

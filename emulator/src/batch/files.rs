@@ -1,20 +1,81 @@
 //! A task's files: `resourceFiles` downloaded into the working directory before it runs
 //! (`httpUrl`, or `storageContainerUrl` with `blobPrefix`, e.g. Azurite SAS URLs), and
 //! `outputFiles` uploaded to their container URL afterwards, per `uploadCondition`.
+//!
+//! An `httpUrl` file is fetched with a conditional GET: storage still checks each task's SAS,
+//! but a file many tasks share (the program itself) crosses the wire once per change, where
+//! the service would download it on every node; the copy is a hard link of the cached file.
+//! `fileMode` (octal, default `0770` as on Linux nodes) sets the file's permissions.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde_json::Value;
 
+/// Tries of one resource-file download.
+const DOWNLOAD_ATTEMPTS: u32 = 4;
+
+/// Downloaded `httpUrl` files: the ETag and the cached copy of each URL (without its query).
+#[derive(Debug)]
+pub struct DownloadCache {
+    dir: PathBuf,
+    entries: Mutex<HashMap<String, (String, PathBuf)>>,
+}
+
+impl DownloadCache {
+    /// A cache keeping its copies in `dir` (created on first use).
+    pub fn new(dir: PathBuf) -> Self {
+        DownloadCache {
+            dir,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn lookup(&self, url: &str) -> Option<(String, PathBuf)> {
+        self.entries.lock().ok()?.get(url).cloned()
+    }
+
+    /// Stores a fresh download and returns the cached file's path.
+    fn store(&self, url: &str, etag: &str, bytes: &Bytes) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let file = self.dir.join(uuid_like());
+        std::fs::write(&file, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(url.to_string(), (etag.to_string(), file.clone()));
+        }
+        Ok(file)
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("file-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Downloads every resource file; an error says which one failed.
-pub async fn download(http: &reqwest::Client, files: &[Value], wd: &Path) -> Result<(), String> {
+pub async fn download(
+    http: &reqwest::Client,
+    cache: &DownloadCache,
+    files: &[Value],
+    wd: &Path,
+) -> Result<(), String> {
     for f in files {
         let text = |name: &str| f.get(name).and_then(Value::as_str);
         if let Some(url) = text("httpUrl") {
             let path = text("filePath").ok_or("a resource file with httpUrl needs a filePath")?;
             let target = inside(wd, path)?;
-            write(&target, get(http, url).await?)?;
+            let mode = match text("fileMode") {
+                None => 0o770,
+                Some(m) => u32::from_str_radix(m, 8)
+                    .map_err(|_| format!("fileMode `{m}` is not an octal mode like 0755"))?,
+            };
+            fetch_cached(http, cache, url, &target).await?;
+            set_mode(&target, mode)?;
         } else if let Some(container) = text("storageContainerUrl") {
             let folder = inside(wd, text("filePath").unwrap_or(""))?;
             for name in list_blobs(http, container, text("blobPrefix").unwrap_or("")).await? {
@@ -118,6 +179,77 @@ fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(root.join(relative))
+}
+
+/// Fetches `url` into `target`, revalidating a cached copy with `If-None-Match`.
+async fn fetch_cached(
+    http: &reqwest::Client,
+    cache: &DownloadCache,
+    url: &str,
+    target: &Path,
+) -> Result<(), String> {
+    let (plain, _) = url.split_once('?').unwrap_or((url, ""));
+    let cached = cache.lookup(plain);
+    // Like the node agent, retry broken connections and server errors a few times.
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        let mut request = http.get(url).header("x-ms-version", "2022-11-02");
+        if let Some((etag, _)) = &cached {
+            request = request.header("If-None-Match", etag);
+        }
+        match request.send().await {
+            Ok(r) if !r.status().is_server_error() || attempt >= DOWNLOAD_ATTEMPTS => break r,
+            Err(e) if attempt >= DOWNLOAD_ATTEMPTS => {
+                return Err(format!("cannot download {plain}: {e}"));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await,
+        }
+    };
+    let source = if response.status() == reqwest::StatusCode::NOT_MODIFIED
+        && let Some((_, file)) = cached
+    {
+        file
+    } else if response.status().is_success() {
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot download {plain}: {e}"))?;
+        match etag {
+            Some(etag) => cache.store(plain, &etag, &bytes)?,
+            None => return write(target, bytes),
+        }
+    } else {
+        return Err(format!(
+            "downloading {plain} was refused: HTTP {}",
+            response.status()
+        ));
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let _ = std::fs::remove_file(target);
+    std::fs::hard_link(&source, target)
+        .or_else(|_| std::fs::copy(&source, target).map(|_| ()))
+        .map_err(|e| format!("cannot write {}: {e}", target.display()))
+}
+
+#[cfg(unix)]
+fn set_mode(target: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", target.display()))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_target: &Path, _mode: u32) -> Result<(), String> {
+    Ok(())
 }
 
 fn write(target: &Path, bytes: Bytes) -> Result<(), String> {

@@ -1,4 +1,5 @@
-//! List options: `$filter` (`field eq 'value'` clauses joined by `and` / `or`), `$select`,
+//! List options: `$filter` (`field op 'value'` or `field op DateTime'…'` clauses, `op` one of
+//! `eq ne gt ge lt le`, joined by `and` / `or`), `$select`,
 //! `maxresults` and paging by `odata.nextLink`.
 
 use serde_json::{Map, Value};
@@ -16,9 +17,46 @@ pub struct ListOptions {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Filter {
-    Eq(String, String),
+    Compare(String, Op, String),
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
+}
+
+/// A comparison operator of a `$filter` clause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    fn parse(word: &str) -> Option<Op> {
+        Some(match word {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "ge" => Op::Ge,
+            "lt" => Op::Lt,
+            "le" => Op::Le,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            Op::Eq => ordering == Equal,
+            Op::Ne => ordering != Equal,
+            Op::Gt => ordering == Greater,
+            Op::Ge => ordering != Less,
+            Op::Lt => ordering == Less,
+            Op::Le => ordering != Greater,
+        }
+    }
 }
 
 /// The most items one list page returns by default and at most.
@@ -96,14 +134,31 @@ fn query_error(name: &str, value: &str) -> BatchError {
 
 fn matches(filter: &Filter, item: &Map<String, Value>) -> bool {
     match filter {
-        Filter::Eq(field, value) => match item.get(field) {
-            Some(Value::String(s)) => s == value,
-            Some(Value::Number(n)) => n.to_string() == *value,
-            Some(Value::Bool(b)) => b.to_string() == *value,
-            _ => false,
-        },
+        Filter::Compare(field, op, value) => {
+            let ordering = match item.get(field) {
+                Some(Value::String(s)) => compare_text(s, value),
+                Some(Value::Number(n)) => match (n.as_f64(), value.parse::<f64>()) {
+                    (Some(a), Ok(b)) => a.partial_cmp(&b),
+                    _ => None,
+                },
+                Some(Value::Bool(b)) => Some(b.to_string().as_str().cmp(value.as_str())),
+                _ => None,
+            };
+            ordering.is_some_and(|o| op.holds(o))
+        }
         Filter::And(a, b) => matches(a, item) && matches(b, item),
         Filter::Or(a, b) => matches(a, item) || matches(b, item),
+    }
+}
+
+/// Compares two values as times when both are RFC 3339 times, else as text.
+fn compare_text(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    match (
+        humantime::parse_rfc3339_weak(a),
+        humantime::parse_rfc3339_weak(b),
+    ) {
+        (Ok(x), Ok(y)) => Some(x.cmp(&y)),
+        _ => Some(a.cmp(b)),
     }
 }
 
@@ -120,17 +175,38 @@ fn parse_filter(text: &str) -> Result<Filter, BatchError> {
                 .trim_start_matches('(')
                 .trim_end_matches(')')
                 .trim();
-            let (field, value) = clause.split_once(" eq ").ok_or_else(bad)?;
-            let value = value.trim();
-            let value = value
-                .strip_prefix('\'')
-                .and_then(|v| v.strip_suffix('\''))
-                .unwrap_or(value);
+            let mut words = clause.splitn(3, ' ');
+            let (field, op, value) = (
+                words.next().unwrap_or(""),
+                words.next().and_then(Op::parse).ok_or_else(bad)?,
+                words.next().ok_or_else(bad)?.trim(),
+            );
+            let quoted = |v: &str| {
+                v.strip_prefix('\'')
+                    .and_then(|v| v.strip_suffix('\''))
+                    .map(str::to_string)
+            };
+            let value = match value
+                .strip_prefix("DateTime")
+                .or(value.strip_prefix("datetime"))
+            {
+                Some(time) => quoted(time)
+                    .filter(|t| humantime::parse_rfc3339_weak(t).is_ok())
+                    .ok_or_else(bad)?,
+                None => match quoted(value) {
+                    Some(text) => text,
+                    // Unquoted: numbers and booleans only.
+                    None if op == Op::Eq || op == Op::Ne || value.parse::<f64>().is_ok() => {
+                        value.to_string()
+                    }
+                    None => return Err(bad()),
+                },
+            };
             let field = field.trim();
-            if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric()) {
+            if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '/') {
                 return Err(bad());
             }
-            and_terms.push(Filter::Eq(field.to_string(), value.to_string()));
+            and_terms.push(Filter::Compare(field.to_string(), op, value));
         }
         let joined = and_terms
             .into_iter()
@@ -204,7 +280,28 @@ mod tests {
         assert_eq!(page[0], serde_json::json!({"id": "a"}));
         let (page, next) = q(&[("maxresults", "2"), ("$skiptoken", "2")]).page(items.iter());
         assert_eq!((page.len(), next), (1, None));
-        assert!(ListOptions::parse(&[("$filter".into(), "state gt 1".into())]).is_err());
+        assert!(ListOptions::parse(&[("$filter".into(), "state gt x".into())]).is_err());
+        assert!(ListOptions::parse(&[("$filter".into(), "state like 'x'".into())]).is_err());
+        let mut late = item("d", "completed");
+        late.insert(
+            "stateTransitionTime".into(),
+            Value::from("2026-01-02T00:00:00.0000000Z"),
+        );
+        let mut early = item("e", "completed");
+        early.insert(
+            "stateTransitionTime".into(),
+            Value::from("2026-01-01T00:00:00.5000000Z"),
+        );
+        let timed = [late, early];
+        let (page, _) = q(&[(
+            "$filter",
+            "state eq 'completed' and stateTransitionTime gt DateTime'2026-01-01T00:00:01Z'",
+        )])
+        .page(timed.iter());
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0]["id"], "d");
+        let (page, _) = q(&[("$filter", "state ne 'completed'")]).page(items.iter());
+        assert_eq!(page.len(), 1);
         assert!(ListOptions::parse(&[("maxresults".into(), "0".into())]).is_err());
     }
 }

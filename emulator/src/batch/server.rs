@@ -77,8 +77,10 @@ impl BatchEmulator {
             let root = tempfile::Builder::new()
                 .prefix(&format!("redwood-batch-{}-", account.name))
                 .tempdir()?;
+            let downloads = super::files::DownloadCache::new(root.path().join("downloads"));
             let state = Arc::new(AccountState {
                 url: format!("http://{addr}"),
+                downloads,
                 account: account.clone(),
                 data: Mutex::new(Data::default()),
                 root,
@@ -129,6 +131,8 @@ pub(super) struct AccountState {
     running: Mutex<exec::Running>,
     /// For resource and output files.
     pub(super) http: reqwest::Client,
+    /// Resource files already downloaded, revalidated by ETag.
+    pub(super) downloads: super::files::DownloadCache,
 }
 
 #[derive(Default)]

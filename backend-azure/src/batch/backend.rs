@@ -1,0 +1,599 @@
+//! [`AzureBatchBackend`]: runs each `map` as one Batch job on a pool, its tasks added in
+//! collections of up to 100 with several requests in flight, watched by [`super::monitor`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redwood_core::config::{LoadedConfig, PoolConfig, RegionConfig};
+use redwood_core::raw::backend::{
+    CancelReply, CancelRequest, Capabilities, CleanupReply, CleanupRequest, ComputeBackend,
+    SubmitReply, SubmitRequest,
+};
+use redwood_core::raw::factory::BackendFactory;
+use redwood_core::raw::pack::PackWriter;
+use redwood_core::{Error, ErrorKind, Result, Storage};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::client::{BatchClient, BatchClientBuilder};
+use super::monitor::{ADDS_IN_FLIGHT, CancelSignal, Monitor};
+use super::pool;
+use super::tasks::{JobTemplate, chunks};
+
+/// The backend's name in configuration.
+pub const NAME: &str = "azure-batch";
+
+/// Runs tasks on an Azure Batch pool (or the emulator's): the program itself is uploaded once
+/// per content hash and started on the nodes in worker mode.
+#[derive(Debug)]
+pub struct AzureBatchBackend {
+    client: BatchClient,
+    pool: PoolConfig,
+    settings: Settings,
+    state: tokio::sync::Mutex<Ready>,
+    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<CancelSignal>>>,
+    polls: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    poll: Duration,
+    sas_valid_for: Duration,
+    allocation_timeout: Duration,
+    infra_retries: u32,
+    executable: Option<PathBuf>,
+    progress: bool,
+}
+
+#[derive(Debug, Default)]
+struct Ready {
+    pool_ready: bool,
+    created_pool: bool,
+    /// `<storage url>/<sha>` of the programs already uploaded.
+    uploaded: HashSet<String>,
+    /// The jobs this backend created, deleted on cleanup.
+    jobs: Vec<String>,
+}
+
+/// Builds an [`AzureBatchBackend`].
+#[derive(Debug, Clone)]
+pub struct AzureBatchBackendBuilder {
+    client: BatchClientBuilder,
+    pool: PoolConfig,
+    settings: Settings,
+}
+
+impl AzureBatchBackendBuilder {
+    /// A backend on the account at `url`, signing with its shared key, on the default pool.
+    pub fn new(url: impl Into<String>, account: impl Into<String>, key: impl Into<String>) -> Self {
+        AzureBatchBackendBuilder {
+            client: BatchClientBuilder::new(url, account, key),
+            pool: PoolConfig::default(),
+            settings: Settings {
+                poll: Duration::from_secs(1),
+                sas_valid_for: Duration::from_secs(2 * 24 * 3600),
+                allocation_timeout: Duration::from_secs(20 * 60),
+                infra_retries: 2,
+                executable: None,
+                progress: true,
+            },
+        }
+    }
+
+    /// The pool to reuse or create.
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// How often finished tasks are listed (default 1 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.settings.poll = every;
+        self
+    }
+
+    /// How long the URLs given to tasks stay valid (default 2 days).
+    pub fn sas_valid_for(mut self, valid_for: Duration) -> Self {
+        self.settings.sas_valid_for = valid_for;
+        self
+    }
+
+    /// How long to wait for the pool's nodes (default 20 min).
+    pub fn allocation_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.allocation_timeout = timeout;
+        self
+    }
+
+    /// The executable nodes run (default: this one); it must be the same program built for
+    /// the pool's OS.
+    pub fn executable(mut self, path: impl Into<PathBuf>) -> Self {
+        self.settings.executable = Some(path.into());
+        self
+    }
+
+    /// Whether to show a progress bar while waiting for nodes (default true).
+    pub fn progress(mut self, show: bool) -> Self {
+        self.settings.progress = show;
+        self
+    }
+
+    /// Builds the backend; the pool is made ready on the first submit.
+    pub fn build(self) -> Result<AzureBatchBackend> {
+        Ok(AzureBatchBackend {
+            client: self.client.build()?,
+            pool: self.pool,
+            settings: self.settings,
+            state: Default::default(),
+            jobs: Mutex::default(),
+            polls: Arc::default(),
+        })
+    }
+}
+
+impl AzureBatchBackend {
+    /// The Batch client (for its request count).
+    pub fn client(&self) -> &BatchClient {
+        &self.client
+    }
+
+    /// How many list requests the job watchers made.
+    pub fn poll_requests(&self) -> u64 {
+        self.polls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes the pool ready and the program uploaded; returns the program's sha256.
+    async fn prepare(&self, storage: &Storage) -> Result<(String, PathBuf)> {
+        let mut ready = self.state.lock().await;
+        if !ready.pool_ready {
+            ready.created_pool = pool::ensure_pool(&self.client, &self.pool).await?;
+            pool::wait_allocated(
+                &self.client,
+                &self.pool,
+                self.settings.allocation_timeout,
+                self.settings.poll.min(Duration::from_secs(5)),
+                self.settings.progress,
+            )
+            .await?;
+            ready.pool_ready = true;
+        }
+        let (path, bytes) = self.program().await?;
+        let sha = redwood_core::raw::binary::sha256_hex(&bytes);
+        let key = storage.layout().binary(&sha);
+        let id = format!("{}/{sha}", storage.url());
+        if !ready.uploaded.contains(&id) {
+            if !storage.exists(&key).await? {
+                let span =
+                    tracing::info_span!("batch.upload_program", key = %key, len = bytes.len());
+                storage.put(&key, bytes).instrument(span).await?;
+            }
+            ready.uploaded.insert(id);
+        }
+        Ok((sha, path))
+    }
+
+    /// The program nodes run, checked to be one they can start.
+    async fn program(&self) -> Result<(PathBuf, Vec<u8>)> {
+        let path = match &self.settings.executable {
+            Some(p) => p.clone(),
+            None => {
+                if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "this program was built for {}-{}, but Batch pool `{}` runs Linux \
+                             x86_64: build it with `--target x86_64-unknown-linux-musl` and set \
+                             `executable` in the region's configuration to that build",
+                            std::env::consts::ARCH,
+                            std::env::consts::OS,
+                            self.pool.id
+                        ),
+                    ));
+                }
+                std::env::current_exe().map_err(|e| {
+                    Error::new(ErrorKind::Backend, "cannot locate the running executable")
+                        .with_source(e)
+                })?
+            }
+        };
+        let bytes = tokio::fs::read(&path).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot read the executable {}: {e}", path.display()),
+            )
+        })?;
+        if !bytes.starts_with(b"\x7fELF") {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{} is not a Linux executable, so Batch pool `{}` cannot run it: build the \
+                     program with `--target x86_64-unknown-linux-musl`",
+                    path.display(),
+                    self.pool.id
+                ),
+            ));
+        }
+        Ok((path, bytes))
+    }
+
+    /// Where the tasks' arguments are: the session's packed inputs when they cover every task
+    /// in order (and are stored), else a pack this backend stores.
+    async fn inputs(&self, request: &SubmitRequest) -> Result<(String, Vec<(u64, u64)>)> {
+        let layout = request.storage.layout();
+        let mut pack = PackWriter::new();
+        for t in &request.tasks {
+            pack.push(t.index, &t.args);
+        }
+        let ranges: Vec<(u64, u64)> = pack
+            .ranges()
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        let whole = request.tasks.len() as u64 == request.job.task_count
+            && request
+                .tasks
+                .iter()
+                .enumerate()
+                .all(|(i, t)| t.index == i as u64);
+        let key = if whole {
+            layout.input(&request.job.id)
+        } else {
+            layout
+                .job(&request.job.id)
+                .clone()
+                .join("input-resubmitted")
+        };
+        if !whole || request.report_before_stored {
+            request.storage.put(&key, pack.finish()).await?;
+        }
+        Ok((key.to_string(), ranges))
+    }
+
+    async fn add_job(&self, job: &str, concurrency: Option<usize>) -> Result<()> {
+        let mut body = json!({
+            "id": job,
+            "poolInfo": { "poolId": self.pool.id },
+            "constraints": { "maxTaskRetryCount": self.settings.infra_retries },
+            "onAllTasksComplete": "noaction",
+        });
+        if let Some(n) = concurrency {
+            body["maxParallelTasks"] = json!(n);
+        }
+        match self.client.post("add_job", "/jobs", &body).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("JobExists") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds every task, `ADDS_IN_FLIGHT` collections at a time; a task Batch refuses for good
+    /// is an error naming it.
+    async fn add_tasks(&self, job: &str, bodies: Vec<serde_json::Value>) -> Result<()> {
+        let client = &self.client;
+        let results: Vec<Result<()>> = futures::stream::iter(chunks(bodies))
+            .map(|chunk| async move {
+                let mut chunk = chunk;
+                for _ in 0..5 {
+                    let results = client.add_task_collection(job, &chunk).await?;
+                    let mut again = Vec::new();
+                    for r in results {
+                        if r.added {
+                            continue;
+                        }
+                        if !r.retryable {
+                            return Err(Error::new(
+                                ErrorKind::Backend,
+                                format!(
+                                    "Batch refused task {} of job {job}: {} {}",
+                                    r.task_id,
+                                    r.error_code.unwrap_or_default(),
+                                    r.error_message.unwrap_or_default()
+                                ),
+                            ));
+                        }
+                        if let Some(b) = chunk.iter().find(|b| b["id"] == r.task_id.as_str()) {
+                            again.push(b.clone());
+                        }
+                    }
+                    if again.is_empty() {
+                        return Ok(());
+                    }
+                    chunk = again;
+                }
+                Err(Error::new(
+                    ErrorKind::Backend,
+                    format!(
+                        "Batch kept failing to add {} tasks of job {job}",
+                        chunk.len()
+                    ),
+                ))
+            })
+            .buffer_unordered(ADDS_IN_FLIGHT)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+#[async_trait]
+impl ComputeBackend for AzureBatchBackend {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::none();
+        c.cancel = true;
+        c.timeout = true;
+        c.retries = true;
+        c.concurrency_limit = true;
+        c.survives_client = true;
+        c
+    }
+
+    async fn submit(&self, request: SubmitRequest) -> Result<SubmitReply> {
+        let span = tracing::info_span!("batch.submit", job = %request.job.id, tasks = request.tasks.len(), account = %self.client.account());
+        async {
+            let storage = request.storage.clone();
+            if !storage.url().starts_with("az://") && !storage.url().starts_with("azure://") {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "backend `{NAME}` needs Azure Blob storage (az://...) that its nodes can \
+                         reach; {} is not",
+                        storage.url()
+                    ),
+                ));
+            }
+            let (binary, _path) = self.prepare(&storage).await?;
+            let (input, ranges) = self.inputs(&request).await?;
+            let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
+            let (container, read_sas) = read_url
+                .split_once('?')
+                .map(|(c, q)| (c.to_string(), q.to_string()))
+                .unwrap_or((read_url.clone(), String::new()));
+            let binary_key = storage.layout().binary(&binary);
+            let template = JobTemplate {
+                spec: request.job.clone(),
+                binary_url: storage.sas_url(Some(&binary_key), "r", self.settings.sas_valid_for)?,
+                binary,
+                container,
+                read_sas,
+                input,
+                infra_retries: self.settings.infra_retries,
+                sas_valid_for: self.settings.sas_valid_for,
+            };
+            let job = request.job.id.clone();
+            let mut bodies = Vec::with_capacity(request.tasks.len());
+            let mut pending = HashMap::with_capacity(request.tasks.len());
+            for (t, range) in request.tasks.iter().zip(ranges) {
+                bodies.push(template.task_body(&storage, t.index, 0, range)?);
+                pending.insert(t.index, (0u32, range));
+            }
+            self.add_job(&job, request.job.options.concurrency).await?;
+            self.state.lock().await.jobs.push(job.clone());
+            if let Err(e) = self.add_tasks(&job, bodies).await {
+                let _ = self
+                    .client
+                    .post(
+                        "terminate_job",
+                        &format!("/jobs/{job}/terminate"),
+                        &json!({}),
+                    )
+                    .await;
+                return Err(e);
+            }
+            let (events, receiver) = futures::channel::mpsc::unbounded();
+            let (cancel_tx, cancel) = mpsc::unbounded_channel();
+            if let Ok(mut jobs) = self.jobs.lock() {
+                jobs.retain(|_, tx| !tx.is_closed());
+                jobs.insert(job.clone(), cancel_tx);
+            }
+            let monitor = Monitor {
+                client: self.client.clone(),
+                storage,
+                template,
+                pending,
+                events,
+                cancel,
+                poll: self.settings.poll,
+                polls: self.polls.clone(),
+            };
+            tokio::spawn(
+                monitor
+                    .run()
+                    .instrument(tracing::debug_span!("batch.monitor", job = %job)),
+            );
+            Ok(SubmitReply::new(Box::pin(receiver)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn cancel(&self, request: CancelRequest) -> Result<CancelReply> {
+        let span = tracing::info_span!("batch.cancel", job = %request.job);
+        async {
+            let signal = self
+                .jobs
+                .lock()
+                .ok()
+                .and_then(|mut jobs| jobs.remove(&request.job));
+            let mut reply = CancelReply::default();
+            match signal {
+                Some(tx) => {
+                    let (done, rx) = tokio::sync::oneshot::channel();
+                    if tx.send(done).is_ok() {
+                        reply.cancelled = rx.await.unwrap_or(0);
+                    }
+                }
+                None => {
+                    // Not watched by this process: end the Batch job all the same.
+                    match self
+                        .client
+                        .post(
+                            "terminate_job",
+                            &format!("/jobs/{}/terminate", request.job),
+                            &json!({}),
+                        )
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.kind() == ErrorKind::NotFound
+                                || e.to_string().contains("JobCompleted") => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(reply)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn cleanup(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+        let span = tracing::info_span!("batch.cleanup", pool = %self.pool.id);
+        async {
+            let mut reply = CleanupReply::default();
+            let mut ready = self.state.lock().await;
+            let jobs = std::mem::take(&mut ready.jobs);
+            let mut deleted = 0;
+            for job in &jobs {
+                match self
+                    .client
+                    .delete("delete_job", &format!("/jobs/{job}"))
+                    .await
+                {
+                    Ok(()) => deleted += 1,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(job = %job, error = %e, "cannot delete the Batch job"),
+                }
+            }
+            if deleted > 0 {
+                reply.released.push(format!("{deleted} Batch jobs"));
+            }
+            if ready.created_pool && !self.pool.keep {
+                self.client
+                    .delete("delete_pool", &format!("/pools/{}", self.pool.id))
+                    .await?;
+                ready.created_pool = false;
+                ready.pool_ready = false;
+                reply
+                    .released
+                    .push(format!("Batch pool `{}`", self.pool.id));
+            } else if ready.pool_ready && self.pool.autoscale_formula.is_none() {
+                let nodes = pool::node_count(&self.client, &self.pool.id)
+                    .await
+                    .unwrap_or(0);
+                if nodes > 0 {
+                    tracing::warn!(
+                        pool = %self.pool.id,
+                        nodes,
+                        "Batch pool `{}` is left running with {nodes} nodes, which are billed \
+                         while idle: delete it, resize it to 0, or give it an autoscale formula",
+                        self.pool.id
+                    );
+                }
+            }
+            Ok(reply)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn duration(config: &LoadedConfig, value: &Option<String>, default: Duration) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| config.error("regions", text, format!("`{text}` is not a duration: {e}"))),
+    }
+}
+
+fn from_env_or(value: &Option<String>, env: &str) -> Option<String> {
+    value
+        .clone()
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
+    let regions = &config.config.regions;
+    if regions.len() > 1 {
+        return Err(config.error(
+            "regions",
+            &format!("{} regions", regions.len()),
+            "backend `azure-batch` runs in one region; runs across regions are not built yet",
+        ));
+    }
+    let region = regions
+        .first()
+        .cloned()
+        .unwrap_or_else(RegionConfig::default);
+    let url = from_env_or(&region.batch_url, "REDWOOD_BATCH_URL").ok_or_else(|| {
+        config.error(
+            "regions",
+            "",
+            "backend `azure-batch` needs the Batch account URL: set `batch_url` in the region \
+             or REDWOOD_BATCH_URL",
+        )
+    })?;
+    let account = from_env_or(&region.batch_account, "REDWOOD_BATCH_ACCOUNT")
+        .or_else(|| {
+            reqwest::Url::parse(&url)
+                .ok()
+                .and_then(|u| {
+                    u.host_str()
+                        .map(|h| h.split('.').next().unwrap_or(h).to_string())
+                })
+                .filter(|a| a.parse::<std::net::Ipv4Addr>().is_err() && a != "localhost")
+        })
+        .ok_or_else(|| {
+            config.error(
+                "regions",
+                &url,
+                "cannot tell the Batch account name from this URL: set `batch_account` or \
+                 REDWOOD_BATCH_ACCOUNT",
+            )
+        })?;
+    let key = from_env_or(&region.batch_key, "REDWOOD_BATCH_KEY").ok_or_else(|| {
+        config.error(
+            "regions",
+            &account,
+            format!(
+                "no key for Batch account `{account}`: set `batch_key` in the region or \
+                 REDWOOD_BATCH_KEY (Microsoft Entra ID sign-in is not built yet)"
+            ),
+        )
+    })?;
+    let mut builder = AzureBatchBackendBuilder::new(url, account, key)
+        .pool(region.pool.clone())
+        .poll_interval(duration(
+            config,
+            &region.poll_interval,
+            Duration::from_secs(1),
+        )?)
+        .sas_valid_for(duration(
+            config,
+            &region.sas_valid_for,
+            Duration::from_secs(2 * 24 * 3600),
+        )?)
+        .allocation_timeout(duration(
+            config,
+            &region.pool.allocation_timeout,
+            Duration::from_secs(20 * 60),
+        )?)
+        .progress(config.config.progress.unwrap_or(true));
+    if let Some(exe) = &region.executable {
+        builder = builder.executable(exe);
+    }
+    Ok(Arc::new(builder.build()?))
+}
+
+inventory::submit! {
+    BackendFactory { name: NAME, build: build_from_config }
+}

@@ -1,0 +1,327 @@
+//! Worker mode on a Batch node: the program, started by a Batch task with `REDWOOD_WORKER=batch`
+//! and the task's description in `REDWOOD_BATCH_TASK`, reads its arguments through a read-only
+//! SAS, runs the function (with its timeout), writes the outcome through a write-only SAS on
+//! exactly its result key, and exits. It never sees an account key.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
+use redwood_core::raw::worker::{self, WORKER_ENV, WorkerIo};
+use redwood_core::{Error, ErrorKind, Result, TaskError, TaskErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// The value of `REDWOOD_WORKER` for a Batch task.
+pub const MODE: &str = "batch";
+/// The environment variable carrying the [`TaskSpec`] as JSON.
+pub const TASK_ENV: &str = "REDWOOD_BATCH_TASK";
+
+/// Exit code: the task description is missing or malformed.
+pub const EXIT_BAD_SPEC: i32 = 2;
+/// Exit code: the outcome could not be stored (Batch retries the task up to its
+/// `maxTaskRetryCount`).
+pub const EXIT_NOT_STORED: i32 = 3;
+
+/// What a Batch task tells its worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The job id.
+    pub job: String,
+    /// The task's index in its job.
+    pub task: u64,
+    /// Which attempt this is (0 is the first).
+    pub attempt: u32,
+    /// The remote function's id.
+    pub function: String,
+    /// The function's signature hash.
+    pub signature: u64,
+    /// The sha256 of the executable the task must run.
+    pub binary: String,
+    /// The container URL (no query).
+    pub container: String,
+    /// A read-only SAS (query string) on the container: inputs, broadcasts, other results.
+    pub read_sas: String,
+    /// The key of the job's packed inputs.
+    pub input: String,
+    /// This task's byte range in it.
+    pub range: (u64, u64),
+    /// A write-only SAS URL on exactly this task's result key.
+    pub result_url: String,
+    /// The per-attempt timeout, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Whether this process was started as a Batch worker.
+pub fn is_worker() -> bool {
+    std::env::var(WORKER_ENV).is_ok_and(|v| v == MODE)
+}
+
+/// Runs the task this process was started for, then exits.
+pub fn serve() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err((code, e)) => {
+            eprintln!("redwood batch worker: {e}");
+            code
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> std::result::Result<(), (i32, Error)> {
+    let spec: TaskSpec = std::env::var(TASK_ENV)
+        .map_err(|_| Error::new(ErrorKind::Config, format!("{TASK_ENV} is not set")))
+        .and_then(|text| {
+            serde_json::from_str(&text).map_err(|e| {
+                Error::new(ErrorKind::Config, format!("{TASK_ENV} is not a task: {e}"))
+            })
+        })
+        .map_err(|e| (EXIT_BAD_SPEC, e))?;
+    let io = Arc::new(BlobIo::new(&spec.container, &spec.read_sas).map_err(|e| (1, e))?);
+    worker::install_worker_io(Box::new(SharedIo(io.clone())));
+    worker::install_panic_hook();
+    let outcome = match io.fetch(&spec.input, Some(spec.range.0..spec.range.1)) {
+        Ok(args) => run_task(&spec, args.to_vec()),
+        Err(e) => failed(
+            &spec,
+            TaskErrorKind::Lost,
+            format!("cannot read the task's arguments: {e}"),
+        ),
+    };
+    let bytes = outcome.to_stored().map_err(|e| (EXIT_NOT_STORED, e))?;
+    io.put(&spec.result_url, Bytes::from(bytes))
+        .map_err(|e| (EXIT_NOT_STORED, e))
+}
+
+fn failed(spec: &TaskSpec, kind: TaskErrorKind, message: String) -> Outcome {
+    let mut e = TaskError::new(kind, message);
+    e.function = spec.function.clone();
+    e.job = spec.job.clone();
+    e.task = spec.task;
+    e.attempt = spec.attempt;
+    Outcome::Err(e)
+}
+
+/// Runs the function on its own thread, so a timeout can end the task while it still runs.
+fn run_task(spec: &TaskSpec, args: Vec<u8>) -> Outcome {
+    let own = match own_binary_hash() {
+        Ok(h) => h,
+        Err(e) => return failed(spec, TaskErrorKind::Refused, e.to_string()),
+    };
+    let envelope = TaskEnvelope {
+        job: spec.job.clone(),
+        task: spec.task,
+        attempt: spec.attempt,
+        function: spec.function.clone(),
+        signature: spec.signature,
+        binary: spec.binary.clone(),
+        args,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("redwood-task".into())
+        .spawn(move || {
+            let _ = tx.send(worker::execute(&envelope, &own));
+        });
+    if let Err(e) = spawned {
+        return failed(
+            spec,
+            TaskErrorKind::Crash,
+            format!("cannot start the task thread: {e}"),
+        );
+    }
+    let waited = match spec.timeout_ms {
+        Some(ms) => rx.recv_timeout(Duration::from_millis(ms)).map_err(|e| {
+            matches!(e, std::sync::mpsc::RecvTimeoutError::Timeout)
+                .then(|| Duration::from_millis(ms))
+        }),
+        None => rx.recv().map_err(|_| None),
+    };
+    match waited {
+        Ok(outcome) => outcome,
+        Err(Some(limit)) => failed(
+            spec,
+            TaskErrorKind::Timeout,
+            format!("ran longer than its timeout of {limit:?}; its worker stopped it"),
+        ),
+        Err(None) => failed(
+            spec,
+            TaskErrorKind::Crash,
+            "the task thread ended without an outcome".into(),
+        ),
+    }
+}
+
+/// The sha256 of this executable. Tasks on one node often run the same copy of it, so the
+/// hash is kept in the node's shared folder under the file's device, inode, size and time:
+/// a copy is hashed once, not once per task.
+fn own_binary_hash() -> Result<String> {
+    #[cfg(unix)]
+    if let (Ok(exe), Some(shared)) = (
+        std::env::current_exe(),
+        std::env::var_os("AZ_BATCH_NODE_SHARED_DIR"),
+    ) && let Ok(meta) = std::fs::metadata(&exe)
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::path::Path::new(&shared).join("redwood-hashes");
+        let id = format!(
+            "{}-{}-{}-{}.{}",
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        if let Ok(known) = std::fs::read_to_string(dir.join(&id))
+            && known.len() == 64
+        {
+            return Ok(known);
+        }
+        let hash = redwood_core::raw::binary::current_binary_hash()?.to_string();
+        let tmp = dir.join(format!("{id}.{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, &hash).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(&id));
+        }
+        return Ok(hash);
+    }
+    Ok(redwood_core::raw::binary::current_binary_hash()?.to_string())
+}
+
+/// The URL path of a key: each segment percent-encoded.
+pub(crate) fn encode_key(key: &str) -> String {
+    key.split('/')
+        .map(|part| {
+            part.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Blob reads and writes through SAS URLs, on a small runtime of its own.
+struct BlobIo {
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    container: String,
+    read_sas: String,
+}
+
+struct SharedIo(Arc<BlobIo>);
+
+impl WorkerIo for SharedIo {
+    fn fetch(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        self.0.fetch(key, range)
+    }
+}
+
+/// Attempts of one blob request before the task gives up on it.
+const ATTEMPTS: u32 = 6;
+
+impl BlobIo {
+    fn new(container: &str, read_sas: &str) -> Result<BlobIo> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("cannot build an HTTP client: {e}"),
+                )
+            })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot start a runtime: {e}")))?;
+        Ok(BlobIo {
+            http,
+            runtime,
+            container: container.trim_end_matches('/').to_string(),
+            read_sas: read_sas.trim_start_matches('?').to_string(),
+        })
+    }
+
+    fn fetch(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let url = format!("{}/{}?{}", self.container, encode_key(key), self.read_sas);
+        self.with_retries("read", key, || {
+            let mut request = self.http.get(&url).header("x-ms-version", "2021-08-06");
+            if let Some(r) = &range {
+                if r.is_empty() {
+                    return None;
+                }
+                request = request.header("Range", format!("bytes={}-{}", r.start, r.end - 1));
+            }
+            Some(request)
+        })
+    }
+
+    fn put(&self, url: &str, bytes: Bytes) -> Result<()> {
+        let shown = url.split('?').next().unwrap_or(url).to_string();
+        self.with_retries("write", &shown, || {
+            Some(
+                self.http
+                    .put(url)
+                    .header("x-ms-version", "2021-08-06")
+                    .header("x-ms-blob-type", "BlockBlob")
+                    .body(bytes.clone()),
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Sends a request, retrying throttling, server errors and broken connections with backoff.
+    /// `make` returns `None` when nothing needs to be sent (an empty range).
+    fn with_retries(
+        &self,
+        what: &str,
+        shown: &str,
+        make: impl Fn() -> Option<reqwest::RequestBuilder>,
+    ) -> Result<Bytes> {
+        self.runtime.block_on(async {
+            let mut wait = Duration::from_millis(100);
+            let mut attempt = 1;
+            loop {
+                let Some(request) = make() else {
+                    return Ok(Bytes::new());
+                };
+                let why = match request.send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(b) => return Ok(b),
+                        Err(e) => format!("the body broke off: {e}"),
+                    },
+                    Ok(r) => {
+                        let status = r.status();
+                        let retryable = status.is_server_error() || status.as_u16() == 429;
+                        let why = format!("HTTP {status}");
+                        if !retryable {
+                            return Err(Error::new(
+                                ErrorKind::Storage,
+                                format!("cannot {what} {shown}: {why}"),
+                            ));
+                        }
+                        why
+                    }
+                    Err(e) => e.to_string(),
+                };
+                if attempt >= ATTEMPTS {
+                    return Err(Error::new(
+                        ErrorKind::Storage,
+                        format!("cannot {what} {shown} after {attempt} attempts: {why}"),
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! Benchmark of the azure-batch backend against `redwood-emulator` (started here, with an
+//! Azurite): `map` of N no-op tasks (default 10,000). Reports the submit time (until `map`
+//! returns: inputs stored, Batch job made, every task added), the Batch requests it took, the
+//! list requests per completed task, and the time to the last result; medians over `--runs`.
+//! Then Microsoft's `azure-batch` Python SDK adds the same number of tasks with
+//! `create_task_collection` (100 a request) to the same emulator, one request at a time and 8
+//! at a time, for comparison.
+//!
+//! `cargo run --release --features azure --example bench_batch [-- --tasks N] [--runs R]
+//!  [--nodes 2] [--slots 16] [--python PATH]`
+//!
+//! The Python SDK comes from the virtualenv the emulator's tests make
+//! (`cargo test -p redwood-emulator --test python_sdk`), or `--python`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redwood::prelude::*;
+use redwood_emulator::azurite::Azurite;
+use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+
+/// Returns its input.
+#[redwood::remote]
+fn noop(x: u64) -> u64 {
+    x
+}
+
+const ACCOUNT: &str = "bench";
+const KEY: &str = "YmVuY2gta2V5LWZvci10aGUtZW11bGF0b3Itb25seQ==";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn number(name: &str, default: u64) -> u64 {
+    arg(name).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// The Python of the emulator tests' `azure-batch` virtualenv.
+fn sdk_python() -> Option<PathBuf> {
+    if let Some(p) = arg("--python") {
+        return Some(PathBuf::from(p));
+    }
+    let root = redwood_emulator::azurite::cache_root();
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("azure-batch-sdk-"))
+                && p.extension().is_none()
+        })
+        .map(|p| p.join("bin/python"))
+        .find(|p| p.is_file())
+}
+
+const PYTHON_BENCH: &str = r#"
+import os, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from azure.batch import BatchClient, models
+from azure.core.credentials import AzureNamedKeyCredential
+
+n = int(sys.argv[1]); in_flight = int(sys.argv[2]); job = sys.argv[3]
+client = BatchClient(endpoint=os.environ["REDWOOD_BATCH_URL"],
+                     credential=AzureNamedKeyCredential(os.environ["REDWOOD_BATCH_ACCOUNT"], os.environ["REDWOOD_BATCH_KEY"]))
+try:
+    client.create_pool(models.BatchPoolCreateOptions(id="idle", vm_size="standard_d2s_v3", target_dedicated_nodes=0,
+        virtual_machine_configuration=models.VirtualMachineConfiguration(
+            image_reference=models.BatchVmImageReference(publisher="canonical", offer="ubuntu-24_04-lts", sku="server", version="latest"),
+            node_agent_sku_id="batch.node.ubuntu 24.04")))
+except Exception:
+    pass  # made by an earlier run
+client.create_job(models.BatchJobCreateOptions(id=job, pool_info=models.BatchPoolInfo(pool_id="idle")))
+groups = [models.BatchTaskGroup(values_property=[
+            models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true")
+            for i in range(start, min(start + 100, n))]) for start in range(0, n, 100)]
+started = time.perf_counter()
+def add(group):
+    client.create_task_collection(job, group)
+if in_flight == 1:
+    for g in groups:
+        add(g)
+else:
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(add, groups))
+print(f"{time.perf_counter() - started:.4f}")
+"#;
+
+async fn python_submit(
+    python: &PathBuf,
+    url: &str,
+    tasks: u64,
+    in_flight: u32,
+    job: &str,
+) -> Result<f64, String> {
+    let out = tokio::process::Command::new(python)
+        .args([
+            "-c",
+            PYTHON_BENCH,
+            &tasks.to_string(),
+            &in_flight.to_string(),
+            job,
+        ])
+        .env("REDWOOD_BATCH_URL", url)
+        .env("REDWOOD_BATCH_ACCOUNT", ACCOUNT)
+        .env("REDWOOD_BATCH_KEY", KEY)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("unexpected output: {e}"))
+}
+
+#[redwood::main]
+async fn main() -> redwood::Result<()> {
+    let tasks = number("--tasks", 10_000);
+    let runs = number("--runs", 3) as usize;
+    let nodes = number("--nodes", 2) as u32;
+    let slots = number("--slots", 16) as u32;
+    let azurite = Azurite::start()
+        .await
+        .map_err(|e| redwood::Error::new(redwood::ErrorKind::Storage, e.to_string()))?;
+    let emulator = BatchEmulator::start(vec![BatchAccount {
+        name: ACCOUNT.into(),
+        key: KEY.into(),
+        bearer_token: None,
+    }])
+    .await
+    .map_err(|e| redwood::Error::new(redwood::ErrorKind::Backend, e.to_string()))?;
+    let url = emulator.url(ACCOUNT).unwrap_or_default();
+    let pool = redwood::config::PoolConfig {
+        dedicated: nodes,
+        task_slots_per_node: slots,
+        ..Default::default()
+    };
+    let backend = Arc::new(
+        redwood::azure::AzureBatchBackendBuilder::new(&url, ACCOUNT, KEY)
+            .pool(pool)
+            .progress(false)
+            .build()?,
+    );
+    let rw = Session::builder()
+        .backend(backend.clone())
+        .storage_url(format!("az://bench{}/runs", std::process::id()))
+        .storage_option(
+            "connection_string",
+            azurite.connection_string(&azurite.accounts()[0]),
+        )
+        .progress(false)
+        .build()?;
+    // Warm up: the pool, the program upload.
+    rw.map(noop, 0..10u64).await?.collect().await?;
+
+    let (mut submits, mut totals, mut requests, mut polls) = (vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        let before = backend.client().requests_sent();
+        let polls_before = backend.poll_requests();
+        let started = Instant::now();
+        let job = rw.map(noop, 0..tasks).await?;
+        let submit = started.elapsed();
+        let sent = backend.client().requests_sent() - before;
+        let got = job.collect().await?;
+        let total = started.elapsed();
+        assert_eq!(got.len() as u64, tasks);
+        assert!(got.iter().enumerate().all(|(i, v)| *v == i as u64));
+        let poll = backend.poll_requests() - polls_before;
+        println!(
+            "run {run}: submit {:.3} s ({sent} Batch requests), all {tasks} results in {:.1} s \
+             ({:.0} tasks/s), {poll} list requests ({:.4} per task)",
+            submit.as_secs_f64(),
+            total.as_secs_f64(),
+            tasks as f64 / total.as_secs_f64(),
+            poll as f64 / tasks as f64
+        );
+        submits.push(submit.as_secs_f64());
+        totals.push(total.as_secs_f64());
+        requests.push(sent as f64);
+        polls.push(poll as f64 / tasks as f64);
+    }
+    let redwood_submit = median(submits);
+    println!(
+        "redwood azure-batch, {tasks} no-op tasks, {nodes} nodes x {slots} slots: median submit \
+         {redwood_submit:.3} s, {:.0} Batch requests to submit, {:.4} list requests per completed \
+         task, {:.1} s to the last result",
+        median(requests),
+        median(polls),
+        median(totals)
+    );
+
+    match sdk_python() {
+        None => println!(
+            "Python comparison skipped: no azure-batch SDK virtualenv (run `cargo test -p \
+             redwood-emulator --test python_sdk` once, or pass --python)"
+        ),
+        Some(python) => {
+            for in_flight in [1u32, 8] {
+                let mut times = Vec::new();
+                for run in 0..runs {
+                    let job = format!("py{in_flight}-{run}");
+                    match python_submit(&python, &url, tasks, in_flight, &job).await {
+                        Ok(t) => times.push(t),
+                        Err(e) => {
+                            println!("Python SDK run failed: {e}");
+                            break;
+                        }
+                    }
+                }
+                if !times.is_empty() {
+                    let t = median(times);
+                    println!(
+                        "python azure-batch SDK create_task_collection, {in_flight} in flight: \
+                         median {t:.3} s for {tasks} tasks; redwood is {:.1}x faster",
+                        t / redwood_submit
+                    );
+                }
+            }
+        }
+    }
+    let _ = rw.cleanup().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    azurite.stop().await;
+    Ok(())
+}
