@@ -49,7 +49,9 @@ pub mod local {
 /// The Azure Batch backend.
 #[cfg(feature = "azure")]
 pub mod azure {
-    pub use redwood_azure::batch::{AzureBatchBackend, AzureBatchBackendBuilder};
+    pub use redwood_azure::batch::{
+        AzureBatchBackend, AzureBatchBackendBuilder, BatchClient, BatchClientBuilder,
+    };
 }
 
 /// Everything a program usually needs: `use redwood::prelude::*;`.

@@ -597,7 +597,10 @@ impl Pool {
                 None => (
                     TaskErrorKind::Crash,
                     match status.and_then(|s| s.signal()) {
-                        Some(sig) => format!("the worker process was killed{}", signal_name(sig)),
+                        Some(sig) => format!(
+                            "the worker process was killed{}",
+                            redwood_core::types::task_error::killed_by(sig)
+                        ),
                         None => "the worker process died".to_string(),
                     },
                 ),
@@ -781,16 +784,5 @@ fn describe_status(status: Option<std::process::ExitStatus>) -> String {
             _ => "unknown exit".into(),
         },
         None => "exit status unknown".into(),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => " by SIGKILL (killed from outside, e.g. out of memory)",
-        libc::SIGABRT => " by SIGABRT (an abort, e.g. a panic with panic = \"abort\")",
-        libc::SIGSEGV => " by SIGSEGV (an invalid memory access)",
-        libc::SIGTERM => " by SIGTERM",
-        libc::SIGBUS => " by SIGBUS",
-        _ => "",
     }
 }

@@ -766,7 +766,8 @@ async fn call_records_are_stored(ctx: Ctx) -> CaseResult {
                 keys.iter()
                     .any(|k| k.as_ref().starts_with(&format!("{job_prefix}/{what}")))
             };
-            if has("input") && has("results/") {
+            // Packed result segments (local) or one result per task (the layout's default).
+            if has("input") && (has("results/") || has("tasks/")) {
                 let id = job_prefix.rsplit('/').next().unwrap_or_default();
                 let input = storage.get(&storage.layout().input(id)).await?;
                 let args = redwood_core_encode(&(value,))?;

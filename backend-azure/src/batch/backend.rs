@@ -55,6 +55,8 @@ struct Settings {
 struct Ready {
     pool_ready: bool,
     created_pool: bool,
+    /// The sha256 of the program nodes run, once read.
+    program: Option<String>,
     /// `<storage url>/<sha>` of the programs already uploaded.
     uploaded: HashSet<String>,
     /// The jobs this backend created, deleted on cleanup.
@@ -148,7 +150,7 @@ impl AzureBatchBackend {
     }
 
     /// Makes the pool ready and the program uploaded; returns the program's sha256.
-    async fn prepare(&self, storage: &Storage) -> Result<(String, PathBuf)> {
+    async fn prepare(&self, storage: &Storage) -> Result<String> {
         let mut ready = self.state.lock().await;
         if !ready.pool_ready {
             ready.created_pool = pool::ensure_pool(&self.client, &self.pool).await?;
@@ -162,19 +164,23 @@ impl AzureBatchBackend {
             .await?;
             ready.pool_ready = true;
         }
-        let (path, bytes) = self.program().await?;
-        let sha = redwood_core::raw::binary::sha256_hex(&bytes);
-        let key = storage.layout().binary(&sha);
+        // The program is read and hashed once; each store gets it once.
+        let sha = match &ready.program {
+            Some(sha) => sha.clone(),
+            None => {
+                let (_, bytes) = self.program().await?;
+                let sha = redwood_core::raw::binary::sha256_hex(&bytes);
+                ready.program = Some(sha.clone());
+                sha
+            }
+        };
         let id = format!("{}/{sha}", storage.url());
         if !ready.uploaded.contains(&id) {
-            if !storage.exists(&key).await? {
-                let span =
-                    tracing::info_span!("batch.upload_program", key = %key, len = bytes.len());
-                storage.put(&key, bytes).instrument(span).await?;
-            }
+            let (_, bytes) = self.program().await?;
+            upload_program(storage, &storage.layout().binary(&sha), bytes).await?;
             ready.uploaded.insert(id);
         }
-        Ok((sha, path))
+        Ok(sha)
     }
 
     /// The program nodes run, checked to be one they can start.
@@ -350,7 +356,7 @@ impl ComputeBackend for AzureBatchBackend {
                     ),
                 ));
             }
-            let (binary, _path) = self.prepare(&storage).await?;
+            let binary = self.prepare(&storage).await?;
             let (input, ranges) = self.inputs(&request).await?;
             let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
             let (container, read_sas) = read_url
@@ -358,10 +364,18 @@ impl ComputeBackend for AzureBatchBackend {
                 .map(|(c, q)| (c.to_string(), q.to_string()))
                 .unwrap_or((read_url.clone(), String::new()));
             let binary_key = storage.layout().binary(&binary);
+            // The worker checks that it runs the binary the caller expects; a configured
+            // executable is the same program built for the pool, so it vouches for itself.
+            let expected = if self.settings.executable.is_some() {
+                binary.clone()
+            } else {
+                request.job.binary.clone()
+            };
             let template = JobTemplate {
                 spec: request.job.clone(),
                 binary_url: storage.sas_url(Some(&binary_key), "r", self.settings.sas_valid_for)?,
-                binary,
+                program: binary,
+                binary: expected,
                 container,
                 read_sas,
                 input,
@@ -372,7 +386,7 @@ impl ComputeBackend for AzureBatchBackend {
             let mut bodies = Vec::with_capacity(request.tasks.len());
             let mut pending = HashMap::with_capacity(request.tasks.len());
             for (t, range) in request.tasks.iter().zip(ranges) {
-                bodies.push(template.task_body(&storage, t.index, 0, range)?);
+                bodies.push(template.task_body(&storage, t.index, 0, range, Some(&t.args))?);
                 pending.insert(t.index, (0u32, range));
             }
             self.add_job(&job, request.job.options.concurrency).await?;
@@ -505,6 +519,35 @@ impl ComputeBackend for AzureBatchBackend {
         .instrument(span)
         .await
     }
+}
+
+/// Stores the program under its content address unless it is there. Another client uploading
+/// the same program at once can make a multipart upload fail; the blob it stored is the same.
+async fn upload_program(
+    storage: &Storage,
+    key: &object_store::path::Path,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    let bytes = bytes::Bytes::from(bytes);
+    let span = tracing::info_span!("batch.upload_program", key = %key, len = bytes.len());
+    async {
+        for attempt in 0..3 {
+            if storage.exists(key).await? {
+                return Ok(());
+            }
+            match storage.put(key, bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 2 => {
+                    tracing::debug!(error = %e, "program upload failed; checking for another uploader");
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
 }
 
 fn duration(config: &LoadedConfig, value: &Option<String>, default: Duration) -> Result<Duration> {

@@ -256,7 +256,7 @@ impl Monitor {
             };
             match self
                 .template
-                .task_body(&self.storage, index, attempt, range)
+                .task_body(&self.storage, index, attempt, range, None)
             {
                 Ok(b) => bodies.push(b),
                 Err(e) => self.fail_now(index, attempt, e.to_string()).await,
@@ -463,9 +463,10 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
         _ => (
             TaskErrorKind::Crash,
             match (exit_code, failure["message"].as_str()) {
-                (Some(x), _) if x > 128 => {
-                    format!("the worker process was killed (signal {})", x - 128)
-                }
+                (Some(x), _) if x > 128 && x < 160 => format!(
+                    "the worker process was killed{}",
+                    redwood_core::types::task_error::killed_by(x - 128)
+                ),
                 (Some(x), _) => {
                     format!("the worker process exited with code {x} without storing an outcome")
                 }

@@ -13,6 +13,9 @@ use super::worker::{MODE, TASK_ENV, TaskSpec};
 /// storing the outcome); the worker enforces the timeout itself.
 const WALL_CLOCK_GRACE: Duration = Duration::from_secs(120);
 
+/// Arguments up to this size travel in the task itself, saving the worker a read.
+const INLINE_ARGS: usize = 4096;
+
 /// The Batch task id of an attempt: `t<index>` first, then `t<index>-r<attempt>`.
 pub(crate) fn task_id(index: u64, attempt: u32) -> String {
     if attempt == 0 {
@@ -36,8 +39,10 @@ pub(crate) fn parse_task_id(id: &str) -> Option<(u64, u32)> {
 pub(crate) struct JobTemplate {
     /// The job.
     pub spec: std::sync::Arc<JobSpec>,
-    /// The sha256 of the executable nodes run.
+    /// The sha256 of the binary the worker must be (what the caller expects).
     pub binary: String,
+    /// The sha256 of the executable uploaded for the nodes.
+    pub program: String,
     /// A read-only SAS URL of the executable.
     pub binary_url: String,
     /// The container URL, without a query.
@@ -55,7 +60,7 @@ pub(crate) struct JobTemplate {
 impl JobTemplate {
     /// The file name the program gets on the node.
     fn file_name(&self) -> String {
-        format!("redwood-{}", &self.binary[..12.min(self.binary.len())])
+        format!("redwood-{}", &self.program[..12.min(self.program.len())])
     }
 
     /// The add-task body of one attempt of task `index`, whose arguments are at `range`.
@@ -65,6 +70,7 @@ impl JobTemplate {
         index: u64,
         attempt: u32,
         range: (u64, u64),
+        args: Option<&[u8]>,
     ) -> Result<Value> {
         let layout = storage.layout();
         let result_key = layout.task_result(&self.spec.id, index);
@@ -79,6 +85,10 @@ impl JobTemplate {
             binary: self.binary.clone(),
             container: self.container.clone(),
             read_sas: self.read_sas.clone(),
+            args: args.filter(|a| a.len() <= INLINE_ARGS).map(|a| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(a)
+            }),
             input: self.input.clone(),
             range,
             result_url,

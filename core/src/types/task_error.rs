@@ -92,6 +92,19 @@ impl TaskError {
     }
 }
 
+/// How a worker killed by `signal` is described in a task error: ` by SIGKILL (killed from
+/// outside, e.g. out of memory)` and the like (Linux numbering), or ` by signal N`.
+pub fn killed_by(signal: i32) -> String {
+    match signal {
+        9 => " by SIGKILL (killed from outside, e.g. out of memory)".into(),
+        6 => " by SIGABRT (an abort, e.g. a panic with panic = \"abort\")".into(),
+        11 => " by SIGSEGV (an invalid memory access)".into(),
+        15 => " by SIGTERM".into(),
+        7 => " by SIGBUS".into(),
+        _ => format!(" by signal {signal}"),
+    }
+}
+
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -166,7 +166,7 @@ pub fn schedule(state: &Arc<AccountState>) {
         let jobs: Vec<(String, String, Option<usize>)> = data
             .jobs
             .all()
-            .filter(|j| j.str("state") == Some("active"))
+            .filter(|j| j.state() == "active")
             .filter_map(|j| {
                 let pool = j.body.get("poolInfo")?.get("poolId")?.as_str()?.to_string();
                 // maxParallelTasks: -1 (the default) means no limit.
@@ -206,12 +206,9 @@ pub fn schedule(state: &Arc<AccountState>) {
             let mut running = 0usize;
             let mut active: Vec<(&str, &str)> = Vec::new();
             for t in tasks.all() {
-                match t.str("state") {
-                    Some("active") => active.push((
-                        t.str("creationTime").unwrap_or(""),
-                        t.str("id").unwrap_or(""),
-                    )),
-                    Some("running") => running += 1,
+                match t.state() {
+                    "active" => active.push((t.created(), t.id())),
+                    "running" => running += 1,
                     _ => {}
                 }
             }
@@ -383,14 +380,14 @@ fn complete_job_if_done(data: &mut super::server::Data, job: &str) {
     let all_done = data
         .tasks
         .get(&job.to_lowercase())
-        .is_some_and(|tasks| tasks.all().all(|t| t.str("state") == Some("completed")));
+        .is_some_and(|tasks| tasks.all().all(|t| t.state() == "completed"));
     let Some(resource) = data.jobs.get_mut(job) else {
         return;
     };
     let terminate = resource
         .str("onAllTasksComplete")
         .is_some_and(|v| v.eq_ignore_ascii_case("terminatejob"));
-    if all_done && terminate && resource.str("state") == Some("active") {
+    if all_done && terminate && resource.state() == "active" {
         let now = now_string();
         resource.update([
             ("state", Value::from("completed")),

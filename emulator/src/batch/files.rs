@@ -2,14 +2,16 @@
 //! (`httpUrl`, or `storageContainerUrl` with `blobPrefix`, e.g. Azurite SAS URLs), and
 //! `outputFiles` uploaded to their container URL afterwards, per `uploadCondition`.
 //!
-//! An `httpUrl` file is fetched with a conditional GET: storage still checks each task's SAS,
-//! but a file many tasks share (the program itself) crosses the wire once per change, where
-//! the service would download it on every node; the copy is a hard link of the cached file.
+//! An `httpUrl` file is fetched with a conditional GET (storage checks the SAS), at most once a
+//! second per URL: a file many tasks share (the program itself) crosses the wire once per
+//! change, where the service would download it for every task; the copy is a hard link of the
+//! cached file.
 //! `fileMode` (octal, default `0770` as on Linux nodes) sets the file's permissions.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -21,8 +23,11 @@ const DOWNLOAD_ATTEMPTS: u32 = 4;
 #[derive(Debug)]
 pub struct DownloadCache {
     dir: PathBuf,
-    entries: Mutex<HashMap<String, (String, PathBuf)>>,
+    entries: Mutex<HashMap<String, (String, PathBuf, Instant)>>,
 }
+
+/// How long a revalidated download is used without asking storage again.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl DownloadCache {
     /// A cache keeping its copies in `dir` (created on first use).
@@ -33,8 +38,17 @@ impl DownloadCache {
         }
     }
 
-    fn lookup(&self, url: &str) -> Option<(String, PathBuf)> {
+    fn lookup(&self, url: &str) -> Option<(String, PathBuf, Instant)> {
         self.entries.lock().ok()?.get(url).cloned()
+    }
+
+    /// Records that storage just confirmed the cached copy of `url`.
+    fn checked(&self, url: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(url)
+        {
+            entry.2 = Instant::now();
+        }
     }
 
     /// Stores a fresh download and returns the cached file's path.
@@ -45,7 +59,10 @@ impl DownloadCache {
         std::fs::write(&file, bytes)
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(url.to_string(), (etag.to_string(), file.clone()));
+            entries.insert(
+                url.to_string(),
+                (etag.to_string(), file.clone(), Instant::now()),
+            );
         }
         Ok(file)
     }
@@ -190,12 +207,17 @@ async fn fetch_cached(
 ) -> Result<(), String> {
     let (plain, _) = url.split_once('?').unwrap_or((url, ""));
     let cached = cache.lookup(plain);
+    if let Some((_, file, checked)) = &cached
+        && checked.elapsed() < FRESH_FOR
+    {
+        return link(file, target);
+    }
     // Like the node agent, retry broken connections and server errors a few times.
     let mut attempt = 0;
     let response = loop {
         attempt += 1;
         let mut request = http.get(url).header("x-ms-version", "2022-11-02");
-        if let Some((etag, _)) = &cached {
+        if let Some((etag, _, _)) = &cached {
             request = request.header("If-None-Match", etag);
         }
         match request.send().await {
@@ -207,8 +229,9 @@ async fn fetch_cached(
         }
     };
     let source = if response.status() == reqwest::StatusCode::NOT_MODIFIED
-        && let Some((_, file)) = cached
+        && let Some((_, file, _)) = cached
     {
+        cache.checked(plain);
         file
     } else if response.status().is_success() {
         let etag = response
@@ -230,13 +253,18 @@ async fn fetch_cached(
             response.status()
         ));
     };
+    link(&source, target)
+}
+
+/// Puts a cached file at `target`: a hard link, or a copy where links do not work.
+fn link(source: &Path, target: &Path) -> Result<(), String> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
     let _ = std::fs::remove_file(target);
-    std::fs::hard_link(&source, target)
-        .or_else(|_| std::fs::copy(&source, target).map(|_| ()))
+    std::fs::hard_link(source, target)
+        .or_else(|_| std::fs::copy(source, target).map(|_| ()))
         .map_err(|e| format!("cannot write {}: {e}", target.display()))
 }
 

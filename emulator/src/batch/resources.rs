@@ -15,9 +15,46 @@ pub struct Resource {
     pub body: Map<String, Value>,
     /// When it last changed.
     pub last_modified: SystemTime,
+    /// Copies of `state`, `id` and `creationTime`, which the scheduler reads for every task on
+    /// every round (a JSON lookup each would cost more than the rest of the round).
+    state: String,
+    id: String,
+    created: String,
 }
 
 impl Resource {
+    /// A resource with this JSON.
+    pub fn new(body: Map<String, Value>, last_modified: SystemTime) -> Resource {
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        Resource {
+            state: text("state"),
+            id: text("id"),
+            created: text("creationTime"),
+            body,
+            last_modified,
+        }
+    }
+
+    /// Its `state`.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
+    /// Its `id`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its `creationTime`.
+    pub fn created(&self) -> &str {
+        &self.created
+    }
+
     /// The resource's ETag (quoted, as HTTP sends it).
     pub fn etag(&self) -> String {
         self.body
@@ -35,6 +72,9 @@ impl Resource {
     /// Sets fields and refreshes the ETag and times.
     pub fn update(&mut self, fields: impl IntoIterator<Item = (&'static str, Value)>) {
         for (k, v) in fields {
+            if k == "state" {
+                self.state = v.as_str().unwrap_or("").to_string();
+            }
             self.body.insert(k.to_string(), v);
         }
         stamp(&mut self.body, &mut self.last_modified);
@@ -94,10 +134,10 @@ impl Collection {
             .or_insert(Value::String(now));
         let mut last_modified = SystemTime::now();
         stamp(&mut body, &mut last_modified);
-        Ok(self.items.entry(key).or_insert(Resource {
-            body,
-            last_modified,
-        }))
+        Ok(self
+            .items
+            .entry(key)
+            .or_insert(Resource::new(body, last_modified)))
     }
 
     /// The resource with an id.

@@ -642,7 +642,7 @@ async fn terminate_job(
         .jobs
         .get_mut(&job)
         .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
-    if resource.str("state") == Some("completed") {
+    if resource.state() == "completed" {
         return Err(BatchError::new(
             StatusCode::CONFLICT,
             "JobCompleted",
@@ -940,7 +940,7 @@ async fn reactivate_task(
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
     let resource = task_mut(&mut data, &job, &task)?;
-    let failed = resource.str("state") == Some("completed")
+    let failed = resource.state() == "completed"
         && resource
             .body
             .get("executionInfo")
@@ -984,7 +984,7 @@ async fn remove_node(
         data.tasks
             .values()
             .flat_map(|tasks| tasks.all())
-            .filter(|t| t.str("state") == Some("running"))
+            .filter(|t| t.state() == "running")
             .filter(|t| {
                 t.body
                     .get("nodeInfo")
@@ -1110,7 +1110,7 @@ fn task_counts(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
             .and_then(|i| i.get("poolId"))
             .and_then(Value::as_str)
             .is_some_and(|p| p.eq_ignore_ascii_case(pool));
-        if !on_pool || job.str("state") != Some("active") {
+        if !on_pool || job.state() != "active" {
             continue;
         }
         let id = job.str("id").unwrap_or("").to_lowercase();
@@ -1248,10 +1248,7 @@ async fn list_nodes(
         .map(|list| {
             list.iter()
                 .filter_map(|n| match exec::node_json(&state.url, &pool, n) {
-                    Value::Object(body) => Some(Resource {
-                        body,
-                        last_modified: std::time::SystemTime::now(),
-                    }),
+                    Value::Object(body) => Some(Resource::new(body, std::time::SystemTime::now())),
                     _ => None,
                 })
                 .collect()
@@ -1355,10 +1352,7 @@ async fn list_task_files(
                 "properties".into(),
                 json!({"contentLength": meta.len(), "lastModified": modified, "contentType": "application/octet-stream"}),
             );
-            files.push(Resource {
-                body,
-                last_modified: std::time::SystemTime::now(),
-            });
+            files.push(Resource::new(body, std::time::SystemTime::now()));
         }
     }
     files.sort_by(|a, b| a.str("name").cmp(&b.str("name")));

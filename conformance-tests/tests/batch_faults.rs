@@ -1,0 +1,252 @@
+//! The azure-batch backend under faults, against the Batch emulator and a real Azurite: a node
+//! lost mid-job, a storm of 503s and 429s on the Batch API, a wrong account key, and a pool
+//! whose nodes cannot be allocated.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use redwood::azure::{AzureBatchBackendBuilder, BatchClient, BatchClientBuilder};
+use redwood::config::PoolConfig;
+use redwood::{Session, WaitFor};
+use redwood_conformance::functions::{sleep_echo, square};
+use redwood_emulator::azurite::Azurite;
+use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use serde_json::json;
+
+const ACCOUNT: &str = "faults";
+const KEY: &str = "ZmF1bHRzLWtleS1mb3ItdGVzdHMtb25seQ==";
+
+type TrialResult = Result<(), Failed>;
+
+/// What every trial gets: the emulator's URL and a storage connection string.
+#[derive(Clone)]
+struct Env {
+    url: String,
+    storage: String,
+}
+
+impl Env {
+    fn session(&self, pool: &str, key: &str, nodes: u32) -> Result<Session, Failed> {
+        let pool = PoolConfig {
+            id: pool.into(),
+            dedicated: nodes,
+            task_slots_per_node: 4,
+            ..Default::default()
+        };
+        let backend = AzureBatchBackendBuilder::new(&self.url, ACCOUNT, key)
+            .pool(pool)
+            .poll_interval(Duration::from_millis(100))
+            .allocation_timeout(Duration::from_secs(30))
+            .progress(false)
+            .build()
+            .map_err(|e| Failed::from(e.to_string()))?;
+        Session::builder()
+            .backend(Arc::new(backend))
+            .storage_url(format!("az://batch-faults-{}/s", std::process::id()))
+            .storage_option("connection_string", &self.storage)
+            .progress(false)
+            .build()
+            .map_err(|e| Failed::from(e.to_string()))
+    }
+
+    fn client(&self) -> Result<BatchClient, Failed> {
+        BatchClientBuilder::new(&self.url, ACCOUNT, KEY)
+            .build()
+            .map_err(|e| Failed::from(e.to_string()))
+    }
+
+    async fn admin(&self, path: &str, body: serde_json::Value) -> Result<(), Failed> {
+        self.client()?
+            .post("emulator_admin", &format!("/_emulator/{path}"), &body)
+            .await
+            .map(|_| ())
+            .map_err(|e| Failed::from(format!("admin {path}: {e}")))
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> Failed {
+    Failed::from(e.to_string())
+}
+
+/// A node is lost while tasks run on it: they are requeued by Batch (not retried by Redwood),
+/// and every result arrives once and right.
+async fn node_loss_loses_and_duplicates_nothing(env: Env) -> TrialResult {
+    let rw = env.session("lossy", KEY, 2)?;
+    let n = 24u64;
+    let job = rw
+        .map(sleep_echo, (0..n).map(|i| (400u64, i)))
+        .await
+        .map_err(fail)?;
+    job.wait(WaitFor::Any).await.map_err(fail)?;
+    let client = env.client()?;
+    let nodes = client
+        .list("list_nodes", "/pools/lossy/nodes", &[])
+        .await
+        .map_err(fail)?;
+    let node = nodes
+        .first()
+        .and_then(|n| n["id"].as_str())
+        .ok_or("the pool has no nodes")?
+        .to_string();
+    env.admin(&format!("pools/lossy/nodes/{node}/remove"), json!({}))
+        .await?;
+    let got = job.clone().collect().await.map_err(fail)?;
+    if got != (0..n).collect::<Vec<_>>() {
+        return Err(format!("results after the node loss: {got:?}").into());
+    }
+    if job.stats().retries != 0 {
+        return Err(format!("{} retries: requeues must not count", job.stats().retries).into());
+    }
+    let tasks = client
+        .list(
+            "list_tasks",
+            &format!("/jobs/{}/tasks", job.id()),
+            &[("$select", "id,executionInfo")],
+        )
+        .await
+        .map_err(fail)?;
+    let requeued = tasks
+        .iter()
+        .filter(|t| t["executionInfo"]["requeueCount"].as_u64().unwrap_or(0) > 0)
+        .count();
+    if requeued == 0 {
+        return Err("no task was running on the lost node: the test proved nothing".into());
+    }
+    Ok(())
+}
+
+/// 503s and 429s on a third of the Batch requests: the job still completes, all correct.
+async fn api_storm_is_ridden_out(env: Env) -> TrialResult {
+    let rw = env.session("stormy", KEY, 2)?;
+    rw.call(square, 1).await.map_err(fail)?; // the pool and the program, before the storm
+    let result = async {
+        for status in [503, 429] {
+            env.admin("faults", json!({"rate": 0.3, "status": status}))
+                .await?;
+            let got = rw
+                .map(square, 0..300u64)
+                .await
+                .map_err(fail)?
+                .collect()
+                .await
+                .map_err(fail)?;
+            if got != (0..300u64).map(|x| x * x).collect::<Vec<_>>() {
+                return Err(Failed::from(format!("wrong results under {status}s")));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    env.admin("faults", json!({"rate": 0})).await?;
+    result
+}
+
+/// A wrong account key is a clear error naming the account, not a hang.
+async fn wrong_key_names_the_account(env: Env) -> TrialResult {
+    let rw = env.session("redwood", "d3Jvbmcta2V5", 1)?;
+    let started = Instant::now();
+    let err = rw
+        .call(square, 2)
+        .await
+        .err()
+        .ok_or("a wrong key was accepted")?;
+    let text = err.to_string();
+    if !(text.contains(ACCOUNT) && text.contains("AuthenticationFailed") && text.contains("key")) {
+        return Err(format!("unclear error: {text}").into());
+    }
+    if started.elapsed() > Duration::from_secs(10) {
+        return Err(format!("took {:?}", started.elapsed()).into());
+    }
+    Ok(())
+}
+
+/// A pool whose nodes cannot be allocated is a clear error naming the pool and the reason.
+async fn allocation_failure_is_a_clear_error(env: Env) -> TrialResult {
+    env.admin(
+        "pools/doomed/allocation-failure",
+        json!({"code": "AccountCoreQuotaReached", "message": "core quota reached"}),
+    )
+    .await?;
+    let rw = env.session("doomed", KEY, 2)?;
+    let started = Instant::now();
+    let err = rw
+        .map(square, 0..4u64)
+        .await
+        .err()
+        .ok_or("a map on a pool without nodes was accepted")?;
+    let text = err.to_string();
+    if !(text.contains("doomed") && text.contains("AccountCoreQuotaReached")) {
+        return Err(format!("unclear error: {text}").into());
+    }
+    if started.elapsed() > Duration::from_secs(20) {
+        return Err(format!("took {:?}", started.elapsed()).into());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    redwood::worker_entry();
+    let args = Arguments::from_args();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = runtime.block_on(async {
+        let azurite = Azurite::start().await.map_err(|e| e.to_string())?;
+        let emulator = BatchEmulator::start(vec![BatchAccount {
+            name: ACCOUNT.into(),
+            key: KEY.into(),
+            bearer_token: None,
+        }])
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok::<_, String>((azurite, emulator))
+    });
+    let (azurite, emulator) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start Azurite and the Batch emulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let env = Env {
+        url: emulator.url(ACCOUNT).unwrap_or_default(),
+        storage: azurite.connection_string(&azurite.accounts()[0]),
+    };
+    type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
+    let cases: [(&str, Run); 4] = [
+        ("node_loss_loses_and_duplicates_nothing", |e| {
+            Box::pin(node_loss_loses_and_duplicates_nothing(e))
+        }),
+        ("api_storm_is_ridden_out", |e| {
+            Box::pin(api_storm_is_ridden_out(e))
+        }),
+        ("wrong_key_names_the_account", |e| {
+            Box::pin(wrong_key_names_the_account(e))
+        }),
+        ("allocation_failure_is_a_clear_error", |e| {
+            Box::pin(allocation_failure_is_a_clear_error(e))
+        }),
+    ];
+    let trials = cases
+        .into_iter()
+        .map(|(name, run)| {
+            let (rt, env) = (runtime.clone(), env.clone());
+            Trial::test(format!("azure-batch::faults::{name}"), move || {
+                rt.block_on(run(env))
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(emulator);
+    runtime.block_on(azurite.stop());
+    conclusion.exit_code()
+}
