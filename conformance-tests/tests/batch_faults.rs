@@ -1,6 +1,6 @@
 //! The azure-batch backend under faults, against the Batch emulator and a real Azurite: a node
-//! lost mid-job, a storm of 503s and 429s on the Batch API, a wrong account key, and a pool
-//! whose nodes cannot be allocated.
+//! lost mid-job, a storm of 503s and 429s on the Batch API, a wrong account key, a pool
+//! whose nodes cannot be allocated, and a reused pool smaller than configured.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -186,6 +186,26 @@ async fn allocation_failure_is_a_clear_error(env: Env) -> TrialResult {
     Ok(())
 }
 
+/// A pool that exists with fewer nodes than configured is reused and grown, not replaced.
+async fn reused_pool_grows_to_the_configuration(env: Env) -> TrialResult {
+    let small = env.session("growing", KEY, 1)?;
+    small.call(square, 3).await.map_err(fail)?;
+    let big = env.session("growing", KEY, 3)?;
+    if big.call(square, 4).await.map_err(fail)? != 16 {
+        return Err("wrong result".into());
+    }
+    let pool = env
+        .client()?
+        .get("get_pool", "/pools/growing")
+        .await
+        .map_err(fail)?;
+    if pool["targetDedicatedNodes"] != 3 {
+        return Err(format!("the pool was not grown: {pool}").into());
+    }
+    big.cleanup().await.map_err(fail)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     redwood::worker_entry();
     let args = Arguments::from_args();
@@ -222,7 +242,10 @@ fn main() -> ExitCode {
         storage: azurite.connection_string(&azurite.accounts()[0]),
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 4] = [
+    let cases: [(&str, Run); 5] = [
+        ("reused_pool_grows_to_the_configuration", |e| {
+            Box::pin(reused_pool_grows_to_the_configuration(e))
+        }),
         ("node_loss_loses_and_duplicates_nothing", |e| {
             Box::pin(node_loss_loses_and_duplicates_nothing(e))
         }),

@@ -326,6 +326,27 @@ impl AzureBatchBackend {
     }
 }
 
+impl Drop for AzureBatchBackend {
+    /// A pool left running costs money: say so when the session ends without a cleanup.
+    fn drop(&mut self) {
+        if let Ok(ready) = self.state.try_lock()
+            && ready.pool_ready
+            && self.pool.autoscale_formula.is_none()
+        {
+            let how = if ready.created_pool && !self.pool.keep {
+                "it was created for this session: call `Session::cleanup()` to delete it"
+            } else {
+                "delete it or resize it to 0 when you are done"
+            };
+            tracing::warn!(
+                pool = %self.pool.id,
+                "Batch pool `{}` is left running and its nodes are billed while idle; {how}",
+                self.pool.id
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl ComputeBackend for AzureBatchBackend {
     fn name(&self) -> &str {
@@ -501,6 +522,7 @@ impl ComputeBackend for AzureBatchBackend {
                     .released
                     .push(format!("Batch pool `{}`", self.pool.id));
             } else if ready.pool_ready && self.pool.autoscale_formula.is_none() {
+                ready.pool_ready = false; // warned here; not again on drop
                 let nodes = pool::node_count(&self.client, &self.pool.id)
                     .await
                     .unwrap_or(0);

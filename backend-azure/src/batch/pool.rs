@@ -58,8 +58,9 @@ pub(crate) fn pool_body(pool: &PoolConfig) -> Value {
 pub(crate) async fn ensure_pool(client: &BatchClient, pool: &PoolConfig) -> Result<bool> {
     let path = format!("/pools/{}", pool.id);
     match client.get("get_pool", &path).await {
-        Ok(_) => {
+        Ok(existing) => {
             tracing::info!(pool = %pool.id, "reusing the pool");
+            grow(client, pool, &existing).await?;
             Ok(false)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -73,6 +74,33 @@ pub(crate) async fn ensure_pool(client: &BatchClient, pool: &PoolConfig) -> Resu
         }
         Err(e) => Err(e.with_context("pool", &pool.id)),
     }
+}
+
+/// Resizes a reused pool (without autoscale) up to the configured node counts, e.g. one that
+/// was scaled down to 0 after an earlier run. A larger pool is left as it is.
+async fn grow(client: &BatchClient, pool: &PoolConfig, existing: &Value) -> Result<()> {
+    if pool.autoscale_formula.is_some() || existing["enableAutoScale"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    let dedicated = existing["targetDedicatedNodes"].as_u64().unwrap_or(0);
+    let spot = existing["targetLowPriorityNodes"].as_u64().unwrap_or(0);
+    let (want_dedicated, want_spot) = (u64::from(pool.dedicated), u64::from(pool.spot));
+    if dedicated >= want_dedicated && spot >= want_spot {
+        return Ok(());
+    }
+    if existing["allocationState"].as_str() == Some("resizing") {
+        return Ok(()); // already changing; wait for it
+    }
+    let body = json!({
+        "targetDedicatedNodes": dedicated.max(want_dedicated),
+        "targetLowPriorityNodes": spot.max(want_spot),
+    });
+    tracing::info!(pool = %pool.id, dedicated = want_dedicated, spot = want_spot, "resizing the pool");
+    client
+        .post("resize_pool", &format!("/pools/{}/resize", pool.id), &body)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.with_context("pool", &pool.id))
 }
 
 /// Waits until the pool's allocation is steady with nodes, showing progress on a terminal.

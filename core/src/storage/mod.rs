@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -34,7 +34,26 @@ pub trait Container: Send + Sync + fmt::Debug {
         permissions: &str,
         expiry: std::time::SystemTime,
     ) -> Result<String>;
+    /// Whether deleting many objects should use the store's bulk delete (default true).
+    fn bulk_delete(&self) -> bool {
+        true
+    }
+    /// Deletes objects one request each, several at once (where bulk delete is not used);
+    /// objects already gone are fine.
+    async fn delete_each(&self, blobs: Vec<String>) -> Result<()> {
+        let _ = blobs;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "container `{}` cannot delete objects one by one",
+                self.name()
+            ),
+        ))
+    }
 }
+
+/// Keys handed to one bulk delete round.
+const DELETE_CHUNK: usize = 4096;
 
 /// An object store plus the root prefix Redwood writes under.
 #[derive(Clone)]
@@ -441,13 +460,39 @@ impl Storage {
     /// Deletes every object under a prefix; returns how many it deleted.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
         let keys = self.list(prefix).await?;
-        for key in &keys {
-            match self.store.delete(key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.error("store.delete", key, e)),
+        let n = keys.len();
+        if let Some(container) = self.container.as_ref().filter(|c| !c.bulk_delete()) {
+            let blobs = keys.iter().map(|k| k.to_string()).collect();
+            container
+                .delete_each(blobs)
+                .await
+                .map_err(|e| e.with_context("prefix", prefix.as_ref()))?;
+            return Ok(n);
+        }
+        // In bulk: Azure deletes 256 blobs a request, other stores concurrently. A round that
+        // fails is tried once more.
+        for chunk in keys.chunks(DELETE_CHUNK) {
+            let mut last = None;
+            for _ in 0..2 {
+                let owned: Vec<Path> = chunk.to_vec(); // the stream must own its keys
+                let stream = futures::stream::iter(owned.into_iter().map(Ok)).boxed();
+                let mut deleted = self.store.delete_stream(stream);
+                last = None;
+                while let Some(result) = deleted.next().await {
+                    match result {
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if last.is_none() {
+                    break;
+                }
+            }
+            if let Some(e) = last {
+                return Err(self.error("store.delete", prefix, e));
             }
         }
-        Ok(keys.len())
+        Ok(n)
     }
 }
 

@@ -23,7 +23,9 @@ const DOWNLOAD_ATTEMPTS: u32 = 4;
 #[derive(Debug)]
 pub struct DownloadCache {
     dir: PathBuf,
-    entries: Mutex<HashMap<String, (String, PathBuf, Instant)>>,
+    /// By URL without its query: ETag, cached file, when storage last accepted it, and the
+    /// full URL it accepted then.
+    entries: Mutex<HashMap<String, (String, PathBuf, Instant, String)>>,
 }
 
 /// How long a revalidated download is used without asking storage again.
@@ -38,21 +40,28 @@ impl DownloadCache {
         }
     }
 
-    fn lookup(&self, url: &str) -> Option<(String, PathBuf, Instant)> {
+    fn lookup(&self, url: &str) -> Option<(String, PathBuf, Instant, String)> {
         self.entries.lock().ok()?.get(url).cloned()
     }
 
-    /// Records that storage just confirmed the cached copy of `url`.
-    fn checked(&self, url: &str) {
+    /// Records that storage just accepted `full_url` for the cached copy of `url`.
+    fn checked(&self, url: &str, full_url: &str) {
         if let Ok(mut entries) = self.entries.lock()
             && let Some(entry) = entries.get_mut(url)
         {
             entry.2 = Instant::now();
+            entry.3 = full_url.to_string();
         }
     }
 
     /// Stores a fresh download and returns the cached file's path.
-    fn store(&self, url: &str, etag: &str, bytes: &Bytes) -> Result<PathBuf, String> {
+    fn store(
+        &self,
+        url: &str,
+        full_url: &str,
+        etag: &str,
+        bytes: &Bytes,
+    ) -> Result<PathBuf, String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let file = self.dir.join(uuid_like());
@@ -61,7 +70,12 @@ impl DownloadCache {
         if let Ok(mut entries) = self.entries.lock() {
             entries.insert(
                 url.to_string(),
-                (etag.to_string(), file.clone(), Instant::now()),
+                (
+                    etag.to_string(),
+                    file.clone(),
+                    Instant::now(),
+                    full_url.to_string(),
+                ),
             );
         }
         Ok(file)
@@ -207,8 +221,10 @@ async fn fetch_cached(
 ) -> Result<(), String> {
     let (plain, _) = url.split_once('?').unwrap_or((url, ""));
     let cached = cache.lookup(plain);
-    if let Some((_, file, checked)) = &cached
+    // Skip asking storage only for the very URL (SAS included) it just accepted.
+    if let Some((_, file, checked, checked_url)) = &cached
         && checked.elapsed() < FRESH_FOR
+        && checked_url == url
     {
         return link(file, target);
     }
@@ -217,7 +233,7 @@ async fn fetch_cached(
     let response = loop {
         attempt += 1;
         let mut request = http.get(url).header("x-ms-version", "2022-11-02");
-        if let Some((etag, _, _)) = &cached {
+        if let Some((etag, ..)) = &cached {
             request = request.header("If-None-Match", etag);
         }
         match request.send().await {
@@ -229,9 +245,9 @@ async fn fetch_cached(
         }
     };
     let source = if response.status() == reqwest::StatusCode::NOT_MODIFIED
-        && let Some((_, file, _)) = cached
+        && let Some((_, file, ..)) = cached
     {
-        cache.checked(plain);
+        cache.checked(plain, url);
         file
     } else if response.status().is_success() {
         let etag = response
@@ -244,7 +260,7 @@ async fn fetch_cached(
             .await
             .map_err(|e| format!("cannot download {plain}: {e}"))?;
         match etag {
-            Some(etag) => cache.store(plain, &etag, &bytes)?,
+            Some(etag) => cache.store(plain, url, &etag, &bytes)?,
             None => return write(target, bytes),
         }
     } else {

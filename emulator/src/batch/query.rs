@@ -194,6 +194,8 @@ fn parse_filter(text: &str) -> Result<Filter, BatchError> {
                     .filter(|t| humantime::parse_rfc3339_weak(t).is_ok())
                     .ok_or_else(bad)?,
                 None => match quoted(value) {
+                    // Text compares only for (in)equality, as in the service.
+                    Some(_) if !matches!(op, Op::Eq | Op::Ne) => return Err(bad()),
                     Some(text) => text,
                     // Unquoted: numbers and booleans only.
                     None if op == Op::Eq || op == Op::Ne || value.parse::<f64>().is_ok() => {
@@ -281,6 +283,7 @@ mod tests {
         let (page, next) = q(&[("maxresults", "2"), ("$skiptoken", "2")]).page(items.iter());
         assert_eq!((page.len(), next), (1, None));
         assert!(ListOptions::parse(&[("$filter".into(), "state gt x".into())]).is_err());
+        assert!(ListOptions::parse(&[("$filter".into(), "state gt 'x'".into())]).is_err());
         assert!(ListOptions::parse(&[("$filter".into(), "state like 'x'".into())]).is_err());
         let mut late = item("d", "completed");
         late.insert(
