@@ -210,24 +210,6 @@ fn own_binary_hash() -> Result<String> {
     Ok(redwood_core::raw::binary::current_binary_hash()?.to_string())
 }
 
-/// The URL path of a key: each segment percent-encoded.
-pub(crate) fn encode_key(key: &str) -> String {
-    key.split('/')
-        .map(|part| {
-            part.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// Blob reads and writes through SAS URLs, on a small runtime of its own.
 struct BlobIo {
     http: reqwest::Client,
@@ -275,7 +257,12 @@ impl BlobIo {
     }
 
     fn fetch(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
-        let url = format!("{}/{}?{}", self.container, encode_key(key), self.read_sas);
+        let url = format!(
+            "{}/{}?{}",
+            self.container,
+            redwood_core::storage::encode_blob_path(key),
+            self.read_sas
+        );
         self.with_retries("read", key, || {
             let mut request = self.http.get(&url).header("x-ms-version", "2021-08-06");
             if let Some(r) = &range {

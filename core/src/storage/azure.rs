@@ -268,7 +268,8 @@ fn encode_query(s: &str) -> String {
     out
 }
 
-fn encode_path(s: &str) -> String {
+/// A blob key as a URL path: each segment percent-encoded (unreserved characters kept).
+pub fn encode_path(s: &str) -> String {
     s.split('/').map(encode_query).collect::<Vec<_>>().join("/")
 }
 

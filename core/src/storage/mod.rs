@@ -3,6 +3,8 @@
 
 #[cfg(feature = "azure")]
 mod azure;
+#[cfg(feature = "azure")]
+pub use azure::encode_path as encode_blob_path;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
