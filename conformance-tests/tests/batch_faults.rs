@@ -29,6 +29,7 @@ struct Env {
 
 impl Env {
     fn session(&self, pool: &str, key: &str, nodes: u32) -> Result<Session, Failed> {
+        let pool_id = pool.to_string();
         let pool = PoolConfig {
             id: pool.into(),
             dedicated: nodes,
@@ -44,7 +45,11 @@ impl Env {
             .map_err(|e| Failed::from(e.to_string()))?;
         Session::builder()
             .backend(Arc::new(backend))
-            .storage_url(format!("az://batch-faults-{}/s", std::process::id()))
+            // A root per pool: trials run at once, and one's cleanup must not delete another's.
+            .storage_url(format!(
+                "az://batch-faults-{}/{pool_id}",
+                std::process::id()
+            ))
             .storage_option("connection_string", &self.storage)
             .progress(false)
             .build()

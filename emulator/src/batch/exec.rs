@@ -138,6 +138,9 @@ struct Placement {
     coordination: Option<String>,
     /// Multi-instance: the nodes of the instances other than the primary.
     others: Vec<(String, PathBuf)>,
+    /// Receives why the task is stopped from outside. Its switch is registered while the task
+    /// is placed, so a node lost before the process starts still stops it.
+    stop: tokio::sync::oneshot::Receiver<Stop>,
 }
 
 impl Placement {
@@ -304,6 +307,10 @@ pub fn schedule(state: &Arc<AccountState>) {
                     .unwrap_or_default();
                 env.push(("AZ_BATCH_TASK_RETRY_COUNT".into(), retry.to_string()));
                 running += 1;
+                let (switch, stop) = tokio::sync::oneshot::channel();
+                state
+                    .running()
+                    .insert((job.to_lowercase(), task_id.to_lowercase()), switch);
                 placements.push(Placement {
                     job: job.clone(),
                     task: task_id.clone(),
@@ -328,6 +335,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                         .and_then(Value::as_str)
                         .map(str::to_string),
                     others,
+                    stop,
                 });
             }
         }
@@ -346,12 +354,12 @@ fn list(body: &serde_json::Map<String, Value>, name: &str) -> Vec<Value> {
 }
 
 /// Runs one placed task to its end and records the outcome.
-async fn run(state: Arc<AccountState>, p: Placement) {
+async fn run(state: Arc<AccountState>, mut p: Placement) {
     let task_dir = p.task_dir(&p.node_dir);
     let wd = task_dir.join("wd");
     let key = (p.job.to_lowercase(), p.task.to_lowercase());
-    let (switch, stop) = tokio::sync::oneshot::channel();
-    state.running().insert(key.clone(), switch);
+    let (_, unused) = tokio::sync::oneshot::channel();
+    let stop = std::mem::replace(&mut p.stop, unused);
     let outcome = execute(&state, &p, &task_dir, &wd, stop).await;
     state.running().remove(&key);
     {
