@@ -25,8 +25,8 @@
 
 pub use redwood_core::{
     Blob, Broadcast, ByteVector, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats,
-    RemoteFn, Result, ResultRef, Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind,
-    TaskOptions, WaitFor, WaitSummary, context,
+    MpiShape, MpiWorld, RemoteFn, Result, ResultRef, Session, SessionBuilder, Storage, Task,
+    TaskError, TaskErrorKind, TaskOptions, WaitFor, WaitSummary, context,
 };
 pub use redwood_macros::{main, remote};
 

@@ -180,3 +180,31 @@ pub fn sigkill_self(x: u32) -> u32 {
     std::thread::sleep(std::time::Duration::from_secs(30));
     x
 }
+
+/// One rank of an MPI task: leaves a marker in the working folder, and rank 0 waits (up to
+/// 20 s) for every rank's marker, proving all ranks ran. Returns (rank, size, hosts, ranks
+/// seen). `fail_rank` makes that rank fail.
+#[redwood::remote]
+pub fn mpi_world(
+    tag: String,
+    fail_rank: Option<u32>,
+) -> Result<(u32, u32, usize, Vec<u32>), String> {
+    let world = redwood::context::mpi().ok_or("not an MPI task")?;
+    if fail_rank == Some(world.rank) {
+        return Err(format!("rank {} fails on purpose", world.rank));
+    }
+    let marker = |rank: u32| std::path::PathBuf::from(format!("redwood-rank-{tag}-{rank}"));
+    std::fs::write(marker(world.rank), b"").map_err(|e| e.to_string())?;
+    let mut seen = Vec::new();
+    if world.is_root() && fail_rank.is_none() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            seen = (0..world.size).filter(|&r| marker(r).exists()).collect();
+            if seen.len() == world.size as usize || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok((world.rank, world.size, world.hosts.len(), seen))
+}

@@ -1,6 +1,6 @@
 //! The azure-batch backend under faults, against the Batch emulator and a real Azurite: a node
 //! lost mid-job, a storm of 503s and 429s on the Batch API, a wrong account key, a pool
-//! whose nodes cannot be allocated, and a reused pool smaller than configured.
+//! whose nodes cannot be allocated, a reused pool smaller than configured; and MPI tasks.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::azure::{AzureBatchBackendBuilder, BatchClient, BatchClientBuilder};
 use redwood::config::PoolConfig;
-use redwood::{Session, WaitFor};
-use redwood_conformance::functions::{sleep_echo, square};
+use redwood::{Session, TaskOptions, WaitFor};
+use redwood_conformance::functions::{mpi_world, sleep_echo, square};
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
 use serde_json::json;
@@ -29,13 +29,17 @@ struct Env {
 
 impl Env {
     fn session(&self, pool: &str, key: &str, nodes: u32) -> Result<Session, Failed> {
-        let pool_id = pool.to_string();
         let pool = PoolConfig {
             id: pool.into(),
             dedicated: nodes,
             task_slots_per_node: 4,
             ..Default::default()
         };
+        self.session_on(pool, key)
+    }
+
+    fn session_on(&self, pool: PoolConfig, key: &str) -> Result<Session, Failed> {
+        let pool_id = pool.id.clone();
         let backend = AzureBatchBackendBuilder::new(&self.url, ACCOUNT, key)
             .pool(pool)
             .poll_interval(Duration::from_millis(100))
@@ -119,6 +123,75 @@ async fn node_loss_loses_and_duplicates_nothing(env: Env) -> TrialResult {
     if requeued == 0 {
         return Err("no task was running on the lost node: the test proved nothing".into());
     }
+    Ok(())
+}
+
+/// An MPI task (`TaskOptions::mpi`) is one multi-instance Batch task: every rank runs (through
+/// the emulator's `mpirun`), sees its rank, the world size and the host list, and rank 0's
+/// value is the result. A failing rank fails the task; a pool that cannot run it is refused.
+async fn mpi_task_runs_every_rank(env: Env) -> TrialResult {
+    let pool = PoolConfig {
+        id: "mpi".into(),
+        dedicated: 2,
+        inter_node_communication: true,
+        ..Default::default()
+    };
+    let rw = env.session_on(pool, KEY)?;
+    let options = TaskOptions::new().mpi(2, 2);
+    let got = rw
+        .map_with(
+            mpi_world,
+            [("a".to_string(), None), ("b".to_string(), None)],
+            options.clone(),
+        )
+        .await
+        .map_err(fail)?
+        .collect()
+        .await
+        .map_err(fail)?;
+    for world in &got {
+        if *world != (0, 4, 2, vec![0, 1, 2, 3]) {
+            return Err(format!("rank 0 saw (rank, size, hosts, ranks) = {world:?}").into());
+        }
+    }
+    let err = rw
+        .call_with(mpi_world, ("c".to_string(), Some(3)), options.clone())
+        .await
+        .err()
+        .ok_or("a failing rank did not fail the task")?
+        .to_string();
+    if !err.contains("MPI launcher exited") || !err.contains("rank 3 fails on purpose") {
+        return Err(format!("unclear error for a failing rank: {err}").into());
+    }
+    let err = rw
+        .call_with(
+            mpi_world,
+            ("d".to_string(), None),
+            TaskOptions::new().mpi(3, 1),
+        )
+        .await
+        .err()
+        .ok_or("3 nodes on a pool of 2 was accepted")?
+        .to_string();
+    if !err.contains("has 2 nodes") {
+        return Err(format!("unclear error for too many nodes: {err}").into());
+    }
+    let flat = env.session("flat", KEY, 1)?;
+    let err = flat
+        .call_with(
+            mpi_world,
+            ("e".to_string(), None),
+            TaskOptions::new().mpi(1, 1),
+        )
+        .await
+        .err()
+        .ok_or("a pool without inter-node communication was accepted")?
+        .to_string();
+    if !err.contains("inter_node_communication") {
+        return Err(format!("unclear error for a pool without it: {err}").into());
+    }
+    rw.cleanup().await.map_err(fail)?;
+    flat.cleanup().await.map_err(fail)?;
     Ok(())
 }
 
@@ -247,7 +320,10 @@ fn main() -> ExitCode {
         storage: azurite.connection_string(&azurite.accounts()[0]),
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 5] = [
+    let cases: [(&str, Run); 6] = [
+        ("mpi_task_runs_every_rank", |e| {
+            Box::pin(mpi_task_runs_every_rank(e))
+        }),
         ("reused_pool_grows_to_the_configuration", |e| {
             Box::pin(reused_pool_grows_to_the_configuration(e))
         }),

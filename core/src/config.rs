@@ -130,6 +130,11 @@ pub struct PoolConfig {
     /// Inter-node communication (needed by MPI tasks).
     #[serde(default)]
     pub inter_node_communication: bool,
+    /// The MPI launcher that starts an MPI task's ranks on the primary node; `{np}` is the
+    /// number of ranks, `{ppn}` ranks per node, `$AZ_BATCH_HOST_LIST` the nodes (default
+    /// `mpirun -n {np} -ppn {ppn} -hosts $AZ_BATCH_HOST_LIST`, Intel MPI and MPICH syntax).
+    #[serde(default = "default_mpi_launcher")]
+    pub mpi_launcher: String,
     /// Keep a pool Redwood created when the session cleans up (default: delete it).
     #[serde(default)]
     pub keep: bool,
@@ -151,6 +156,7 @@ impl Default for PoolConfig {
             start_task: None,
             container_image: None,
             inter_node_communication: false,
+            mpi_launcher: default_mpi_launcher(),
             keep: false,
             allocation_timeout: None,
         }
@@ -168,6 +174,9 @@ fn default_dedicated() -> u32 {
 }
 fn default_slots() -> u32 {
     1
+}
+fn default_mpi_launcher() -> String {
+    "mpirun -n {np} -ppn {ppn} -hosts $AZ_BATCH_HOST_LIST".into()
 }
 
 /// A marketplace VM image and the Batch node agent for it.

@@ -16,6 +16,7 @@ pub use storage::Storage;
 pub use types::blob::Blob;
 pub use types::broadcast::{Broadcast, ByteVector};
 pub use types::job::{Job, WaitFor, WaitSummary};
+pub use types::mpi::{MpiShape, MpiWorld};
 pub use types::options::TaskOptions;
 pub use types::remote::{IntoArgs, RemoteFn};
 pub use types::result_ref::ResultRef;
@@ -41,6 +42,12 @@ pub mod context {
     /// The job id of the running task, if this is a worker running one.
     pub fn job_id() -> Option<String> {
         current_task().map(|t| t.job)
+    }
+
+    /// Where this process sits in a multi-node task's MPI world (`TaskOptions::mpi`): rank,
+    /// size, hosts. `None` outside such a task.
+    pub fn mpi() -> Option<crate::types::mpi::MpiWorld> {
+        crate::raw::worker::mpi_world().cloned()
     }
 
     /// Whether this code runs inside a remote task.

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::client::{BatchClient, BatchClientBuilder};
 use super::monitor::{ADDS_IN_FLIGHT, CancelSignal, Monitor};
-use super::pool;
+use super::pool::{self, PoolFacts};
 use super::tasks::{JobTemplate, chunks};
 
 /// The backend's name in configuration.
@@ -54,6 +54,8 @@ struct Settings {
 #[derive(Debug, Default)]
 struct Ready {
     pool_ready: bool,
+    /// How the pool is set up, once allocated.
+    pool_facts: Option<PoolFacts>,
     created_pool: bool,
     /// The sha256 of the program nodes run, once read.
     program: Option<String>,
@@ -150,11 +152,11 @@ impl AzureBatchBackend {
     }
 
     /// Makes the pool ready and the program uploaded; returns the program's sha256.
-    async fn prepare(&self, storage: &Storage) -> Result<String> {
+    async fn prepare(&self, storage: &Storage) -> Result<(String, PoolFacts)> {
         let mut ready = self.state.lock().await;
-        if !ready.pool_ready {
+        if !ready.pool_ready || ready.pool_facts.is_none() {
             ready.created_pool = pool::ensure_pool(&self.client, &self.pool).await?;
-            pool::wait_allocated(
+            let facts = pool::wait_allocated(
                 &self.client,
                 &self.pool,
                 self.settings.allocation_timeout,
@@ -162,8 +164,12 @@ impl AzureBatchBackend {
                 self.settings.progress,
             )
             .await?;
+            ready.pool_facts = Some(facts);
             ready.pool_ready = true;
         }
+        let facts = ready.pool_facts.clone().ok_or_else(|| {
+            Error::new(ErrorKind::Unexpected, "the pool is ready but was not read")
+        })?;
         // The program is read and hashed once; each store gets it once.
         let sha = match &ready.program {
             Some(sha) => sha.clone(),
@@ -180,7 +186,7 @@ impl AzureBatchBackend {
             upload_program(storage, &storage.layout().binary(&sha), bytes).await?;
             ready.uploaded.insert(id);
         }
-        Ok(sha)
+        Ok((sha, facts))
     }
 
     /// The program nodes run, checked to be one they can start.
@@ -360,6 +366,7 @@ impl ComputeBackend for AzureBatchBackend {
         c.retries = true;
         c.concurrency_limit = true;
         c.survives_client = true;
+        c.mpi = true;
         c
     }
 
@@ -377,7 +384,10 @@ impl ComputeBackend for AzureBatchBackend {
                     ),
                 ));
             }
-            let binary = self.prepare(&storage).await?;
+            let (binary, pool_facts) = self.prepare(&storage).await?;
+            if let Some(shape) = request.job.options.mpi {
+                pool_facts.check_mpi(shape)?;
+            }
             let (input, ranges) = self.inputs(&request).await?;
             let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
             let (container, read_sas) = read_url
@@ -402,6 +412,7 @@ impl ComputeBackend for AzureBatchBackend {
                 input,
                 infra_retries: self.settings.infra_retries,
                 sas_valid_for: self.settings.sas_valid_for,
+                mpi_launcher: self.pool.mpi_launcher.clone(),
             };
             let job = request.job.id.clone();
             let mut bodies = Vec::with_capacity(request.tasks.len());

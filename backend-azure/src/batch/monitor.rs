@@ -51,6 +51,8 @@ struct Completed {
     index: u64,
     attempt: u32,
     item: Value,
+    /// An MPI task: its exit code is the launcher's.
+    mpi: bool,
 }
 
 impl Monitor {
@@ -89,6 +91,12 @@ impl Monitor {
                     async move {
                         let (outcome, stored) =
                             read_outcome(&storage, &client, &job, &function, &c).await;
+                        let exit = c.item["executionInfo"]["exitCode"].as_i64().unwrap_or(0);
+                        if c.mpi && exit != 0 && matches!(outcome, Outcome::Ok(_)) {
+                            // Rank 0 stored its result, but another rank failed the launcher.
+                            let failed = crash_error(&client, &job, &function, &c).await;
+                            return (c, failed, false);
+                        }
                         (c, outcome, stored)
                     }
                 })
@@ -174,6 +182,7 @@ impl Monitor {
                     index,
                     attempt,
                     item,
+                    mpi: self.template.spec.options.mpi.is_some(),
                 });
             }
         }
@@ -302,6 +311,7 @@ impl Monitor {
             index,
             attempt,
             item: Value::Null,
+            mpi: false,
         };
         let options_retries = self.template.spec.options.retries;
         // No retry of a retry that could not be added.
@@ -367,6 +377,7 @@ impl Monitor {
                 index,
                 attempt: self.template.spec.options.retries.max(attempt),
                 item: Value::Null,
+                mpi: false,
             };
             self.settle(c, outcome, true, &mut Vec::new()).await;
         }
@@ -467,6 +478,11 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
                     "the worker process was killed{}",
                     redwood_core::types::task_error::killed_by(x - 128)
                 ),
+                (Some(x), _) if c.mpi => {
+                    format!(
+                        "the MPI launcher exited with code {x}: a rank failed or could not start"
+                    )
+                }
                 (Some(x), _) => {
                     format!("the worker process exited with code {x} without storing an outcome")
                 }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use redwood_core::config::{ImageConfig, PoolConfig};
-use redwood_core::{Error, ErrorKind, Result};
+use redwood_core::{Error, ErrorKind, MpiShape, Result};
 use serde_json::{Value, json};
 
 use super::client::BatchClient;
@@ -111,7 +111,7 @@ pub(crate) async fn wait_allocated(
     timeout: Duration,
     poll: Duration,
     progress: bool,
-) -> Result<()> {
+) -> Result<PoolFacts> {
     let path = format!("/pools/{}", pool.id);
     let started = Instant::now();
     let bar = (progress && std::io::stderr().is_terminal()).then(|| {
@@ -149,7 +149,7 @@ pub(crate) async fn wait_allocated(
             if !errors.is_empty() {
                 tracing::warn!(pool = %pool.id, errors = ?errors, "the pool has fewer nodes than asked for");
             }
-            break Ok(());
+            break Ok(PoolFacts::of(&p));
         }
         if steady && current == 0 {
             let why = if errors.is_empty() {
@@ -183,6 +183,69 @@ pub(crate) async fn wait_allocated(
     result
 }
 
+/// What submissions check against: how the allocated pool is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolFacts {
+    /// The pool id.
+    pub id: String,
+    /// `enableInterNodeCommunication`.
+    pub inter_node: bool,
+    /// `taskSlotsPerNode`.
+    pub slots_per_node: u64,
+    /// Target dedicated + spot nodes (unknown under autoscale).
+    pub nodes: Option<u64>,
+}
+
+impl PoolFacts {
+    /// Reads them from a pool's JSON.
+    pub fn of(pool: &Value) -> Self {
+        let n = |name: &str| pool[name].as_u64().unwrap_or(0);
+        PoolFacts {
+            id: pool["id"].as_str().unwrap_or_default().to_string(),
+            inter_node: pool["enableInterNodeCommunication"].as_bool() == Some(true),
+            slots_per_node: pool["taskSlotsPerNode"].as_u64().unwrap_or(1),
+            nodes: (pool["enableAutoScale"].as_bool() != Some(true))
+                .then(|| n("targetDedicatedNodes") + n("targetLowPriorityNodes")),
+        }
+    }
+
+    /// Whether an MPI task of `shape` can run here; the error says what to change.
+    pub fn check_mpi(&self, shape: MpiShape) -> Result<()> {
+        let refuse = |why: String| {
+            Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "TaskOptions::mpi({}, {}) cannot run on Batch pool `{}`: {why}",
+                    shape.nodes, shape.procs_per_node, self.id
+                ),
+            ))
+        };
+        if !self.inter_node {
+            return refuse(
+                "it was made without inter-node communication (set \
+                 `inter_node_communication = true` in the pool's configuration and use a new \
+                 pool id: Batch cannot change it on an existing pool)"
+                    .into(),
+            );
+        }
+        if self.slots_per_node != 1 {
+            return refuse(format!(
+                "it runs {} tasks per node, and Batch runs multi-instance tasks only on pools \
+                 with `task_slots_per_node = 1`",
+                self.slots_per_node
+            ));
+        }
+        if let Some(nodes) = self.nodes
+            && u64::from(shape.nodes) > nodes
+        {
+            return refuse(format!(
+                "it has {nodes} nodes (raise `dedicated` or `spot`)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How many nodes a pool has, for the warning about an idle pool left running.
 pub(crate) async fn node_count(client: &BatchClient, pool: &str) -> Result<u64> {
     let p = client.get("get_pool", &format!("/pools/{pool}")).await?;
@@ -193,6 +256,28 @@ pub(crate) async fn node_count(client: &BatchClient, pool: &str) -> Result<u64> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mpi_needs_inter_node_communication_one_slot_and_enough_nodes() {
+        let shape = MpiShape {
+            nodes: 2,
+            procs_per_node: 4,
+        };
+        let pool = |inter: bool, slots: u64, nodes: u64| {
+            PoolFacts::of(&json!({"id": "p", "enableInterNodeCommunication": inter,
+                "taskSlotsPerNode": slots, "targetDedicatedNodes": nodes}))
+        };
+        assert!(pool(true, 1, 2).check_mpi(shape).is_ok());
+        let e = pool(false, 1, 2).check_mpi(shape).unwrap_err().to_string();
+        assert!(
+            e.contains("inter_node_communication") && e.contains("`p`"),
+            "{e}"
+        );
+        let e = pool(true, 4, 2).check_mpi(shape).unwrap_err().to_string();
+        assert!(e.contains("task_slots_per_node = 1"), "{e}");
+        let e = pool(true, 1, 1).check_mpi(shape).unwrap_err().to_string();
+        assert!(e.contains("has 1 nodes"), "{e}");
+    }
 
     #[test]
     fn pool_body_follows_the_configuration() {

@@ -55,6 +55,8 @@ pub(crate) struct JobTemplate {
     pub infra_retries: u32,
     /// How long SAS URLs stay valid.
     pub sas_valid_for: Duration,
+    /// The command line prefix that starts an MPI task's ranks (`{np}`, `{ppn}` filled in).
+    pub mpi_launcher: String,
 }
 
 impl JobTemplate {
@@ -93,6 +95,7 @@ impl JobTemplate {
             range,
             result_url,
             timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
+            mpi: options.mpi,
         };
         let spec_json = serde_json::to_string(&spec).map_err(|e| {
             redwood_core::Error::new(
@@ -101,22 +104,47 @@ impl JobTemplate {
             )
         })?;
         let file = self.file_name();
-        let mut constraints = json!({ "maxTaskRetryCount": self.infra_retries });
+        // An MPI task's launcher exits non-zero when any rank fails: Batch must not rerun it,
+        // Redwood's own retries (TaskOptions::retries) decide.
+        let batch_retries = if options.mpi.is_some() {
+            0
+        } else {
+            self.infra_retries
+        };
+        let mut constraints = json!({ "maxTaskRetryCount": batch_retries });
         if let Some(t) = options.timeout {
             let limit = t + WALL_CLOCK_GRACE;
             constraints["maxWallClockTime"] = json!(format!("PT{}S", limit.as_secs().max(1)));
         }
-        Ok(json!({
+        let program = json!({ "httpUrl": self.binary_url, "filePath": file, "fileMode": "0755" });
+        let mut body = json!({
             "id": task_id(index, attempt),
             // Batch does not start Linux command lines in a shell; this one needs $VARS.
             "commandLine": format!("/bin/sh -c 'exec \"$AZ_BATCH_TASK_WORKING_DIR/{file}\"'"),
-            "resourceFiles": [{ "httpUrl": self.binary_url, "filePath": file, "fileMode": "0755" }],
+            "resourceFiles": [program],
             "environmentSettings": [
                 { "name": redwood_core::raw::worker::WORKER_ENV, "value": MODE },
                 { "name": TASK_ENV, "value": spec_json },
             ],
             "constraints": constraints,
-        }))
+        });
+        if let Some(shape) = options.mpi {
+            // A multi-instance task: every node gets the program in its task folder (the same
+            // path everywhere, $AZ_BATCH_TASK_SHARED_DIR); the primary starts the ranks.
+            let launcher = self
+                .mpi_launcher
+                .replace("{np}", &shape.ranks().to_string())
+                .replace("{ppn}", &shape.procs_per_node.to_string());
+            let command = format!("{launcher} \"$AZ_BATCH_TASK_SHARED_DIR/{file}\"");
+            body["commandLine"] = json!(format!("/bin/sh -c '{}'", command.replace('\'', "'\\''")));
+            body["resourceFiles"] = json!([]);
+            body["multiInstanceSettings"] = json!({
+                "numberOfInstances": shape.nodes,
+                "coordinationCommandLine": "/bin/true",
+                "commonResourceFiles": [program],
+            });
+        }
+        Ok(body)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
 use redwood_core::raw::worker::{self, WORKER_ENV, WorkerIo};
-use redwood_core::{Error, ErrorKind, Result, TaskError, TaskErrorKind};
+use redwood_core::{Error, ErrorKind, MpiShape, MpiWorld, Result, TaskError, TaskErrorKind};
 use serde::{Deserialize, Serialize};
 
 /// The value of `REDWOOD_WORKER` for a Batch task.
@@ -23,6 +23,8 @@ pub const EXIT_BAD_SPEC: i32 = 2;
 /// Exit code: the outcome could not be stored (Batch retries the task up to its
 /// `maxTaskRetryCount`).
 pub const EXIT_NOT_STORED: i32 = 3;
+/// Exit code of an MPI rank other than 0 whose function failed (the error is on stderr).
+pub const EXIT_RANK_FAILED: i32 = 4;
 
 /// What a Batch task tells its worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,9 @@ pub struct TaskSpec {
     pub result_url: String,
     /// The per-attempt timeout, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// An MPI task: every rank runs the function, rank 0 stores the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mpi: Option<MpiShape>,
 }
 
 /// Whether this process was started as a Batch worker.
@@ -82,6 +87,21 @@ fn run() -> std::result::Result<(), (i32, Error)> {
             })
         })
         .map_err(|e| (EXIT_BAD_SPEC, e))?;
+    let world = match spec.mpi {
+        None => None,
+        Some(shape) => {
+            let hosts = std::env::var("AZ_BATCH_HOST_LIST").unwrap_or_default();
+            let world = MpiWorld::from_env(|n| std::env::var(n).ok(), &hosts, shape);
+            match world {
+                Some(w) => {
+                    worker::install_mpi_world(w.clone());
+                    Some(w)
+                }
+                // Stored as the task's error: no launcher said which rank this is.
+                None => return store_launcher_error(&spec),
+            }
+        }
+    };
     let plain_http =
         spec.container.starts_with("http://") && spec.result_url.starts_with("http://");
     let io =
@@ -111,9 +131,38 @@ fn run() -> std::result::Result<(), (i32, Error)> {
             format!("cannot read the task's arguments: {e}"),
         ),
     };
+    if let Some(w) = world.filter(|w| !w.is_root()) {
+        // Only rank 0 stores; another rank's failure fails the launcher, hence the task.
+        return match outcome {
+            Outcome::Ok(_) => Ok(()),
+            Outcome::Err(e) => Err((
+                EXIT_RANK_FAILED,
+                Error::new(ErrorKind::Backend, format!("MPI rank {}: {e}", w.rank)),
+            )),
+        };
+    }
+    store(&io, &spec, outcome)
+}
+
+fn store(io: &BlobIo, spec: &TaskSpec, outcome: Outcome) -> std::result::Result<(), (i32, Error)> {
     let bytes = outcome.to_stored().map_err(|e| (EXIT_NOT_STORED, e))?;
     io.put(&spec.result_url, Bytes::from(bytes))
         .map_err(|e| (EXIT_NOT_STORED, e))
+}
+
+/// An MPI task started without a launcher's rank variables: every process stores the same error.
+fn store_launcher_error(spec: &TaskSpec) -> std::result::Result<(), (i32, Error)> {
+    let plain_http =
+        spec.container.starts_with("http://") && spec.result_url.starts_with("http://");
+    let io = BlobIo::new(&spec.container, &spec.read_sas, plain_http).map_err(|e| (1, e))?;
+    let outcome = failed(
+        spec,
+        TaskErrorKind::Refused,
+        "this MPI task was started without an MPI launcher: none of PMI_RANK, \
+         OMPI_COMM_WORLD_RANK, PMIX_RANK is set (check the pool's `mpi_launcher`)"
+            .to_string(),
+    );
+    store(&io, spec, outcome)
 }
 
 fn failed(spec: &TaskSpec, kind: TaskErrorKind, message: String) -> Outcome {

@@ -82,6 +82,20 @@ impl Capabilities {
         if o.concurrency.is_some() && !self.concurrency_limit {
             return unsupported("a concurrency limit (TaskOptions::concurrency)");
         }
+        if let Some(shape) = o.mpi {
+            if !self.mpi {
+                return unsupported("multi-node MPI tasks (TaskOptions::mpi)");
+            }
+            if shape.nodes == 0 || shape.procs_per_node == 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "TaskOptions::mpi({}, {}): nodes and procs_per_node must be at least 1",
+                        shape.nodes, shape.procs_per_node
+                    ),
+                ));
+            }
+        }
         if o.concurrency == Some(0) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -279,4 +293,37 @@ pub trait ComputeBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Releases what the backend holds.
     async fn cleanup(&self, request: CleanupRequest) -> Result<CleanupReply>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(options: TaskOptions) -> JobSpec {
+        JobSpec {
+            id: "j".into(),
+            function: "f".into(),
+            signature: 0,
+            binary: "b".into(),
+            task_count: 1,
+            options,
+        }
+    }
+
+    #[test]
+    fn mpi_is_refused_unless_declared_and_needs_a_shape() {
+        let none = Capabilities::none();
+        let e = none
+            .check("local", &job(TaskOptions::new().mpi(2, 4)), &[])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("TaskOptions::mpi"), "{e}");
+        let mut mpi = Capabilities::none();
+        mpi.mpi = true;
+        assert!(mpi.check("b", &job(TaskOptions::new().mpi(2, 4)), &[]).is_ok());
+        let e = mpi
+            .check("b", &job(TaskOptions::new().mpi(0, 4)), &[])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
 }

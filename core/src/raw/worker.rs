@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::envelope::{Outcome, TaskEnvelope};
 use crate::raw::registry::{self, InvokeError};
+use crate::types::mpi::MpiWorld;
 use crate::types::task_error::{TaskError, TaskErrorKind};
 
 /// The environment variable a backend sets when it starts a process as a worker; its value
@@ -63,6 +64,19 @@ pub struct TaskContext {
 }
 
 static CURRENT: RwLock<Option<TaskContext>> = RwLock::new(None);
+
+static MPI_WORLD: OnceLock<MpiWorld> = OnceLock::new();
+
+/// Records this process's place in an MPI task's world (a backend's worker does it once, before
+/// the task runs), for [`crate::context::mpi`].
+pub fn install_mpi_world(world: MpiWorld) {
+    let _ = MPI_WORLD.set(world);
+}
+
+/// This process's place in an MPI task's world, if it runs one rank of such a task.
+pub fn mpi_world() -> Option<&'static MpiWorld> {
+    MPI_WORLD.get()
+}
 
 /// The task running in this process, if this is a worker running one.
 pub fn current_task() -> Option<TaskContext> {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::mpi::MpiShape;
+
 /// Options for the tasks of one `call` or `map`. Backends declare which they honour; asking a
 /// backend for an option it did not declare is an `Unsupported` error, never silently ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +21,9 @@ pub struct TaskOptions {
     pub timeout: Option<Duration>,
     /// The most tasks of this job running at once.
     pub concurrency: Option<usize>,
+    /// Runs each task as one multi-node MPI task (backends that declare `mpi`).
+    #[serde(default)]
+    pub mpi: Option<MpiShape>,
 }
 
 impl Default for TaskOptions {
@@ -29,6 +34,7 @@ impl Default for TaskOptions {
             max_backoff: Duration::from_secs(30),
             timeout: None,
             concurrency: None,
+            mpi: None,
         }
     }
 }
@@ -60,6 +66,18 @@ impl TaskOptions {
     /// Kills an attempt that runs longer than `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs each task as an MPI task over `nodes` nodes with `procs_per_node` ranks on each
+    /// (on Azure Batch: a multi-instance task on a pool with inter-node communication). Every
+    /// rank runs the function, sees its place with [`crate::context::mpi`], and rank 0's return
+    /// value is the task's result.
+    pub fn mpi(mut self, nodes: u32, procs_per_node: u32) -> Self {
+        self.mpi = Some(MpiShape {
+            nodes,
+            procs_per_node,
+        });
         self
     }
 

@@ -29,6 +29,23 @@ pub struct Node {
 /// Nodes by pool id (lower-cased).
 pub type Nodes = HashMap<String, Vec<Node>>;
 
+/// The folder (under the emulator's root) with the emulator's `mpirun`.
+const MPI_BIN: &str = "mpi-bin";
+
+/// Writes the emulator's `mpirun` (and `mpiexec`), which multi-instance tasks find first on
+/// their `PATH`: it starts the ranks as local processes, since every node is this machine.
+pub fn install_mpirun(root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(MPI_BIN);
+    std::fs::create_dir_all(&dir)?;
+    for name in ["mpirun", "mpiexec"] {
+        let path = dir.join(name);
+        std::fs::write(&path, include_str!("mpirun.sh"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 /// Why a running task's process was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -134,6 +151,10 @@ struct Placement {
     slots: i64,
     resource_files: Vec<Value>,
     output_files: Vec<Value>,
+    /// A multi-instance task (it gets the host list and the emulator's `mpirun`).
+    multi_instance: bool,
+    /// Multi-instance: files every instance downloads into its task folder.
+    common_files: Vec<Value>,
     /// Multi-instance: the command every instance runs first.
     coordination: Option<String>,
     /// Multi-instance: the nodes of the instances other than the primary.
@@ -328,6 +349,14 @@ pub fn schedule(state: &Arc<AccountState>) {
                     slots,
                     resource_files: list(&task.body, "resourceFiles"),
                     output_files: list(&task.body, "outputFiles"),
+                    multi_instance: task.body.contains_key("multiInstanceSettings"),
+                    common_files: task
+                        .body
+                        .get("multiInstanceSettings")
+                        .and_then(|m| m.get("commonResourceFiles"))
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
                     coordination: task
                         .body
                         .get("multiInstanceSettings")
@@ -441,6 +470,18 @@ async fn execute(
     if let Err(why) = files::download(&state.http, &state.downloads, &p.resource_files, wd).await {
         return RunEnd::ResourceFiles(why);
     }
+    for (_, node_dir) in p.instances().iter().filter(|_| p.multi_instance) {
+        // Common resource files go to every instance's task folder, above its working folder.
+        let dir = p.task_dir(node_dir);
+        if let Err(e) = std::fs::create_dir_all(dir.join("wd")) {
+            return RunEnd::NotStarted(format!("cannot create {}: {e}", dir.display()));
+        }
+        if let Err(why) =
+            files::download(&state.http, &state.downloads, &p.common_files, &dir).await
+        {
+            return RunEnd::ResourceFiles(why);
+        }
+    }
     if let Some(coordination) = &p.coordination
         && let Err(end) = coordinate(state, p, coordination).await
     {
@@ -513,8 +554,10 @@ fn shell(
         .env("AZ_BATCH_TASK_DIR", task_dir)
         .env("AZ_BATCH_TASK_WORKING_DIR", &wd)
         .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
-    if p.coordination.is_some() || !p.others.is_empty() {
+    if p.multi_instance {
         let instances = p.instances();
+        let path = std::env::var("PATH").unwrap_or_default();
+        let mpi_bin = state.root.path().join(MPI_BIN);
         let hosts = vec!["127.0.0.1"; instances.len()].join(",");
         let nodes: Vec<String> = instances.iter().map(|(id, _)| id.clone()).collect();
         command
@@ -525,7 +568,8 @@ fn shell(
                 "AZ_BATCH_IS_CURRENT_NODE_MASTER",
                 (node == p.node).to_string(),
             )
-            .env("AZ_BATCH_TASK_SHARED_DIR", task_dir);
+            .env("AZ_BATCH_TASK_SHARED_DIR", task_dir)
+            .env("PATH", format!("{}:{path}", mpi_bin.display()));
     }
     for (k, v) in &p.env {
         command.env(k, v);

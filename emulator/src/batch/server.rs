@@ -78,6 +78,7 @@ impl BatchEmulator {
                 .prefix(&format!("redwood-batch-{}-", account.name))
                 .tempdir()?;
             let downloads = super::files::DownloadCache::new(root.path().join("downloads"));
+            exec::install_mpirun(root.path())?;
             let state = Arc::new(AccountState {
                 url: format!("http://{addr}"),
                 downloads,
@@ -124,7 +125,7 @@ pub(super) struct AccountState {
     pub(super) account: BatchAccount,
     data: Mutex<Data>,
     /// The nodes' folders (removed when the emulator stops).
-    root: tempfile::TempDir,
+    pub(super) root: tempfile::TempDir,
     /// Signals the scheduler that something changed.
     pub(super) changed: tokio::sync::Notify,
     /// Stop switches of running tasks.
