@@ -49,8 +49,11 @@ pub mod local {
 /// The Azure Batch backend.
 #[cfg(feature = "azure")]
 pub mod azure {
+    /// The credential trait Entra ID sign-in takes (any `azure_identity` credential).
+    pub use redwood_azure::batch::credential::TokenCredential;
     pub use redwood_azure::batch::{
-        AzureBatchBackend, AzureBatchBackendBuilder, BatchClient, BatchClientBuilder,
+        AzureBatchBackend, AzureBatchBackendBuilder, BATCH_SCOPE, BatchClient, BatchClientBuilder,
+        CredentialKind,
     };
 }
 

@@ -17,6 +17,8 @@ use serde_json::json;
 
 const ACCOUNT: &str = "faults";
 const KEY: &str = "ZmF1bHRzLWtleS1mb3ItdGVzdHMtb25seQ==";
+/// The Entra ID token the emulated account accepts, which the stand-in `az` prints.
+const TOKEN: &str = "faults-entra-id-token";
 
 type TrialResult = Result<(), Failed>;
 
@@ -54,6 +56,20 @@ impl Env {
                 "az://batch-faults-{}/{pool_id}",
                 std::process::id()
             ))
+            .storage_option("connection_string", &self.storage)
+            .progress(false)
+            .build()
+            .map_err(|e| Failed::from(e.to_string()))
+    }
+
+    fn session_with_backend(
+        &self,
+        backend: Arc<dyn redwood::raw::backend::ComputeBackend>,
+        root: &str,
+    ) -> Result<Session, Failed> {
+        Session::builder()
+            .backend(backend)
+            .storage_url(format!("az://batch-faults-{}/{root}", std::process::id()))
             .storage_option("connection_string", &self.storage)
             .progress(false)
             .build()
@@ -195,6 +211,119 @@ async fn mpi_task_runs_every_rank(env: Env) -> TrialResult {
     Ok(())
 }
 
+/// Microsoft Entra ID: with `batch_auth = "azure-cli"` (and no key) the backend signs with
+/// bearer tokens that azure_identity's Azure CLI credential gets from `az` (here a stand-in
+/// script on PATH printing the emulated account's token), asked for once and then reused; a
+/// token the account does not accept is a clear error naming the account.
+async fn entra_id_tokens_sign_requests(env: Env) -> TrialResult {
+    let calls = az_calls()?;
+    let config = redwood::config::Config {
+        backend: "azure-batch".into(),
+        regions: vec![redwood::config::RegionConfig {
+            batch_url: Some(env.url.clone()),
+            batch_account: Some(ACCOUNT.into()),
+            batch_auth: Some("azure-cli".into()),
+            pool: PoolConfig {
+                id: "entra".into(),
+                ..Default::default()
+            },
+            poll_interval: Some("100ms".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let loaded = redwood::config::LoadedConfig::from_config(config);
+    let backend = redwood::raw::factory::build_backend(&loaded).map_err(fail)?;
+    let rw = env.session_with_backend(backend, "entra")?;
+    let got = rw
+        .map(square, 0..20u64)
+        .await
+        .map_err(fail)?
+        .collect()
+        .await
+        .map_err(fail)?;
+    if got != (0..20u64).map(|x| x * x).collect::<Vec<_>>() {
+        return Err(format!("wrong results with Entra ID: {got:?}").into());
+    }
+    let asked = az_calls()? - calls;
+    if asked != 1 {
+        return Err(format!("`az` was run {asked} times; the token must be reused").into());
+    }
+    rw.cleanup().await.map_err(fail)?;
+
+    let wrong = Arc::new(FixedToken("not-the-token"));
+    let backend = AzureBatchBackendBuilder::with_credential(&env.url, ACCOUNT, wrong)
+        .progress(false)
+        .build()
+        .map_err(fail)?;
+    let rw = env.session_with_backend(Arc::new(backend), "entra-wrong")?;
+    let err = rw
+        .call(square, 2)
+        .await
+        .err()
+        .ok_or("a wrong token was accepted")?
+        .to_string();
+    if !(err.contains(ACCOUNT) && err.contains("access token is not valid")) {
+        return Err(format!("unclear error for a wrong token: {err}").into());
+    }
+    Ok(())
+}
+
+/// A credential that always gives the same token.
+#[derive(Debug)]
+struct FixedToken(&'static str);
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FixedToken {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let expires = azure_core::time::OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        Ok(azure_core::credentials::AccessToken::new(self.0, expires))
+    }
+}
+
+/// The folder holding the stand-in `az`, and the file it counts its runs in.
+fn az_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("redwood-faults-az-{}", std::process::id()))
+}
+
+fn az_calls() -> Result<usize, Failed> {
+    let log = az_dir().join("calls");
+    Ok(std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .count())
+}
+
+/// Writes a stand-in for the Azure CLI's `az account get-access-token -o json --scope S`: it
+/// checks the scope is Batch's and prints the token in the CLI's JSON shape.
+fn install_fake_az() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = az_dir();
+    std::fs::create_dir_all(&dir)?;
+    let script = format!(
+        r#"#!/bin/sh
+echo "$*" >> "{log}"
+case "$*" in
+  *"--scope {scope}"*) ;;
+  *) echo "ERROR: unexpected arguments: $*" >&2; exit 1 ;;
+esac
+expires=$(( $(date +%s) + 3600 ))
+printf '{{"accessToken":"{TOKEN}","expiresOn":"%s","expires_on":%s,"tokenType":"Bearer"}}
+'   "$(date -d @$expires '+%Y-%m-%d %H:%M:%S.000000')" "$expires"
+"#,
+        log = dir.join("calls").display(),
+        scope = redwood::azure::BATCH_SCOPE,
+    );
+    let path = dir.join("az");
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
 /// 503s and 429s on a third of the Batch requests: the job still completes, all correct.
 async fn api_storm_is_ridden_out(env: Env) -> TrialResult {
     let rw = env.session("stormy", KEY, 2)?;
@@ -286,6 +415,17 @@ async fn reused_pool_grows_to_the_configuration(env: Env) -> TrialResult {
 
 fn main() -> ExitCode {
     redwood::worker_entry();
+    match install_fake_az() {
+        Ok(dir) => {
+            let path = std::env::var("PATH").unwrap_or_default();
+            // SAFETY: no other thread runs yet.
+            unsafe { std::env::set_var("PATH", format!("{}:{path}", dir.display())) };
+        }
+        Err(e) => {
+            eprintln!("cannot write the stand-in `az`: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let args = Arguments::from_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -302,7 +442,7 @@ fn main() -> ExitCode {
         let emulator = BatchEmulator::start(vec![BatchAccount {
             name: ACCOUNT.into(),
             key: KEY.into(),
-            bearer_token: None,
+            bearer_token: Some(TOKEN.into()),
         }])
         .await
         .map_err(|e| e.to_string())?;
@@ -320,7 +460,10 @@ fn main() -> ExitCode {
         storage: azurite.connection_string(&azurite.accounts()[0]),
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 6] = [
+    let cases: [(&str, Run); 7] = [
+        ("entra_id_tokens_sign_requests", |e| {
+            Box::pin(entra_id_tokens_sign_requests(e))
+        }),
         ("mpi_task_runs_every_rank", |e| {
             Box::pin(mpi_task_runs_every_rank(e))
         }),
@@ -350,6 +493,7 @@ fn main() -> ExitCode {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
+    let _ = std::fs::remove_dir_all(az_dir());
     drop(emulator);
     runtime.block_on(azurite.stop());
     conclusion.exit_code()

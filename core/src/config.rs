@@ -66,6 +66,11 @@ pub struct RegionConfig {
     /// The Batch account's shared key (base64).
     #[serde(default)]
     pub batch_key: Option<String>,
+    /// How Batch requests are signed: `shared-key` (the default when a key is set), or a
+    /// Microsoft Entra ID credential: `client-secret`, `managed-identity`, `workload-identity`,
+    /// `azure-cli`, `developer-tools`, `auto` (the default without a key).
+    #[serde(default)]
+    pub batch_auth: Option<String>,
     /// The pool tasks run on.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -88,6 +93,7 @@ impl std::fmt::Debug for RegionConfig {
             .field("batch_url", &self.batch_url)
             .field("batch_account", &self.batch_account)
             .field("batch_key", &self.batch_key.as_ref().map(|_| "<redacted>"))
+            .field("batch_auth", &self.batch_auth)
             .field("pool", &self.pool)
             .field("poll_interval", &self.poll_interval)
             .field("sas_valid_for", &self.sas_valid_for)

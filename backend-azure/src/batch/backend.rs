@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::client::{BatchClient, BatchClientBuilder};
+use super::credential::CredentialKind;
 use super::monitor::{ADDS_IN_FLIGHT, CancelSignal, Monitor};
 use super::pool::{self, PoolFacts};
 use super::tasks::{JobTemplate, chunks};
@@ -76,8 +77,25 @@ pub struct AzureBatchBackendBuilder {
 impl AzureBatchBackendBuilder {
     /// A backend on the account at `url`, signing with its shared key, on the default pool.
     pub fn new(url: impl Into<String>, account: impl Into<String>, key: impl Into<String>) -> Self {
+        Self::from_client(BatchClientBuilder::new(url, account, key))
+    }
+
+    /// A backend on the account at `url`, signing with Microsoft Entra ID tokens from
+    /// `credential` (any `azure_identity` credential, or one from [`CredentialKind::build`]).
+    pub fn with_credential(
+        url: impl Into<String>,
+        account: impl Into<String>,
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Self {
+        Self::from_client(BatchClientBuilder::with_credential(
+            url, account, credential,
+        ))
+    }
+
+    /// A backend using the client `client` builds (its URL, account, auth and retries).
+    pub fn from_client(client: BatchClientBuilder) -> Self {
         AzureBatchBackendBuilder {
-            client: BatchClientBuilder::new(url, account, key),
+            client,
             pool: PoolConfig::default(),
             settings: Settings {
                 poll: Duration::from_secs(1),
@@ -636,17 +654,30 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
                  REDWOOD_BATCH_ACCOUNT",
             )
         })?;
-    let key = from_env_or(&region.batch_key, "REDWOOD_BATCH_KEY").ok_or_else(|| {
-        config.error(
-            "regions",
-            &account,
-            format!(
-                "no key for Batch account `{account}`: set `batch_key` in the region or \
-                 REDWOOD_BATCH_KEY (Microsoft Entra ID sign-in is not built yet)"
-            ),
-        )
-    })?;
-    let mut builder = AzureBatchBackendBuilder::new(url, account, key)
+    let key = from_env_or(&region.batch_key, "REDWOOD_BATCH_KEY");
+    let auth = from_env_or(&region.batch_auth, "REDWOOD_BATCH_AUTH");
+    let client = match (auth.as_deref(), key) {
+        (None | Some("shared-key"), Some(key)) => BatchClientBuilder::new(url, account, key),
+        (Some("shared-key"), None) => {
+            return Err(config.error(
+                "regions",
+                &account,
+                format!(
+                    "`batch_auth = \"shared-key\"` but Batch account `{account}` has no key: set \
+                     `batch_key` in the region or REDWOOD_BATCH_KEY"
+                ),
+            ));
+        }
+        (auth, _) => {
+            let kind = CredentialKind::parse(auth.unwrap_or("auto"))
+                .map_err(|e| config.error("regions", &account, e.to_string()))?;
+            let credential = kind
+                .build()
+                .map_err(|e| config.error("regions", &account, e.to_string()))?;
+            BatchClientBuilder::with_credential(url, account, credential)
+        }
+    };
+    let mut builder = AzureBatchBackendBuilder::from_client(client)
         .pool(region.pool.clone())
         .poll_interval(duration(
             config,

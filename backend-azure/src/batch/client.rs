@@ -13,6 +13,16 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::auth::authorization;
+use super::credential::TokenSource;
+
+/// How requests are signed.
+#[derive(Clone)]
+enum Auth {
+    /// The account's SharedKey.
+    SharedKey(String),
+    /// Entra ID bearer tokens.
+    Token(TokenSource),
+}
 use super::error::{is_retryable, parse_error};
 
 /// The api-version this client speaks.
@@ -24,7 +34,7 @@ pub struct BatchClient {
     http: reqwest::Client,
     base: Url,
     account: String,
-    key: String,
+    auth: Auth,
     api_version: String,
     max_retries: u32,
     backoff: Duration,
@@ -37,7 +47,13 @@ impl fmt::Debug for BatchClient {
         f.debug_struct("BatchClient")
             .field("url", &self.base.as_str())
             .field("account", &self.account)
-            .field("key", &"<redacted>")
+            .field(
+                "auth",
+                &match &self.auth {
+                    Auth::SharedKey(_) => "shared key (redacted)",
+                    Auth::Token(_) => "Entra ID",
+                },
+            )
             .finish()
     }
 }
@@ -47,7 +63,7 @@ impl fmt::Debug for BatchClient {
 pub struct BatchClientBuilder {
     url: String,
     account: String,
-    key: String,
+    auth: Auth,
     api_version: String,
     max_retries: u32,
     backoff: Duration,
@@ -69,10 +85,23 @@ impl BatchClientBuilder {
         BatchClientBuilder {
             url: url.into(),
             account: account.into(),
-            key: key.into(),
+            auth: Auth::SharedKey(key.into()),
             api_version: API_VERSION.into(),
             max_retries: 6,
             backoff: Duration::from_millis(200),
+        }
+    }
+
+    /// A client of the account at `url` that signs with Microsoft Entra ID bearer tokens from
+    /// `credential` (scope `https://batch.core.windows.net//.default`), renewed before they expire.
+    pub fn with_credential(
+        url: impl Into<String>,
+        account: impl Into<String>,
+        credential: Arc<dyn azure_core::credentials::TokenCredential>,
+    ) -> Self {
+        BatchClientBuilder {
+            auth: Auth::Token(TokenSource::new(credential)),
+            ..BatchClientBuilder::new(url, account, "")
         }
     }
 
@@ -96,9 +125,10 @@ impl BatchClientBuilder {
         let base = Url::parse(&self.url)
             .map_err(|e| bad(format!("`{}` is not a Batch account URL: {e}", self.url)))?;
         use base64::Engine;
-        if base64::engine::general_purpose::STANDARD
-            .decode(&self.key)
-            .is_err()
+        if let Auth::SharedKey(key) = &self.auth
+            && base64::engine::general_purpose::STANDARD
+                .decode(key)
+                .is_err()
         {
             return Err(bad("the account key is not valid base64".into()));
         }
@@ -111,7 +141,7 @@ impl BatchClientBuilder {
             http,
             base,
             account: self.account,
-            key: self.key,
+            auth: self.auth,
             api_version: self.api_version,
             max_retries: self.max_retries,
             backoff: self.backoff,
@@ -232,8 +262,14 @@ impl BatchClient {
             );
             headers.insert("content-length", HeaderValue::from(b.len()));
         }
-        let auth = authorization(&self.account, &self.key, method, url, &headers)
-            .map_err(|why| (Error::new(ErrorKind::Config, why), None))?;
+        let auth = match &self.auth {
+            Auth::SharedKey(key) => authorization(&self.account, key, method, url, &headers)
+                .map_err(|why| (Error::new(ErrorKind::Config, why), None))?,
+            Auth::Token(source) => source
+                .authorization(&self.account)
+                .await
+                .map_err(|e| (e, None))?,
+        };
         self.sent.fetch_add(1, Ordering::Relaxed);
         let mut request = self.http.request(method.clone(), url.clone());
         for (name, value) in &headers {

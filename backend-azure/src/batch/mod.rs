@@ -4,6 +4,7 @@
 mod auth;
 pub mod backend;
 pub mod client;
+pub mod credential;
 mod error;
 mod monitor;
 mod pool;
@@ -12,3 +13,4 @@ pub mod worker;
 
 pub use backend::{AzureBatchBackend, AzureBatchBackendBuilder};
 pub use client::{BatchClient, BatchClientBuilder, TaskAddResult};
+pub use credential::{BATCH_SCOPE, CredentialKind};

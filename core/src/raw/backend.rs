@@ -320,7 +320,10 @@ mod tests {
         assert!(e.to_string().contains("TaskOptions::mpi"), "{e}");
         let mut mpi = Capabilities::none();
         mpi.mpi = true;
-        assert!(mpi.check("b", &job(TaskOptions::new().mpi(2, 4)), &[]).is_ok());
+        assert!(
+            mpi.check("b", &job(TaskOptions::new().mpi(2, 4)), &[])
+                .is_ok()
+        );
         let e = mpi
             .check("b", &job(TaskOptions::new().mpi(0, 4)), &[])
             .unwrap_err();
