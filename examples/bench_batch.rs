@@ -2,9 +2,14 @@
 //! Azurite): `map` of N no-op tasks (default 10,000). Reports the submit time (until `map`
 //! returns: inputs stored, Batch job made, every task added), the Batch requests it took, the
 //! list requests per completed task, and the time to the last result; medians over `--runs`.
-//! Then Microsoft's `azure-batch` Python SDK adds the same number of tasks with
-//! `create_task_collection` (100 a request) to the same emulator, one request at a time and 8
-//! at a time, for comparison.
+//!
+//! Microsoft's `azure-batch` Python SDK adds the same number of tasks with
+//! `create_task_collection` (100 a request, one request at a time and 8 at a time) to the same
+//! emulator, under the same two conditions as Redwood's submit:
+//! - idle: nothing else runs while the tasks are added (Redwood: a job limited to one running
+//!   task, cancelled once submitted; Python: a pool without nodes);
+//! - busy: the tasks start on the pool's nodes while later ones are still being added (both on
+//!   the same pool; Python's tasks run `/bin/true`, Redwood's the no-op function).
 //!
 //! `cargo run --release --features azure --example bench_batch [-- --tasks N] [--runs R]
 //!  [--nodes 2] [--slots 16] [--python PATH]`
@@ -71,7 +76,7 @@ from concurrent.futures import ThreadPoolExecutor
 from azure.batch import BatchClient, models
 from azure.core.credentials import AzureNamedKeyCredential
 
-n = int(sys.argv[1]); in_flight = int(sys.argv[2]); job = sys.argv[3]
+n = int(sys.argv[1]); in_flight = int(sys.argv[2]); job = sys.argv[3]; pool_id = sys.argv[4]
 client = BatchClient(endpoint=os.environ["REDWOOD_BATCH_URL"],
                      credential=AzureNamedKeyCredential(os.environ["REDWOOD_BATCH_ACCOUNT"], os.environ["REDWOOD_BATCH_KEY"]))
 try:
@@ -81,7 +86,8 @@ try:
             node_agent_sku_id="batch.node.ubuntu 24.04")))
 except Exception:
     pass  # made by an earlier run
-client.create_job(models.BatchJobCreateOptions(id=job, pool_info=models.BatchPoolInfo(pool_id="idle")))
+client.create_job(models.BatchJobCreateOptions(id=job, pool_info=models.BatchPoolInfo(pool_id=pool_id),
+    all_tasks_complete_mode="terminatejob"))
 groups = [models.BatchTaskGroup(task_values=[
             models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true")
             for i in range(start, min(start + 100, n))]) for start in range(0, n, 100)]
@@ -95,6 +101,9 @@ else:
     with ThreadPoolExecutor(in_flight) as pool:
         list(pool.map(add, groups))
 print(f"{time.perf_counter() - started:.4f}")
+if pool_id != "idle":  # the idle pool has no nodes: its jobs just stay
+    while client.get_job(job).state != "completed":  # let its tasks finish before the next run
+        time.sleep(0.2)
 "#;
 
 async fn python_submit(
@@ -103,6 +112,7 @@ async fn python_submit(
     tasks: u64,
     in_flight: u32,
     job: &str,
+    pool: &str,
 ) -> Result<f64, String> {
     let out = tokio::process::Command::new(python)
         .args([
@@ -111,6 +121,7 @@ async fn python_submit(
             &tasks.to_string(),
             &in_flight.to_string(),
             job,
+            pool,
         ])
         .env("REDWOOD_BATCH_URL", url)
         .env("REDWOOD_BATCH_ACCOUNT", ACCOUNT)
@@ -149,6 +160,7 @@ async fn main() -> redwood::Result<()> {
         task_slots_per_node: slots,
         ..Default::default()
     };
+    let pool_id = pool.id.clone();
     let backend = Arc::new(
         redwood::azure::AzureBatchBackendBuilder::new(&url, ACCOUNT, KEY)
             .pool(pool)
@@ -167,6 +179,20 @@ async fn main() -> redwood::Result<()> {
     // Warm up: the pool, the program upload.
     rw.map(noop, 0..10u64).await?.collect().await?;
 
+    // Idle: one task at a time may run; the job is cancelled once every task is added.
+    let mut idle = Vec::new();
+    for run in 0..runs {
+        let started = Instant::now();
+        let job = rw
+            .map_with(noop, 0..tasks, TaskOptions::new().concurrency(1))
+            .await?;
+        let submit = started.elapsed().as_secs_f64();
+        job.cancel().await?;
+        println!("idle run {run}: submit {submit:.3} s");
+        idle.push(submit);
+    }
+
+    // Busy: tasks run on every slot while later ones are added; wait for all results.
     let (mut submits, mut totals, mut requests, mut polls) = (vec![], vec![], vec![], vec![]);
     for run in 0..runs {
         let before = backend.client().requests_sent();
@@ -181,8 +207,8 @@ async fn main() -> redwood::Result<()> {
         assert!(got.iter().enumerate().all(|(i, v)| *v == i as u64));
         let poll = backend.poll_requests() - polls_before;
         println!(
-            "run {run}: submit {:.3} s ({sent} Batch requests), all {tasks} results in {:.1} s \
-             ({:.0} tasks/s), {poll} list requests ({:.4} per task)",
+            "busy run {run}: submit {:.3} s ({sent} Batch requests), all {tasks} results in \
+             {:.1} s ({:.0} tasks/s), {poll} list requests ({:.4} per task)",
             submit.as_secs_f64(),
             total.as_secs_f64(),
             tasks as f64 / total.as_secs_f64(),
@@ -193,11 +219,11 @@ async fn main() -> redwood::Result<()> {
         requests.push(sent as f64);
         polls.push(poll as f64 / tasks as f64);
     }
-    let redwood_submit = median(submits);
+    let (idle_submit, busy_submit) = (median(idle), median(submits));
     println!(
         "redwood azure-batch, {tasks} no-op tasks, {nodes} nodes x {slots} slots: median submit \
-         {redwood_submit:.3} s, {:.0} Batch requests to submit, {:.4} list requests per completed \
-         task, {:.1} s to the last result",
+         {idle_submit:.3} s idle, {busy_submit:.3} s busy; {:.0} Batch requests to submit, \
+         {:.4} list requests per completed task, {:.1} s to the last result",
         median(requests),
         median(polls),
         median(totals)
@@ -209,25 +235,32 @@ async fn main() -> redwood::Result<()> {
              redwood-emulator --test python_sdk` once, or pass --python)"
         ),
         Some(python) => {
-            for in_flight in [1u32, 8] {
-                let mut times = Vec::new();
-                for run in 0..runs {
-                    let job = format!("py{in_flight}-{run}");
-                    match python_submit(&python, &url, tasks, in_flight, &job).await {
-                        Ok(t) => times.push(t),
-                        Err(e) => {
-                            println!("Python SDK run failed: {e}");
-                            break;
+            let conditions = [
+                ("idle", "idle", idle_submit),
+                ("busy", pool_id.as_str(), busy_submit),
+            ];
+            for (condition, pool, ours) in conditions {
+                for in_flight in [1u32, 8] {
+                    let mut times = Vec::new();
+                    for run in 0..runs {
+                        let job = format!("py-{condition}-{in_flight}-{run}");
+                        match python_submit(&python, &url, tasks, in_flight, &job, pool).await {
+                            Ok(t) => times.push(t),
+                            Err(e) => {
+                                println!("Python SDK run failed: {e}");
+                                break;
+                            }
                         }
                     }
-                }
-                if !times.is_empty() {
-                    let t = median(times);
-                    println!(
-                        "python azure-batch SDK create_task_collection, {in_flight} in flight: \
-                         median {t:.3} s for {tasks} tasks; redwood is {:.1}x faster",
-                        t / redwood_submit
-                    );
+                    if !times.is_empty() {
+                        let t = median(times);
+                        println!(
+                            "python azure-batch SDK create_task_collection, {condition}, \
+                             {in_flight} in flight: median {t:.3} s for {tasks} tasks; redwood \
+                             ({ours:.3} s) is {:.2}x faster",
+                            t / ours
+                        );
+                    }
                 }
             }
         }

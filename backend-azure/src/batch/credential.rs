@@ -194,6 +194,9 @@ mod tests {
             CredentialKind::AzureCli
         );
         let e = CredentialKind::parse("password").unwrap_err().to_string();
-        assert!(e.contains("password") && e.contains("workload-identity"), "{e}");
+        assert!(
+            e.contains("password") && e.contains("workload-identity"),
+            "{e}"
+        );
     }
 }
