@@ -284,12 +284,16 @@ impl AzureBatchBackend {
         Ok((key.to_string(), ranges))
     }
 
-    async fn add_job(&self, job: &str, concurrency: Option<usize>) -> Result<()> {
+    async fn add_job(&self, template: &JobTemplate) -> Result<()> {
+        let (job, concurrency) = (&template.spec.id, template.spec.options.concurrency);
+        let (environment, preparation) = template.job_settings()?;
         let mut body = json!({
             "id": job,
             "poolInfo": { "poolId": self.pool.id },
             "constraints": { "maxTaskRetryCount": self.settings.infra_retries },
             "onAllTasksComplete": "noaction",
+            "commonEnvironmentSettings": environment,
+            "jobPreparationTask": preparation,
         });
         if let Some(n) = concurrency {
             body["maxParallelTasks"] = json!(n);
@@ -439,7 +443,7 @@ impl ComputeBackend for AzureBatchBackend {
                 bodies.push(template.task_body(&storage, t.index, 0, range, Some(&t.args))?);
                 pending.insert(t.index, (0u32, range));
             }
-            self.add_job(&job, request.job.options.concurrency).await?;
+            self.add_job(&template).await?;
             self.state.lock().await.jobs.push(job.clone());
             if let Err(e) = self.add_tasks(&job, bodies).await {
                 let _ = self

@@ -7,7 +7,46 @@ use redwood_core::raw::backend::JobSpec;
 use redwood_core::{Result, Storage};
 use serde_json::{Value, json};
 
-use super::worker::{MODE, TASK_ENV, TaskSpec};
+use redwood_core::MpiShape;
+use serde::Serialize;
+
+use super::worker::{JOB_ENV, MODE, TASK_ENV};
+
+/// The part of a task's description every task of its job shares (the worker merges it with
+/// the task's own part into a `TaskSpec`).
+#[derive(Serialize)]
+struct JobPart<'a> {
+    job: &'a str,
+    function: &'a str,
+    signature: u64,
+    binary: &'a str,
+    container: &'a str,
+    read_sas: &'a str,
+    input: &'a str,
+    timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mpi: Option<MpiShape>,
+}
+
+/// The part of a task's description that is its own.
+#[derive(Serialize)]
+struct TaskPart {
+    task: u64,
+    attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<String>,
+    range: (u64, u64),
+    result_url: String,
+}
+
+fn encode(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| {
+        redwood_core::Error::new(
+            redwood_core::ErrorKind::Unexpected,
+            format!("cannot encode the task description: {e}"),
+        )
+    })
+}
 
 /// Time a task may take beyond its Redwood timeout before Batch ends it (download, start-up,
 /// storing the outcome); the worker enforces the timeout itself.
@@ -65,6 +104,41 @@ impl JobTemplate {
         format!("redwood-{}", &self.program[..12.min(self.program.len())])
     }
 
+    /// The program as a resource file.
+    fn program_file(&self) -> Value {
+        json!({ "httpUrl": self.binary_url, "filePath": self.file_name(), "fileMode": "0755" })
+    }
+
+    /// What the add-job body adds for the tasks: the common environment (worker mode and the
+    /// part of the task description every task shares, sent once instead of 10,000 times) and
+    /// a job preparation task that downloads the program once per node.
+    pub(crate) fn job_settings(&self) -> Result<(Value, Value)> {
+        let options = &self.spec.options;
+        let shared = JobPart {
+            job: &self.spec.id,
+            function: &self.spec.function,
+            signature: self.spec.signature,
+            binary: &self.binary,
+            container: &self.container,
+            read_sas: &self.read_sas,
+            input: &self.input,
+            timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
+            mpi: options.mpi,
+        };
+        let environment = json!([
+            { "name": redwood_core::raw::worker::WORKER_ENV, "value": MODE },
+            { "name": JOB_ENV, "value": encode(&shared)? },
+        ]);
+        let preparation = json!({
+            "id": "redwood-program",
+            "commandLine": "/bin/true",
+            "resourceFiles": [self.program_file()],
+            "waitForSuccess": true,
+            "constraints": { "maxTaskRetryCount": self.infra_retries },
+        });
+        Ok((environment, preparation))
+    }
+
     /// The add-task body of one attempt of task `index`, whose arguments are at `range`.
     pub(crate) fn task_body(
         &self,
@@ -78,31 +152,18 @@ impl JobTemplate {
         let result_key = layout.task_result(&self.spec.id, index);
         let result_url = storage.sas_url(Some(&result_key), "w", self.sas_valid_for)?;
         let options = &self.spec.options;
-        let spec = TaskSpec {
-            job: self.spec.id.clone(),
+        // The task's own part of its description; the job's common environment has the rest.
+        let own = TaskPart {
             task: index,
             attempt,
-            function: self.spec.function.clone(),
-            signature: self.spec.signature,
-            binary: self.binary.clone(),
-            container: self.container.clone(),
-            read_sas: self.read_sas.clone(),
             args: args.filter(|a| a.len() <= INLINE_ARGS).map(|a| {
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode(a)
             }),
-            input: self.input.clone(),
             range,
             result_url,
-            timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
-            mpi: options.mpi,
         };
-        let spec_json = serde_json::to_string(&spec).map_err(|e| {
-            redwood_core::Error::new(
-                redwood_core::ErrorKind::Unexpected,
-                format!("cannot encode the task description: {e}"),
-            )
-        })?;
+        let spec_json = encode(&own)?;
         let file = self.file_name();
         // An MPI task's launcher exits non-zero when any rank fails: Batch must not rerun it,
         // Redwood's own retries (TaskOptions::retries) decide.
@@ -116,16 +177,12 @@ impl JobTemplate {
             let limit = t + WALL_CLOCK_GRACE;
             constraints["maxWallClockTime"] = json!(format!("PT{}S", limit.as_secs().max(1)));
         }
-        let program = json!({ "httpUrl": self.binary_url, "filePath": file, "fileMode": "0755" });
         let mut body = json!({
             "id": task_id(index, attempt),
-            // Batch does not start Linux command lines in a shell; this one needs $VARS.
-            "commandLine": format!("/bin/sh -c 'exec \"$AZ_BATCH_TASK_WORKING_DIR/{file}\"'"),
-            "resourceFiles": [program],
-            "environmentSettings": [
-                { "name": redwood_core::raw::worker::WORKER_ENV, "value": MODE },
-                { "name": TASK_ENV, "value": spec_json },
-            ],
+            // Batch does not start Linux command lines in a shell; this one needs $VARS. The
+            // program is where the job preparation task put it on this node.
+            "commandLine": format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'"),
+            "environmentSettings": [{ "name": TASK_ENV, "value": spec_json }],
             "constraints": constraints,
         });
         if let Some(shape) = options.mpi {
@@ -137,11 +194,10 @@ impl JobTemplate {
                 .replace("{ppn}", &shape.procs_per_node.to_string());
             let command = format!("{launcher} \"$AZ_BATCH_TASK_SHARED_DIR/{file}\"");
             body["commandLine"] = json!(format!("/bin/sh -c '{}'", command.replace('\'', "'\\''")));
-            body["resourceFiles"] = json!([]);
             body["multiInstanceSettings"] = json!({
                 "numberOfInstances": shape.nodes,
                 "coordinationCommandLine": "/bin/true",
-                "commonResourceFiles": [program],
+                "commonResourceFiles": [self.program_file()],
             });
         }
         Ok(body)

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 
 /// The value of `REDWOOD_WORKER` for a Batch task.
 pub const MODE: &str = "batch";
-/// The environment variable carrying the [`TaskSpec`] as JSON.
+/// The environment variable carrying the task's own part of the [`TaskSpec`] as JSON.
 pub const TASK_ENV: &str = "REDWOOD_BATCH_TASK";
+/// The environment variable (the job's common environment) carrying the part of the
+/// [`TaskSpec`] every task of the job shares, as a JSON object; `REDWOOD_BATCH_TASK` completes it.
+pub const JOB_ENV: &str = "REDWOOD_BATCH_JOB";
 
 /// Exit code: the task description is missing or malformed.
 pub const EXIT_BAD_SPEC: i32 = 2;
@@ -78,15 +81,29 @@ pub fn serve() -> ! {
     std::process::exit(code)
 }
 
+/// The task description: the job's shared part (`REDWOOD_BATCH_JOB`, if set) completed by the
+/// task's own (`REDWOOD_BATCH_TASK`).
+fn read_spec(
+    job: Option<String>,
+    task: Option<String>,
+) -> std::result::Result<TaskSpec, (i32, Error)> {
+    let bad = |why: String| (EXIT_BAD_SPEC, Error::new(ErrorKind::Config, why));
+    let object = |name: &str, text: &str| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+            .map_err(|e| bad(format!("{name} is not a JSON object: {e}")))
+    };
+    let task = task.ok_or_else(|| bad(format!("{TASK_ENV} is not set")))?;
+    let mut merged = match &job {
+        Some(text) => object(JOB_ENV, text)?,
+        None => serde_json::Map::new(),
+    };
+    merged.extend(object(TASK_ENV, &task)?);
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| bad(format!("{JOB_ENV} and {TASK_ENV} do not make a task: {e}")))
+}
+
 fn run() -> std::result::Result<(), (i32, Error)> {
-    let spec: TaskSpec = std::env::var(TASK_ENV)
-        .map_err(|_| Error::new(ErrorKind::Config, format!("{TASK_ENV} is not set")))
-        .and_then(|text| {
-            serde_json::from_str(&text).map_err(|e| {
-                Error::new(ErrorKind::Config, format!("{TASK_ENV} is not a task: {e}"))
-            })
-        })
-        .map_err(|e| (EXIT_BAD_SPEC, e))?;
+    let spec = read_spec(std::env::var(JOB_ENV).ok(), std::env::var(TASK_ENV).ok())?;
     let world = match spec.mpi {
         None => None,
         Some(shape) => {
@@ -383,5 +400,28 @@ impl BlobIo {
                 attempt += 1;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_part_and_the_task_part_make_the_spec() {
+        let job = r#"{"job":"j","function":"f","signature":7,"binary":"b","container":"http://c",
+            "read_sas":"sv=1","input":"in","timeout_ms":null}"#;
+        let task = r#"{"task":3,"attempt":1,"range":[0,5],"result_url":"http://c/r"}"#;
+        let spec = read_spec(Some(job.into()), Some(task.into())).unwrap();
+        assert_eq!((spec.job.as_str(), spec.task, spec.attempt), ("j", 3, 1));
+        assert_eq!(spec.range, (0, 5));
+        let (code, e) = read_spec(None, Some(task.into())).unwrap_err();
+        assert_eq!(code, EXIT_BAD_SPEC);
+        assert!(e.to_string().contains("do not make a task"), "{e}");
+        let (_, e) = read_spec(Some(job.into()), None).unwrap_err();
+        assert!(
+            e.to_string().contains("REDWOOD_BATCH_TASK is not set"),
+            "{e}"
+        );
     }
 }

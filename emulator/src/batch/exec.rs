@@ -57,6 +57,9 @@ pub enum Stop {
     Delete,
 }
 
+/// Whether a job's preparation task succeeded on a node, by (node, job); tasks wait on the lock.
+pub type Preps = HashMap<(String, String), Arc<tokio::sync::Mutex<bool>>>;
+
 /// The stop switches of running tasks, by (job, task), lower-cased.
 pub type Running = HashMap<(String, String), tokio::sync::oneshot::Sender<Stop>>;
 
@@ -159,6 +162,8 @@ struct Placement {
     coordination: Option<String>,
     /// Multi-instance: the nodes of the instances other than the primary.
     others: Vec<(String, PathBuf)>,
+    /// The job's preparation task, run once on each node before the job's first task there.
+    job_prep: Option<Value>,
     /// Receives why the task is stopped from outside. Its switch is registered while the task
     /// is placed, so a node lost before the process starts still stops it.
     stop: tokio::sync::oneshot::Receiver<Stop>,
@@ -181,13 +186,37 @@ impl Placement {
     }
 }
 
+/// What every task of a job shares.
+struct JobExtras {
+    /// `commonEnvironmentSettings`.
+    env: Vec<(String, String)>,
+    /// `jobPreparationTask`.
+    prep: Option<Value>,
+}
+
+/// Name/value pairs of an `environmentSettings` list.
+fn env_list(list: Option<&Value>) -> Vec<(String, String)> {
+    list.and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| {
+                    Some((
+                        e.get("name")?.as_str()?.to_string(),
+                        e.get("value")?.as_str().unwrap_or("").to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Places active tasks into free slots and starts them; called whenever something changed.
 pub fn schedule(state: &Arc<AccountState>) {
     let placements = {
         let mut data = state.data();
         let data = &mut *data;
         let mut placements = Vec::new();
-        let jobs: Vec<(String, String, Option<usize>)> = data
+        let jobs: Vec<(String, String, Option<usize>, Arc<JobExtras>)> = data
             .jobs
             .all()
             .filter(|j| j.state() == "active")
@@ -200,10 +229,14 @@ pub fn schedule(state: &Arc<AccountState>) {
                     .and_then(Value::as_i64)
                     .filter(|&n| n >= 0)
                     .map(|n| n as usize);
-                Some((j.str("id")?.to_string(), pool, limit))
+                let extras = Arc::new(JobExtras {
+                    env: env_list(j.body.get("commonEnvironmentSettings")),
+                    prep: j.body.get("jobPreparationTask").cloned(),
+                });
+                Some((j.str("id")?.to_string(), pool, limit, extras))
             })
             .collect();
-        for (job, pool, limit) in jobs {
+        for (job, pool, limit, extras) in jobs {
             let Some(pool_res) = data.pools.get(&pool) else {
                 continue;
             };
@@ -311,21 +344,9 @@ pub fn schedule(state: &Arc<AccountState>) {
                         }),
                     ),
                 ]);
-                let mut env: Vec<(String, String)> = task
-                    .body
-                    .get("environmentSettings")
-                    .and_then(Value::as_array)
-                    .map(|list| {
-                        list.iter()
-                            .filter_map(|e| {
-                                Some((
-                                    e.get("name")?.as_str()?.to_string(),
-                                    e.get("value")?.as_str().unwrap_or("").to_string(),
-                                ))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // The job's common environment first: the task's own settings override it.
+                let mut env = extras.env.clone();
+                env.extend(env_list(task.body.get("environmentSettings")));
                 env.push(("AZ_BATCH_TASK_RETRY_COUNT".into(), retry.to_string()));
                 running += 1;
                 let (switch, stop) = tokio::sync::oneshot::channel();
@@ -365,6 +386,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                         .map(str::to_string),
                     others,
                     stop,
+                    job_prep: extras.prep.clone(),
                 });
             }
         }
@@ -467,6 +489,13 @@ async fn execute(
     let (Ok(stdout), Ok(stderr)) = files else {
         return RunEnd::NotStarted("cannot create stdout.txt/stderr.txt".into());
     };
+    if let Some(prep) = &p.job_prep {
+        for (node, node_dir) in p.instances() {
+            if let Err(why) = prepare_job(state, p, prep, &node, &node_dir).await {
+                return RunEnd::NotStarted(format!("the job preparation task failed: {why}"));
+            }
+        }
+    }
     if let Err(why) = files::download(&state.http, &state.downloads, &p.resource_files, wd).await {
         return RunEnd::ResourceFiles(why);
     }
@@ -526,6 +555,73 @@ async fn execute(
     }
 }
 
+/// Runs the job preparation task on a node unless it already succeeded there (once per node
+/// and job, as the service does; tasks of the job on that node wait for it). A failure is not
+/// remembered: the next task on the node tries again.
+async fn prepare_job(
+    state: &AccountState,
+    p: &Placement,
+    prep: &Value,
+    node: &str,
+    node_dir: &std::path::Path,
+) -> Result<(), String> {
+    let done = state
+        .preps()
+        .entry((node.to_string(), p.job.to_lowercase()))
+        .or_default()
+        .clone();
+    let mut done = done.lock().await;
+    if *done {
+        return Ok(());
+    }
+    let dir = job_prep_dir(node_dir, &p.job);
+    let wd = dir.join("wd");
+    std::fs::create_dir_all(&wd).map_err(|e| format!("cannot create {}: {e}", wd.display()))?;
+    let files = prep
+        .get("resourceFiles")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    files::download(&state.http, &state.downloads, &files, &wd).await?;
+    let command_line = prep
+        .get("commandLine")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (stdout, stderr) = (
+        std::fs::File::create(dir.join("stdout.txt")),
+        std::fs::File::create(dir.join("stderr.txt")),
+    );
+    let (Ok(stdout), Ok(stderr)) = (stdout, stderr) else {
+        return Err("cannot create its stdout.txt/stderr.txt".into());
+    };
+    let mut command = shell(state, p, command_line, (node, node_dir), &dir);
+    command.stdout(stdout).stderr(stderr);
+    for (k, v) in env_list(prep.get("environmentSettings")) {
+        command.env(k, v);
+    }
+    let status = command
+        .status()
+        .await
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "it exited with code {}",
+            status.code().unwrap_or(-1)
+        ));
+    }
+    *done = true;
+    Ok(())
+}
+
+/// The job preparation task's folder on a node.
+fn job_prep_dir(node_dir: &std::path::Path, job: &str) -> PathBuf {
+    node_dir
+        .join("workitems")
+        .join(job)
+        .join("job-1")
+        .join("jobpreparation")
+}
+
 /// `/bin/sh -c COMMAND` in an instance's working directory, with the `AZ_BATCH_*` environment
 /// (and, for a multi-instance task, the host list and which instance is the master).
 fn shell(
@@ -554,6 +650,12 @@ fn shell(
         .env("AZ_BATCH_TASK_DIR", task_dir)
         .env("AZ_BATCH_TASK_WORKING_DIR", &wd)
         .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
+    if p.job_prep.is_some() {
+        let prep = job_prep_dir(node_dir, &p.job);
+        command
+            .env("AZ_BATCH_JOB_PREP_WORKING_DIR", prep.join("wd"))
+            .env("AZ_BATCH_JOB_PREP_DIR", prep);
+    }
     if p.multi_instance {
         let instances = p.instances();
         let path = std::env::var("PATH").unwrap_or_default();

@@ -87,6 +87,7 @@ impl BatchEmulator {
                 root,
                 changed: tokio::sync::Notify::new(),
                 running: Mutex::new(Default::default()),
+                preps: Mutex::new(Default::default()),
                 http: reqwest::Client::new(),
             });
             tokio::spawn(scheduler(Arc::downgrade(&state)));
@@ -130,6 +131,8 @@ pub(super) struct AccountState {
     pub(super) changed: tokio::sync::Notify,
     /// Stop switches of running tasks.
     running: Mutex<exec::Running>,
+    /// Whether a job's preparation task succeeded on a node, by (node, job).
+    preps: Mutex<exec::Preps>,
     /// For resource and output files.
     pub(super) http: reqwest::Client,
     /// Resource files already downloaded, revalidated by ETag.
@@ -159,6 +162,10 @@ impl AccountState {
 
     pub(super) fn running(&self) -> MutexGuard<'_, exec::Running> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn preps(&self) -> MutexGuard<'_, exec::Preps> {
+        self.preps.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
