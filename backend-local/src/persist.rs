@@ -112,6 +112,7 @@ pub(crate) async fn persist_loop(
                 started: item.started,
                 finished: item.finished,
                 worker: item.worker,
+                requeues: 0,
             };
             if events
                 .unbounded_send(TaskEvent::Finished(Box::new(finished)))

@@ -139,6 +139,13 @@ async fn node_loss_loses_and_duplicates_nothing(env: Env) -> TrialResult {
     if requeued == 0 {
         return Err("no task was running on the lost node: the test proved nothing".into());
     }
+    if job.stats().requeues != requeued as u64 {
+        return Err(format!(
+            "stats say {} requeues, Batch says {requeued}",
+            job.stats().requeues
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -247,6 +247,7 @@ impl Monitor {
             started: time("startTime"),
             finished: time("endTime").unwrap_or_else(SystemTime::now),
             worker: None,
+            requeues: info["requeueCount"].as_u64().unwrap_or(0) as u32,
         };
         let _ = self
             .events

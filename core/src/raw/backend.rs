@@ -238,6 +238,9 @@ pub struct Finished {
     pub finished: SystemTime,
     /// Which worker ran it, if known.
     pub worker: Option<u32>,
+    /// How often the platform put it back in the queue because its node was lost (not a
+    /// retry: the attempt started over elsewhere).
+    pub requeues: u32,
 }
 
 /// Stop a job's queued and running tasks.

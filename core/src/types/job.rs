@@ -162,6 +162,7 @@ impl JobShared {
                 started: None,
                 finished: SystemTime::now(),
                 worker: None,
+                requeues: 0,
             })));
         }
     }
@@ -596,6 +597,7 @@ async fn read_stored_outcomes(session: &Session, spec: &JobSpec) -> Result<Vec<F
             started: None,
             finished: now,
             worker: None,
+            requeues: 0,
         })
     };
     for key in storage.list(&layout.result_segments(&spec.id)).await? {

@@ -21,6 +21,9 @@ pub struct JobStats {
     pub pending: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
+    /// Times a task went back to the queue because its node was lost (cloud backends); the
+    /// task started over elsewhere, which is not a retry.
+    pub requeues: u64,
     /// From submission until the last task finished (or until now).
     pub elapsed: Duration,
     /// Median run time of the final attempts, where the backend reports start times.
@@ -47,6 +50,12 @@ pub(crate) fn summarize(spec: &JobSpec, s: &JobState) -> JobStats {
         failed: s.failed,
         pending: spec.task_count - s.finished,
         retries: s.retries,
+        requeues: s
+            .slots
+            .iter()
+            .flatten()
+            .map(|f| u64::from(f.requeues))
+            .sum(),
         elapsed,
         median_task_time: times.get(times.len() / 2).copied(),
         max_task_time: times.last().copied(),
