@@ -221,7 +221,8 @@ async fn mpi_task_runs_every_rank(env: Env) -> TrialResult {
 /// Microsoft Entra ID: with `batch_auth = "azure-cli"` (and no key) the backend signs with
 /// bearer tokens that azure_identity's Azure CLI credential gets from `az` (here a stand-in
 /// script on PATH printing the emulated account's token), asked for once and then reused; a
-/// token the account does not accept is a clear error naming the account.
+/// cached token that gets revoked is replaced; a token the account does not accept is a clear
+/// error naming the account.
 async fn entra_id_tokens_sign_requests(env: Env) -> TrialResult {
     let calls = az_calls()?;
     let config = redwood::config::Config {
@@ -258,6 +259,32 @@ async fn entra_id_tokens_sign_requests(env: Env) -> TrialResult {
     }
     rw.cleanup().await.map_err(fail)?;
 
+    // The token is revoked while cached: the refused request gets a new one and goes through.
+    let rotating = Arc::new(Rotating(std::sync::Mutex::new(vec![
+        "rotated-token",
+        TOKEN,
+    ])));
+    let backend = AzureBatchBackendBuilder::with_credential(&env.url, ACCOUNT, rotating.clone())
+        .pool(PoolConfig {
+            id: "entra".into(),
+            ..Default::default()
+        })
+        .poll_interval(Duration::from_millis(100))
+        .progress(false)
+        .build()
+        .map_err(fail)?;
+    let rw = env.session_with_backend(Arc::new(backend), "entra-rotated")?;
+    rw.call(square, 2).await.map_err(fail)?;
+    env.admin("bearer-token", json!({"token": "rotated-token"}))
+        .await?;
+    if rw.call(square, 3).await.map_err(fail)? != 9 {
+        return Err("wrong result after the token rotation".into());
+    }
+    if !rotating.0.lock().map_err(fail)?.is_empty() {
+        return Err("the revoked token was not replaced".into());
+    }
+    rw.cleanup().await.map_err(fail)?;
+
     let wrong = Arc::new(FixedToken("not-the-token"));
     let backend = AzureBatchBackendBuilder::with_credential(&env.url, ACCOUNT, wrong)
         .progress(false)
@@ -289,6 +316,28 @@ impl azure_core::credentials::TokenCredential for FixedToken {
     ) -> azure_core::Result<azure_core::credentials::AccessToken> {
         let expires = azure_core::time::OffsetDateTime::now_utc() + Duration::from_secs(3600);
         Ok(azure_core::credentials::AccessToken::new(self.0, expires))
+    }
+}
+
+/// A credential that hands out the tokens of its list, last first.
+#[derive(Debug)]
+struct Rotating(std::sync::Mutex<Vec<&'static str>>);
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for Rotating {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let token = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut l| l.pop())
+            .unwrap_or("no-more-tokens");
+        let expires = azure_core::time::OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        Ok(azure_core::credentials::AccessToken::new(token, expires))
     }
 }
 

@@ -262,13 +262,20 @@ impl BatchClient {
             );
             headers.insert("content-length", HeaderValue::from(b.len()));
         }
-        let auth = match &self.auth {
-            Auth::SharedKey(key) => authorization(&self.account, key, method, url, &headers)
-                .map_err(|why| (Error::new(ErrorKind::Config, why), None))?,
-            Auth::Token(source) => source
-                .authorization(&self.account)
-                .await
-                .map_err(|e| (e, None))?,
+        // A cached token the service refuses may have been revoked: forget it and try again.
+        let (auth, cached_token) = match &self.auth {
+            Auth::SharedKey(key) => (
+                authorization(&self.account, key, method, url, &headers)
+                    .map_err(|why| (Error::new(ErrorKind::Config, why), None))?,
+                None,
+            ),
+            Auth::Token(source) => {
+                let (value, fresh) = source
+                    .authorization(&self.account)
+                    .await
+                    .map_err(|e| (e, None))?;
+                (value, (!fresh).then_some(source))
+            }
         };
         self.sent.fetch_add(1, Ordering::Relaxed);
         let mut request = self.http.request(method.clone(), url.clone());
@@ -319,13 +326,20 @@ impl BatchClient {
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             });
         }
-        let error = parse_error(
+        let mut error = parse_error(
             &self.account,
             operation,
             status,
             request_id.as_deref(),
             &bytes,
         );
+        let refused = status == reqwest::StatusCode::UNAUTHORIZED
+            || (status == reqwest::StatusCode::FORBIDDEN
+                && String::from_utf8_lossy(&bytes).contains("AuthenticationFailed"));
+        if refused && let Some(source) = cached_token {
+            source.forget().await;
+            error = error.set_retryable(true);
+        }
         let wait = if is_retryable(status, "") {
             retry_after
         } else {

@@ -152,14 +152,20 @@ impl TokenSource {
         }
     }
 
-    /// The `Authorization` value: the cached token, or a new one when it expires soon.
-    pub(crate) async fn authorization(&self, account: &str) -> Result<String> {
+    /// Drops the cached token (the service refused it), so the next request gets a new one.
+    pub(crate) async fn forget(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    /// The `Authorization` value, and whether the token was just issued: the cached token, or a
+    /// new one when it expires soon.
+    pub(crate) async fn authorization(&self, account: &str) -> Result<(String, bool)> {
         let mut cached = self.cached.lock().await;
         let renew_at = OffsetDateTime::now_utc() + RENEW_BEFORE;
         if let Some((token, expires)) = cached.as_ref()
             && *expires > renew_at
         {
-            return Ok(format!("Bearer {token}"));
+            return Ok((format!("Bearer {token}"), false));
         }
         let span = tracing::info_span!("batch.get_token", account);
         let _enter = span.enter();
@@ -175,7 +181,7 @@ impl TokenSource {
             })?;
         let secret = token.token.secret().to_string();
         *cached = Some((secret.clone(), token.expires_on));
-        Ok(format!("Bearer {secret}"))
+        Ok((format!("Bearer {secret}"), true))
     }
 }
 

@@ -83,7 +83,10 @@ impl BatchEmulator {
                 url: format!("http://{addr}"),
                 downloads,
                 account: account.clone(),
-                data: Mutex::new(Data::default()),
+                data: Mutex::new(Data {
+                    bearer_token: account.bearer_token.clone(),
+                    ..Data::default()
+                }),
                 root,
                 changed: tokio::sync::Notify::new(),
                 running: Mutex::new(Default::default()),
@@ -153,6 +156,8 @@ pub(super) struct Data {
     fault_status: u16,
     latency_ms: u64,
     fault_rng: u64,
+    /// The bearer token accepted now (the account's, until an admin call rotates it).
+    bearer_token: Option<String>,
 }
 
 impl AccountState {
@@ -219,6 +224,7 @@ fn router(state: Shared) -> Router {
             post(fail_allocation),
         )
         .route("/_emulator/faults", post(set_faults))
+        .route("/_emulator/bearer-token", post(rotate_bearer_token))
         .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
         .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .fallback(unknown_path)
@@ -373,7 +379,7 @@ fn authorize(state: &AccountState, request: &Request) -> Result<(), BatchError> 
             .with("HeaderName", "Authorization")
         })?;
     if let Some(token) = header.strip_prefix("Bearer ") {
-        return match &state.account.bearer_token {
+        return match &state.data().bearer_token {
             Some(expected) if expected == token => Ok(()),
             Some(_) => Err(failed("The access token is not valid for this account.")),
             None => Err(failed(
@@ -1105,6 +1111,21 @@ async fn set_faults(State(state): State<Shared>, request: Request) -> Result<Res
     if data.fault_rng == 0 {
         data.fault_rng = 0x5EED_1234_ABCD;
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Admin: `{"token": "..."}` makes that the only bearer token accepted from now on, as if the
+/// previous one had been revoked.
+async fn rotate_bearer_token(
+    State(state): State<Shared>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let token = body
+        .get("token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| BatchError::invalid_property("token", "", "a string"))?;
+    state.data().bearer_token = Some(token.to_string());
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
