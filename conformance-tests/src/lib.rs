@@ -46,8 +46,6 @@ pub struct Needs {
     pub concurrency: bool,
     /// A store other processes can read (not `memory://`).
     pub shared_store: bool,
-    /// Unfinished tasks are resubmitted on attach (backends whose tasks stop with the client).
-    pub resume: bool,
 }
 
 /// One conformance case.
@@ -72,10 +70,6 @@ impl Case {
             (
                 self.needs.concurrency && !caps.concurrency_limit,
                 "concurrency limits",
-            ),
-            (
-                self.needs.resume && caps.survives_client,
-                "resubmission on attach",
             ),
         ];
         if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {

@@ -25,7 +25,7 @@ use super::client::{BatchClient, BatchClientBuilder};
 use super::credential::CredentialKind;
 use super::monitor::{ADDS_IN_FLIGHT, CancelSignal, Monitor};
 use super::pool::{self, PoolFacts};
-use super::tasks::{JobTemplate, chunks};
+use super::tasks::{JobTemplate, chunks, parse_task_id};
 
 /// The backend's name in configuration.
 pub const NAME: &str = "azure-batch";
@@ -284,6 +284,90 @@ impl AzureBatchBackend {
         Ok((key.to_string(), ranges))
     }
 
+    /// Starts the monitor of a job's pending tasks; its events are the reply.
+    fn follow(
+        &self,
+        storage: Storage,
+        template: JobTemplate,
+        pending: HashMap<u64, (u32, (u64, u64))>,
+    ) -> SubmitReply {
+        let job = template.spec.id.clone();
+        let (events, receiver) = futures::channel::mpsc::unbounded();
+        let (cancel_tx, cancel) = mpsc::unbounded_channel();
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.retain(|_, tx| !tx.is_closed());
+            jobs.insert(job.clone(), cancel_tx);
+        }
+        let monitor = Monitor {
+            client: self.client.clone(),
+            storage,
+            template,
+            pending,
+            events,
+            cancel,
+            poll: self.settings.poll,
+            polls: self.polls.clone(),
+        };
+        tokio::spawn(
+            monitor
+                .run()
+                .instrument(tracing::debug_span!("batch.monitor", job = %job)),
+        );
+        SubmitReply::new(Box::pin(receiver))
+    }
+
+    /// The template of a job already on Batch (for `watch`): its program is the one its job
+    /// preparation task downloads, whatever program this client is.
+    async fn existing_template(
+        &self,
+        request: &SubmitRequest,
+        input: String,
+    ) -> Result<JobTemplate> {
+        let job = &request.job.id;
+        let storage = &request.storage;
+        let batch_job = self
+            .client
+            .get("get_job", &format!("/jobs/{job}"))
+            .await
+            .map_err(|e| e.with_context("job", job))?;
+        let binary_url = batch_job["jobPreparationTask"]["resourceFiles"][0]["httpUrl"]
+            .as_str()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "Batch job {job} has no program download in its job preparation task: \
+                         it was made by an older Redwood, which cannot be followed"
+                    ),
+                )
+            })?
+            .to_string();
+        let program = binary_url
+            .split('?')
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string();
+        let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
+        let (container, read_sas) = read_url
+            .split_once('?')
+            .map(|(c, q)| (c.to_string(), q.to_string()))
+            .unwrap_or((read_url.clone(), String::new()));
+        Ok(JobTemplate {
+            spec: request.job.clone(),
+            binary_url,
+            program,
+            binary: request.job.binary.clone(),
+            container,
+            read_sas,
+            task_input: Some(input.clone()),
+            input,
+            infra_retries: self.settings.infra_retries,
+            sas_valid_for: self.settings.sas_valid_for,
+            mpi_launcher: self.pool.mpi_launcher.clone(),
+        })
+    }
+
     async fn add_job(&self, template: &JobTemplate) -> Result<()> {
         let (job, concurrency) = (&template.spec.id, template.spec.options.concurrency);
         let (environment, preparation) = template.job_settings()?;
@@ -435,6 +519,7 @@ impl ComputeBackend for AzureBatchBackend {
                 infra_retries: self.settings.infra_retries,
                 sas_valid_for: self.settings.sas_valid_for,
                 mpi_launcher: self.pool.mpi_launcher.clone(),
+                task_input: None,
             };
             let job = request.job.id.clone();
             let mut bodies = Vec::with_capacity(request.tasks.len());
@@ -456,28 +541,49 @@ impl ComputeBackend for AzureBatchBackend {
                     .await;
                 return Err(e);
             }
-            let (events, receiver) = futures::channel::mpsc::unbounded();
-            let (cancel_tx, cancel) = mpsc::unbounded_channel();
-            if let Ok(mut jobs) = self.jobs.lock() {
-                jobs.retain(|_, tx| !tx.is_closed());
-                jobs.insert(job.clone(), cancel_tx);
+            Ok(self.follow(storage, template, pending))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn watch(&self, request: SubmitRequest) -> Result<SubmitReply> {
+        let span = tracing::info_span!("batch.watch", job = %request.job.id, tasks = request.tasks.len(), account = %self.client.account());
+        async {
+            let (input, ranges) = self.inputs(&request).await?;
+            let template = self.existing_template(&request, input).await?;
+            let job = request.job.id.clone();
+            // Which attempt of each task Batch has now; a task the earlier client never got to
+            // add is added here.
+            let existing = self
+                .client
+                .list("list_tasks", &format!("/jobs/{job}/tasks"), &[("$select", "id")])
+                .await?;
+            let mut latest: HashMap<u64, u32> = HashMap::new();
+            for (index, attempt) in existing
+                .iter()
+                .filter_map(|t| t["id"].as_str().and_then(parse_task_id))
+            {
+                let a = latest.entry(index).or_insert(attempt);
+                *a = (*a).max(attempt);
             }
-            let monitor = Monitor {
-                client: self.client.clone(),
-                storage,
-                template,
-                pending,
-                events,
-                cancel,
-                poll: self.settings.poll,
-                polls: self.polls.clone(),
-            };
-            tokio::spawn(
-                monitor
-                    .run()
-                    .instrument(tracing::debug_span!("batch.monitor", job = %job)),
-            );
-            Ok(SubmitReply::new(Box::pin(receiver)))
+            let mut pending = HashMap::with_capacity(request.tasks.len());
+            let mut bodies = Vec::new();
+            for (t, range) in request.tasks.iter().zip(ranges) {
+                let attempt = match latest.get(&t.index) {
+                    Some(&a) => a,
+                    None => {
+                        bodies.push(template.task_body(&request.storage, t.index, 0, range, Some(&t.args))?);
+                        0
+                    }
+                };
+                pending.insert(t.index, (attempt, range));
+            }
+            tracing::info!(job = %job, pending = pending.len(), added = bodies.len(), "following the job's running tasks");
+            if !bodies.is_empty() {
+                self.add_tasks(&job, bodies).await?;
+            }
+            Ok(self.follow(request.storage.clone(), template, pending))
         }
         .instrument(span)
         .await

@@ -37,6 +37,9 @@ struct TaskPart {
     args: Option<String>,
     range: (u64, u64),
     result_url: String,
+    /// Overrides the job's input pack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<String>,
 }
 
 fn encode(value: &impl Serialize) -> Result<String> {
@@ -96,6 +99,9 @@ pub(crate) struct JobTemplate {
     pub sas_valid_for: Duration,
     /// The command line prefix that starts an MPI task's ranks (`{np}`, `{ppn}` filled in).
     pub mpi_launcher: String,
+    /// Tasks added by this template read their arguments from this pack instead of the one
+    /// in the job's environment (tasks re-added by a client that attached later).
+    pub task_input: Option<String>,
 }
 
 impl JobTemplate {
@@ -162,6 +168,7 @@ impl JobTemplate {
             }),
             range,
             result_url,
+            input: self.task_input.clone(),
         };
         let spec_json = encode(&own)?;
         let file = self.file_name();

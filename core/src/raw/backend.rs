@@ -291,6 +291,20 @@ pub trait ComputeBackend: Send + Sync + fmt::Debug + 'static {
     /// Starts the tasks of a job; returns once they are accepted.
     async fn submit(&self, request: SubmitRequest) -> Result<SubmitReply>;
 
+    /// Follows the unfinished tasks (`request.tasks`) of a job submitted earlier, maybe by
+    /// another client, whose tasks kept running without it (backends that declare
+    /// `survives_client`): reports each as it finishes, retrying as `submit` would.
+    async fn watch(&self, request: SubmitRequest) -> Result<SubmitReply> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "backend `{}` cannot follow the running tasks of job {} started earlier",
+                self.name(),
+                request.job.id
+            ),
+        ))
+    }
+
     /// Stops a job's unfinished tasks; each ends as `Finished` with a `Cancelled` error.
     async fn cancel(&self, request: CancelRequest) -> Result<CancelReply>;
 

@@ -324,17 +324,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         let mut spec = manifest.spec.clone();
         let events: EventStream = if missing.is_empty() {
             Box::pin(futures::stream::empty())
-        } else if backend.capabilities().survives_client {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "backend `{}` cannot yet re-attach to the running tasks of job {job_id}",
-                    backend.name()
-                ),
-            ));
         } else {
-            // The tasks stopped with the client: run the unfinished ones again.
-            spec.binary = crate::raw::binary::current_binary_hash()?.to_string();
             let input = storage.get(&layout.input(job_id)).await?;
             let tasks: Vec<TaskInput> = read_pack(&input)?
                 .into_iter()
@@ -344,12 +334,24 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                     args: e.bytes,
                 })
                 .collect();
-            let request = crate::raw::backend::SubmitRequest::new(
-                Arc::new(spec.clone()),
-                tasks,
-                storage.clone(),
-            );
-            backend.submit(request).await?.events
+            if backend.capabilities().survives_client {
+                // The tasks kept running without a client: follow them.
+                let request = crate::raw::backend::SubmitRequest::new(
+                    Arc::new(spec.clone()),
+                    tasks,
+                    storage.clone(),
+                );
+                backend.watch(request).await?.events
+            } else {
+                // The tasks stopped with the client: run the unfinished ones again.
+                spec.binary = crate::raw::binary::current_binary_hash()?.to_string();
+                let request = crate::raw::backend::SubmitRequest::new(
+                    Arc::new(spec.clone()),
+                    tasks,
+                    storage.clone(),
+                );
+                backend.submit(request).await?.events
+            }
         };
         Ok(Job::start(
             session.clone(),
