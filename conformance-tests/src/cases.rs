@@ -588,7 +588,7 @@ pub async fn child_main(role: &str) -> CaseResult {
         "die-midway" => {
             let options = TaskOptions::new().concurrency(2);
             let job = rw
-                .map_with(sleep_echo, (0..12u64).map(|i| (100, i)), options)
+                .map_with(sleep_echo, (0..12u64).map(|i| (500, i)), options)
                 .await?;
             println!("job {}", job.id());
             job.wait(WaitFor::Fraction(0.25)).await?;
