@@ -2,8 +2,10 @@
 //! with Azure Blob storage. It runs when these are set, and is reported ignored (saying why)
 //! otherwise:
 //!
-//! - `REDWOOD_AZURE_BATCH_URL` (`https://acct.westeurope.batch.azure.com`),
-//!   `REDWOOD_AZURE_BATCH_KEY` (and `REDWOOD_AZURE_BATCH_ACCOUNT` when the URL does not say);
+//! - `REDWOOD_AZURE_BATCH_URL` (`https://acct.westeurope.batch.azure.com`), and
+//!   `REDWOOD_AZURE_BATCH_KEY` or, to sign in with Entra ID, `REDWOOD_AZURE_BATCH_AUTH`
+//!   (`azure-cli`, `client-secret`, `managed-identity`, `workload-identity`, `auto`), plus
+//!   `REDWOOD_AZURE_BATCH_ACCOUNT` when the URL does not say;
 //! - `REDWOOD_AZURE_STORAGE` (`az://container/prefix`) and
 //!   `REDWOOD_AZURE_STORAGE_CONNECTION_STRING`;
 //! - optional: `REDWOOD_AZURE_POOL` (default `redwood-smoke`, created with one
@@ -18,7 +20,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
-use redwood::azure::AzureBatchBackendBuilder;
+use redwood::azure::{AzureBatchBackendBuilder, CredentialKind};
 use redwood::config::PoolConfig;
 
 /// Counts pseudo-random points of the unit square inside the quarter circle (as `pi` does).
@@ -39,12 +41,14 @@ fn hits(samples: u64, seed: u64) -> u64 {
         .count() as u64
 }
 
-const REQUIRED: [&str; 4] = [
+const REQUIRED: [&str; 3] = [
     "REDWOOD_AZURE_BATCH_URL",
-    "REDWOOD_AZURE_BATCH_KEY",
     "REDWOOD_AZURE_STORAGE",
     "REDWOOD_AZURE_STORAGE_CONNECTION_STRING",
 ];
+
+/// One of these says how to sign Batch requests.
+const AUTH: [&str; 2] = ["REDWOOD_AZURE_BATCH_KEY", "REDWOOD_AZURE_BATCH_AUTH"];
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -67,14 +71,17 @@ async fn pi_on_azure() -> Result<(), Failed> {
         keep: env("REDWOOD_AZURE_KEEP_POOL").is_some(),
         ..Default::default()
     };
-    let backend = AzureBatchBackendBuilder::new(
-        &url,
-        account,
-        env("REDWOOD_AZURE_BATCH_KEY").unwrap_or_default(),
-    )
-    .pool(pool)
-    .build()
-    .map_err(fail)?;
+    let builder = match env("REDWOOD_AZURE_BATCH_KEY") {
+        Some(key) => AzureBatchBackendBuilder::new(&url, account, key),
+        None => {
+            let auth = env("REDWOOD_AZURE_BATCH_AUTH").unwrap_or_else(|| "auto".into());
+            let credential = CredentialKind::parse(&auth)
+                .and_then(|kind| kind.build())
+                .map_err(fail)?;
+            AzureBatchBackendBuilder::with_credential(&url, account, credential)
+        }
+    };
+    let backend = builder.pool(pool).build().map_err(fail)?;
     let rw = Session::builder()
         .backend(Arc::new(backend))
         .storage_url(env("REDWOOD_AZURE_STORAGE").unwrap_or_default())
@@ -105,7 +112,10 @@ async fn pi_on_azure() -> Result<(), Failed> {
 fn main() -> ExitCode {
     redwood::worker_entry();
     let args = Arguments::from_args();
-    let missing: Vec<&str> = REQUIRED.into_iter().filter(|v| env(v).is_none()).collect();
+    let mut missing: Vec<&str> = REQUIRED.into_iter().filter(|v| env(v).is_none()).collect();
+    if AUTH.iter().all(|v| env(v).is_none()) {
+        missing.push("REDWOOD_AZURE_BATCH_KEY or REDWOOD_AZURE_BATCH_AUTH");
+    }
     let trial = Trial::test("azure-batch::azure::pi_on_azure", || {
         let runtime = tokio::runtime::Runtime::new().map_err(|e| Failed::from(e.to_string()))?;
         runtime.block_on(pi_on_azure())
