@@ -316,6 +316,15 @@ impl AzureBatchBackend {
         SubmitReply::new(Box::pin(receiver))
     }
 
+    /// The container's URL and a read-only SAS (query string) on it, for tasks.
+    fn container_read_sas(&self, storage: &Storage) -> Result<(String, String)> {
+        let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
+        Ok(read_url
+            .split_once('?')
+            .map(|(c, q)| (c.to_string(), q.to_string()))
+            .unwrap_or((read_url.clone(), String::new())))
+    }
+
     /// The template of a job already on Batch (for `watch`): its program is the one its job
     /// preparation task downloads, whatever program this client is.
     async fn existing_template(
@@ -348,11 +357,7 @@ impl AzureBatchBackend {
             .and_then(|u| u.rsplit('/').next())
             .unwrap_or_default()
             .to_string();
-        let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
-        let (container, read_sas) = read_url
-            .split_once('?')
-            .map(|(c, q)| (c.to_string(), q.to_string()))
-            .unwrap_or((read_url.clone(), String::new()));
+        let (container, read_sas) = self.container_read_sas(storage)?;
         Ok(JobTemplate {
             spec: request.job.clone(),
             binary_url,
@@ -495,11 +500,7 @@ impl ComputeBackend for AzureBatchBackend {
                 pool_facts.check_mpi(shape)?;
             }
             let (input, ranges) = self.inputs(&request).await?;
-            let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
-            let (container, read_sas) = read_url
-                .split_once('?')
-                .map(|(c, q)| (c.to_string(), q.to_string()))
-                .unwrap_or((read_url.clone(), String::new()));
+            let (container, read_sas) = self.container_read_sas(&storage)?;
             let binary_key = storage.layout().binary(&binary);
             // The worker checks that it runs the binary the caller expects; a configured
             // executable is the same program built for the pool, so it vouches for itself.
