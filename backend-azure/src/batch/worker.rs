@@ -11,7 +11,7 @@ use bytes::Bytes;
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
 use redwood_core::raw::worker::{self, WORKER_ENV, WorkerIo};
 use redwood_core::{Error, ErrorKind, MpiShape, MpiWorld, Result, TaskError, TaskErrorKind};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The value of `REDWOOD_WORKER` for a Batch task.
 pub const MODE: &str = "batch";
@@ -30,7 +30,7 @@ pub const EXIT_NOT_STORED: i32 = 3;
 pub const EXIT_RANK_FAILED: i32 = 4;
 
 /// What a Batch task tells its worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TaskSpec {
     /// The job id.
     pub job: String,
@@ -104,25 +104,24 @@ fn read_spec(
 
 fn run() -> std::result::Result<(), (i32, Error)> {
     let spec = read_spec(std::env::var(JOB_ENV).ok(), std::env::var(TASK_ENV).ok())?;
+    let plain_http =
+        spec.container.starts_with("http://") && spec.result_url.starts_with("http://");
+    let io =
+        Arc::new(BlobIo::new(&spec.container, &spec.read_sas, plain_http).map_err(|e| (1, e))?);
     let world = match spec.mpi {
         None => None,
         Some(shape) => {
             let hosts = std::env::var("AZ_BATCH_HOST_LIST").unwrap_or_default();
-            let world = MpiWorld::from_env(|n| std::env::var(n).ok(), &hosts, shape);
-            match world {
+            match MpiWorld::from_env(|n| std::env::var(n).ok(), &hosts, shape) {
                 Some(w) => {
                     worker::install_mpi_world(w.clone());
                     Some(w)
                 }
                 // Stored as the task's error: no launcher said which rank this is.
-                None => return store_launcher_error(&spec),
+                None => return store(&io, &spec, launcher_missing(&spec)),
             }
         }
     };
-    let plain_http =
-        spec.container.starts_with("http://") && spec.result_url.starts_with("http://");
-    let io =
-        Arc::new(BlobIo::new(&spec.container, &spec.read_sas, plain_http).map_err(|e| (1, e))?);
     worker::install_worker_io(Box::new(SharedIo(io.clone())));
     worker::install_panic_hook();
     let args = match &spec.args {
@@ -167,19 +166,16 @@ fn store(io: &BlobIo, spec: &TaskSpec, outcome: Outcome) -> std::result::Result<
         .map_err(|e| (EXIT_NOT_STORED, e))
 }
 
-/// An MPI task started without a launcher's rank variables: every process stores the same error.
-fn store_launcher_error(spec: &TaskSpec) -> std::result::Result<(), (i32, Error)> {
-    let plain_http =
-        spec.container.starts_with("http://") && spec.result_url.starts_with("http://");
-    let io = BlobIo::new(&spec.container, &spec.read_sas, plain_http).map_err(|e| (1, e))?;
-    let outcome = failed(
+/// The error of an MPI task started without a launcher's rank variables (every process of it
+/// stores the same one).
+fn launcher_missing(spec: &TaskSpec) -> Outcome {
+    failed(
         spec,
         TaskErrorKind::Refused,
         "this MPI task was started without an MPI launcher: none of PMI_RANK, \
          OMPI_COMM_WORLD_RANK, PMIX_RANK is set (check the pool's `mpi_launcher`)"
             .to_string(),
-    );
-    store(&io, spec, outcome)
+    )
 }
 
 fn failed(spec: &TaskSpec, kind: TaskErrorKind, message: String) -> Outcome {

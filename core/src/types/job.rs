@@ -334,22 +334,20 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                     args: e.bytes,
                 })
                 .collect();
-            if backend.capabilities().survives_client {
-                // The tasks kept running without a client: follow them.
-                let request = crate::raw::backend::SubmitRequest::new(
-                    Arc::new(spec.clone()),
-                    tasks,
-                    storage.clone(),
-                );
+            // Tasks that kept running without a client are followed; tasks that stopped with
+            // it are run again, by this binary.
+            let follow = backend.capabilities().survives_client;
+            if !follow {
+                spec.binary = crate::raw::binary::current_binary_hash()?.to_string();
+            }
+            let request = crate::raw::backend::SubmitRequest::new(
+                Arc::new(spec.clone()),
+                tasks,
+                storage.clone(),
+            );
+            if follow {
                 backend.watch(request).await?.events
             } else {
-                // The tasks stopped with the client: run the unfinished ones again.
-                spec.binary = crate::raw::binary::current_binary_hash()?.to_string();
-                let request = crate::raw::backend::SubmitRequest::new(
-                    Arc::new(spec.clone()),
-                    tasks,
-                    storage.clone(),
-                );
                 backend.submit(request).await?.events
             }
         };
