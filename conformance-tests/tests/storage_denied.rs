@@ -1,4 +1,5 @@
-//! A permanent 403 from storage is a clear error, reported at once and not retried.
+//! Storage errors: a permanent 403 is a clear error, reported at once and not retried; transient
+//! errors while creating a missing container are retried.
 
 use std::time::{Duration, Instant};
 
@@ -61,4 +62,46 @@ async fn permanent_403_is_a_clear_error_and_not_retried() {
         fixed <= 2,
         "{fixed} requests were answered 403: it was retried"
     );
+}
+
+#[tokio::test]
+async fn missing_containers_are_created_through_transient_errors() {
+    let azurite = Azurite::start().await.expect("Azurite");
+    let proxy = FaultProxy::start(
+        azurite.blob_base(),
+        FaultConfig {
+            rate: 0.5,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .expect("proxy");
+    let account = &azurite.accounts()[0];
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
+        account.name,
+        account.key,
+        proxy.url(),
+        account.name
+    );
+    // Each session writes to a container that does not exist yet; at a 50% fault rate most
+    // creations meet a 500, a 503 or a cut response at least once.
+    for i in 0..6 {
+        let rw = Session::builder()
+            .storage_url(format!("az://transient-{i}/suite"))
+            .storage_option("connection_string", conn.clone())
+            .progress(false)
+            .build()
+            .expect("session");
+        let data = rw
+            .broadcast(&vec![i as u8; 10])
+            .await
+            .unwrap_or_else(|e| panic!("container transient-{i}: {e}"));
+        assert_eq!(
+            rw.fetch_broadcast(&data).await.expect("read back"),
+            vec![i as u8; 10]
+        );
+    }
+    let stats = proxy.stats();
+    assert!(stats.faults() >= 6, "too few faults injected: {stats:?}");
 }

@@ -412,6 +412,36 @@ impl Container for AzureContainer {
     }
 
     async fn create(&self) -> Result<()> {
+        let span = tracing::info_span!("azure.create_container", container = %self.container);
+        async {
+            let mut attempt = 0u32;
+            loop {
+                match self.create_once().await {
+                    Err(e) if e.is_retryable() && attempt + 1 < CREATE_ATTEMPTS => {
+                        let pause = CREATE_FIRST_PAUSE * 2u32.pow(attempt);
+                        tracing::warn!(attempt, error = %e, ?pause, "container creation failed; trying again");
+                        tokio::time::sleep(pause.min(CREATE_MAX_PAUSE)).await;
+                        attempt += 1;
+                    }
+                    other => return other,
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// How often creating a container is tried when the service answers with a transient error.
+const CREATE_ATTEMPTS: u32 = 8;
+/// The pause after the first transient failure; it doubles after each further one.
+const CREATE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest pause between two attempts at creating a container.
+const CREATE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl AzureContainer {
+    /// One attempt at creating the container (409 — it exists — counts as success).
+    async fn create_once(&self) -> Result<()> {
         let base = format!("{}/{}", self.endpoint.trim_end_matches('/'), self.container);
         let path = reqwest::Url::parse(&base)
             .map_err(|e| Error::new(ErrorKind::Config, format!("bad endpoint {base}: {e}")))?
@@ -445,8 +475,7 @@ impl Container for AzureContainer {
                 ),
             ));
         }
-        let span = tracing::info_span!("azure.create_container", container = %self.container);
-        let response = request.send().instrument(span).await.map_err(|e| {
+        let response = request.send().await.map_err(|e| {
             Error::new(ErrorKind::Storage, format!("cannot reach {base}"))
                 .set_retryable(true)
                 .with_source(e)
@@ -474,7 +503,7 @@ impl Container for AzureContainer {
                 self.container, self.account
             ),
         )
-        .set_retryable(status.is_server_error()))
+        .set_retryable(status.is_server_error() || matches!(status.as_u16(), 408 | 429)))
     }
 }
 
