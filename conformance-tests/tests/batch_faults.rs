@@ -449,6 +449,50 @@ async fn allocation_failure_is_a_clear_error(env: Env) -> TrialResult {
     Ok(())
 }
 
+/// Storage refuses the pool's nodes (a firewall): the job preparation task cannot download the
+/// program on any node, so Batch would run none of the tasks and leave them waiting. Redwood
+/// notices and fails them with the reason; once the nodes are let in, the next map works.
+async fn preparation_failure_on_every_node_is_a_clear_error(env: Env) -> TrialResult {
+    env.admin("pools/firewalled/storage-firewall", json!({"status": 403}))
+        .await?;
+    let rw = env.session("firewalled", KEY, 2)?;
+    let started = Instant::now();
+    let job = rw.map(square, 0..4u64).await.map_err(fail)?;
+    let err = tokio::time::timeout(Duration::from_secs(90), job.collect())
+        .await
+        .map_err(|_| "the map hung although no node can run its tasks")?
+        .err()
+        .ok_or("a map whose program no node could download succeeded")?;
+    let text = err.to_string();
+    eprintln!("the error a user sees: {text}");
+    for needed in ["job preparation task", "firewalled", "2 node", "HTTP 403"] {
+        if !text.contains(needed) {
+            return Err(format!("the error does not say `{needed}`: {text}").into());
+        }
+    }
+    if text.contains("sig=") && !text.contains("sig=REDACTED") {
+        return Err(format!("the error shows a SAS signature: {text}").into());
+    }
+    let took = started.elapsed();
+    if took > Duration::from_secs(45) {
+        return Err(format!("noticed only after {took:?}").into());
+    }
+    env.admin("pools/firewalled/storage-firewall", json!({"status": 0}))
+        .await?;
+    let squares = rw
+        .map(square, 0..4u64)
+        .await
+        .map_err(fail)?
+        .collect()
+        .await
+        .map_err(fail)?;
+    if squares != [0, 1, 4, 9] {
+        return Err(format!("wrong results after the firewall opened: {squares:?}").into());
+    }
+    rw.cleanup().await.map_err(fail)?;
+    Ok(())
+}
+
 /// A pool that exists with fewer nodes than configured is reused and grown, not replaced.
 async fn reused_pool_grows_to_the_configuration(env: Env) -> TrialResult {
     let small = env.session("growing", KEY, 1)?;
@@ -516,7 +560,10 @@ fn main() -> ExitCode {
         storage: azurite.connection_string(&azurite.accounts()[0]),
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 7] = [
+    let cases: [(&str, Run); 8] = [
+        ("preparation_failure_on_every_node_is_a_clear_error", |e| {
+            Box::pin(preparation_failure_on_every_node_is_a_clear_error(e))
+        }),
         ("entra_id_tokens_sign_requests", |e| {
             Box::pin(entra_id_tokens_sign_requests(e))
         }),

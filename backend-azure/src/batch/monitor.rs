@@ -28,6 +28,10 @@ const MAX_RESTARTS: u32 = 3;
 const READS_IN_FLIGHT: usize = 32;
 /// `addtaskcollection` requests in flight at once.
 pub(crate) const ADDS_IN_FLIGHT: usize = 8;
+/// How long no task may finish before the job preparation task's state is looked at (and how
+/// often it is looked at then): a node on which it failed runs none of the job's tasks, and
+/// when that is every node, Batch would leave the tasks waiting for ever.
+const PREPARATION_CHECK_AFTER: Duration = Duration::from_secs(10);
 
 /// A request to cancel the job; the reply is how many tasks were stopped.
 pub(crate) type CancelSignal = oneshot::Sender<u64>;
@@ -62,6 +66,7 @@ impl Monitor {
         let mut newest: Option<SystemTime> = None;
         let mut retries: Vec<(Instant, u64, u32)> = Vec::new();
         let mut restarts: HashMap<u64, u32> = HashMap::new();
+        let mut preparation = PreparationWatch::new();
         while !self.pending.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(self.poll) => {}
@@ -81,6 +86,12 @@ impl Monitor {
                     continue;
                 }
             };
+            if !completed.is_empty() {
+                preparation.progress();
+            } else if preparation.due() {
+                self.check_preparation(&mut preparation).await;
+                continue;
+            }
             let storage = self.storage.clone();
             let client = self.client.clone();
             let function = self.template.spec.function.clone();
@@ -123,6 +134,91 @@ impl Monitor {
                 &serde_json::json!({}),
             )
             .await;
+    }
+
+    /// Looks at the job preparation task on each node: warns once about each node where it
+    /// failed, and when it failed on every node of the pool, ends every unfinished task with
+    /// the reason (Batch would keep them waiting for a node that can run them).
+    async fn check_preparation(&mut self, watch: &mut PreparationWatch) {
+        watch.checked();
+        let job = self.template.spec.id.clone();
+        self.polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let items = match self
+            .client
+            .list(
+                "list_preparation_status",
+                &format!("/jobs/{job}/jobpreparationandreleasetaskstatus"),
+                &[],
+            )
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::debug!(job = %job, error = %e, "cannot read the job preparation task's state");
+                return;
+            }
+        };
+        let mut failed: HashMap<String, String> = HashMap::new();
+        let mut pool = None;
+        for item in &items {
+            let info = &item["jobPreparationTaskExecutionInfo"];
+            let node = item["nodeId"].as_str().unwrap_or_default().to_string();
+            if info["result"].as_str() != Some("failure") {
+                continue;
+            }
+            let why = preparation_failure(info);
+            if watch.warned.insert(node.clone()) {
+                tracing::warn!(job = %job, node = %node, why = %why,
+                    "the job preparation task (it puts the program on the node) failed: Batch runs none of this job's tasks on that node");
+            }
+            pool = item["poolId"].as_str().map(str::to_string);
+            failed.insert(node, why);
+        }
+        let Some(pool) = pool else {
+            return;
+        };
+        let nodes = match self
+            .client
+            .list(
+                "list_nodes",
+                &format!("/pools/{pool}/nodes"),
+                &[("$select", "id")],
+            )
+            .await
+        {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(pool = %pool, error = %e, "cannot list the pool's nodes");
+                return;
+            }
+        };
+        let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+        if ids.is_empty() || !ids.iter().all(|id| failed.contains_key(*id)) {
+            return;
+        }
+        let (node, why) = failed
+            .iter()
+            .min_by(|a, b| a.0.cmp(b.0))
+            .map(|(n, w)| (n.clone(), w.clone()))
+            .unwrap_or_default();
+        let message = format!(
+            "the job preparation task, which puts the program on each node, failed on all {} \
+             node(s) of pool `{pool}`, so Batch runs none of this job's tasks (on node \
+             `{node}`: {why}). Check that the nodes may read the storage account (its firewall, \
+             the SAS) and that `{}` exists",
+            ids.len(),
+            self.template
+                .binary_url
+                .split('?')
+                .next()
+                .unwrap_or_default()
+        );
+        tracing::error!(job = %job, pool = %pool, "{message}");
+        let pending: Vec<(u64, u32)> = self.pending.iter().map(|(i, p)| (*i, p.0)).collect();
+        for (index, attempt) in pending {
+            self.fail_now(index, attempt, message.clone()).await;
+        }
     }
 
     /// Makes Batch run a task again that failed before its program started (a resource file
@@ -316,7 +412,10 @@ impl Monitor {
         };
         let options_retries = self.template.spec.options.retries;
         // No retry of a retry that could not be added.
-        let outcome = lost(&job, index, attempt.max(options_retries), why);
+        let mut outcome = lost(&job, index, attempt.max(options_retries), why);
+        if let Outcome::Err(e) = &mut outcome {
+            e.function = self.template.spec.function.clone();
+        }
         let mut none = Vec::new();
         self.settle(
             Completed {
@@ -384,6 +483,77 @@ impl Monitor {
         }
         cancelled
     }
+}
+
+/// When the job preparation task's state is looked at: after a while without progress.
+struct PreparationWatch {
+    last_progress: Instant,
+    last_check: Option<Instant>,
+    /// Nodes already warned about.
+    warned: std::collections::HashSet<String>,
+}
+
+impl PreparationWatch {
+    fn new() -> Self {
+        PreparationWatch {
+            last_progress: Instant::now(),
+            last_check: None,
+            warned: Default::default(),
+        }
+    }
+
+    /// A task finished.
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    fn checked(&mut self) {
+        self.last_check = Some(Instant::now());
+    }
+
+    /// Whether nothing finished for a while and the last look is as long ago.
+    fn due(&self) -> bool {
+        let quiet = self.last_progress.elapsed() >= PREPARATION_CHECK_AFTER;
+        quiet
+            && self
+                .last_check
+                .is_none_or(|t| t.elapsed() >= PREPARATION_CHECK_AFTER)
+    }
+}
+
+/// Why a job preparation task failed, from its execution information (SAS signatures
+/// removed).
+fn preparation_failure(info: &Value) -> String {
+    let failure = &info["failureInfo"];
+    let mut why = match (failure["code"].as_str(), info["exitCode"].as_i64()) {
+        (Some("FailureExitCode"), Some(code)) => format!("it exited with code {code}"),
+        (Some(code), _) => format!("{code}: {}", failure["message"].as_str().unwrap_or("")),
+        (None, Some(code)) => format!("it exited with code {code}"),
+        (None, None) => "it failed".to_string(),
+    };
+    for detail in failure["details"].as_array().into_iter().flatten() {
+        if let Some(value) = detail["value"].as_str() {
+            why.push_str(&format!("; {value}"));
+        }
+    }
+    without_signatures(&why)
+}
+
+/// `text` with the value of every `sig=` (a SAS signature) replaced by `REDACTED`.
+fn without_signatures(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("sig=") {
+        out.push_str(&rest[..at + 4]);
+        out.push_str("REDACTED");
+        rest = &rest[at + 4..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "%+/=-_".contains(c)))
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether a completed task failed before its program started (no exit code, and not ended
@@ -514,4 +684,44 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
         }
     }
     Outcome::Err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_redacted() {
+        assert_eq!(
+            without_signatures("GET http://h/c/b?sv=1&sig=abc%2Bd&se=2: 403"),
+            "GET http://h/c/b?sv=1&sig=REDACTED&se=2: 403"
+        );
+        assert_eq!(
+            without_signatures("a sig=x b sig=y"),
+            "a sig=REDACTED b sig=REDACTED"
+        );
+        assert_eq!(without_signatures("no signature"), "no signature");
+    }
+
+    #[test]
+    fn preparation_failures_say_why() {
+        let download = serde_json::json!({
+            "result": "failure",
+            "failureInfo": {
+                "code": "BlobDownloadMiscError",
+                "message": "Miscellaneous error",
+                "details": [{ "name": "Message", "value": "GET http://h/b?sig=s3cret: 403" }],
+            },
+        });
+        let text = preparation_failure(&download);
+        assert_eq!(
+            text,
+            "BlobDownloadMiscError: Miscellaneous error; GET http://h/b?sig=REDACTED: 403"
+        );
+        let exit = serde_json::json!({
+            "result": "failure", "exitCode": 2,
+            "failureInfo": { "code": "FailureExitCode", "message": "exit code" },
+        });
+        assert_eq!(preparation_failure(&exit), "it exited with code 2");
+    }
 }

@@ -57,8 +57,53 @@ pub enum Stop {
     Delete,
 }
 
-/// Whether a job's preparation task succeeded on a node, by (node, job); tasks wait on the lock.
-pub type Preps = HashMap<(String, String), Arc<tokio::sync::Mutex<bool>>>;
+/// A job's preparation task on one node.
+#[derive(Debug, Default)]
+pub struct Prep {
+    /// Held while it runs: the job's tasks placed on the node wait for it.
+    run: tokio::sync::Mutex<()>,
+    /// Its `jobPreparationTaskExecutionInfo`, once it started.
+    info: std::sync::Mutex<Option<Value>>,
+    /// The pool of the node.
+    pool: String,
+}
+
+impl Prep {
+    /// Its `jobPreparationTaskExecutionInfo`, once it started.
+    pub fn info(&self) -> Option<Value> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The pool of the node it ran on.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// Whether it ended in failure: the node then runs none of the job's tasks (until it is
+    /// reimaged, which the emulator does not do).
+    pub fn failed(&self) -> bool {
+        self.info()
+            .is_some_and(|i| i.get("result").and_then(Value::as_str) == Some("failure"))
+    }
+
+    fn set_info(&self, info: Value) {
+        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    }
+}
+
+/// Job preparation tasks by (node, job), lower-cased.
+pub type Preps = HashMap<(String, String), Arc<Prep>>;
+
+/// The nodes on which a job's preparation task failed: the job's tasks are not placed there.
+fn ineligible_nodes(state: &AccountState, job: &str) -> std::collections::HashSet<String> {
+    let job = job.to_lowercase();
+    state
+        .preps()
+        .iter()
+        .filter(|((_, j), prep)| *j == job && prep.failed())
+        .map(|((node, _), _)| node.clone())
+        .collect()
+}
 
 /// The stop switches of running tasks, by (job, task), lower-cased.
 pub type Running = HashMap<(String, String), tokio::sync::oneshot::Sender<Stop>>;
@@ -245,6 +290,11 @@ pub fn schedule(state: &Arc<AccountState>) {
                 .get("taskSlotsPerNode")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
+            let ineligible = if extras.prep.is_some() {
+                ineligible_nodes(state, &job)
+            } else {
+                Default::default()
+            };
             let Some(nodes) = data.nodes.get_mut(&pool.to_lowercase()) else {
                 continue;
             };
@@ -255,6 +305,7 @@ pub fn schedule(state: &Arc<AccountState>) {
             // so a job of 10,000 tasks costs little per scheduling round.
             let free_slots: i64 = nodes
                 .iter()
+                .filter(|n| !ineligible.contains(&n.id))
                 .map(|n| (slots_per_node - n.slots_used).max(0))
                 .sum();
             if free_slots == 0 {
@@ -302,6 +353,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                 // One instance per node (a multi-instance task spans distinct nodes).
                 let mut free: Vec<usize> = (0..nodes.len())
                     .filter(|&i| slots_per_node - nodes[i].slots_used >= slots)
+                    .filter(|&i| !ineligible.contains(&nodes[i].id))
                     .collect();
                 free.sort_by_key(|&i| nodes[i].slots_used);
                 if free.len() < instances {
@@ -470,6 +522,9 @@ enum RunEnd {
     ResourceFiles(String),
     /// The command exited, but an output file could not be uploaded.
     Upload(i32, String),
+    /// The job preparation task failed on (one of) its node(s): the task did not start and
+    /// waits for another node.
+    Ineligible,
 }
 
 async fn execute(
@@ -491,12 +546,12 @@ async fn execute(
     };
     if let Some(prep) = &p.job_prep {
         for (node, node_dir) in p.instances() {
-            if let Err(why) = prepare_job(state, p, prep, &node, &node_dir).await {
-                return RunEnd::NotStarted(format!("the job preparation task failed: {why}"));
+            if !prepare_job(state, p, prep, &node, &node_dir).await {
+                return RunEnd::Ineligible;
             }
         }
     }
-    if let Err(why) = files::download(&state.http, &state.downloads, &p.resource_files, wd).await {
+    if let Err(why) = download(state, &p.pool, &p.resource_files, wd).await {
         return RunEnd::ResourceFiles(why);
     }
     for (_, node_dir) in p.instances().iter().filter(|_| p.multi_instance) {
@@ -505,9 +560,7 @@ async fn execute(
         if let Err(e) = std::fs::create_dir_all(dir.join("wd")) {
             return RunEnd::NotStarted(format!("cannot create {}: {e}", dir.display()));
         }
-        if let Err(why) =
-            files::download(&state.http, &state.downloads, &p.common_files, &dir).await
-        {
+        if let Err(why) = download(state, &p.pool, &p.common_files, &dir).await {
             return RunEnd::ResourceFiles(why);
         }
     }
@@ -555,34 +608,104 @@ async fn execute(
     }
 }
 
-/// Runs the job preparation task on a node unless it already succeeded there (once per node
-/// and job, as the service does; tasks of the job on that node wait for it). A failure is not
-/// remembered: the next task on the node tries again.
+/// Runs the job preparation task on a node unless it already ran there (once per node and
+/// job, as the service does; tasks of the job on that node wait for it), retried up to its
+/// `maxTaskRetryCount`. Returns whether it succeeded; after a failure the node takes none of
+/// the job's tasks. `jobPreparationTaskExecutionInfo` records how it went.
 async fn prepare_job(
     state: &AccountState,
     p: &Placement,
     prep: &Value,
     node: &str,
     node_dir: &std::path::Path,
-) -> Result<(), String> {
-    let done = state
+) -> bool {
+    let slot = state
         .preps()
         .entry((node.to_string(), p.job.to_lowercase()))
-        .or_default()
+        .or_insert_with(|| {
+            Arc::new(Prep {
+                pool: p.pool.clone(),
+                ..Prep::default()
+            })
+        })
         .clone();
-    let mut done = done.lock().await;
-    if *done {
-        return Ok(());
+    let _running = slot.run.lock().await;
+    if let Some(info) = slot.info() {
+        return info.get("result").and_then(Value::as_str) == Some("success");
     }
     let dir = job_prep_dir(node_dir, &p.job);
+    let root = format!("workitems/{}/job-1/jobpreparation", p.job);
+    let max_retries = prep
+        .get("constraints")
+        .and_then(|c| c.get("maxTaskRetryCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let started = now_string();
+    let mut retry = 0i64;
+    loop {
+        let mut info = json!({
+            "startTime": started, "state": "running", "retryCount": retry,
+            "taskRootDirectory": root,
+            "taskRootDirectoryUrl": format!("{}/pools/{}/nodes/{node}/files/{root}", state.url, p.pool),
+        });
+        slot.set_info(info.clone());
+        let (exit_code, failure) = run_prep_once(state, p, prep, node, node_dir, &dir).await;
+        info["state"] = Value::from("completed");
+        info["endTime"] = Value::from(now_string());
+        if let Some(code) = exit_code {
+            info["exitCode"] = Value::from(code);
+        }
+        let failed = failure.is_some();
+        if retry > 0 {
+            info["lastRetryTime"] = Value::from(now_string());
+        }
+        match failure {
+            None => info["result"] = Value::from("success"),
+            Some(f) => {
+                info["result"] = Value::from("failure");
+                info["failureInfo"] = f;
+            }
+        }
+        if failed && (max_retries == -1 || retry < max_retries) {
+            retry += 1;
+            continue;
+        }
+        slot.set_info(info);
+        return !failed;
+    }
+}
+
+/// One run of a job preparation task: its exit code (when it ran) and its `failureInfo`
+/// (when it failed).
+async fn run_prep_once(
+    state: &AccountState,
+    p: &Placement,
+    prep: &Value,
+    node: &str,
+    node_dir: &std::path::Path,
+    dir: &std::path::Path,
+) -> (Option<i32>, Option<Value>) {
+    let not_started = |why: String| {
+        (
+            None,
+            Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
+        )
+    };
     let wd = dir.join("wd");
-    std::fs::create_dir_all(&wd).map_err(|e| format!("cannot create {}: {e}", wd.display()))?;
-    let files = prep
-        .get("resourceFiles")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    files::download(&state.http, &state.downloads, &files, &wd).await?;
+    if let Err(e) = std::fs::create_dir_all(&wd) {
+        return not_started(format!("cannot create {}: {e}", wd.display()));
+    }
+    let files = list_of(prep.get("resourceFiles"));
+    if let Err(why) = download(state, &p.pool, &files, &wd).await {
+        return (
+            None,
+            Some(
+                json!({"category": "UserError", "code": "BlobDownloadMiscError",
+                "message": "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)",
+                "details": [{"name": "Message", "value": why}]}),
+            ),
+        );
+    }
     let command_line = prep
         .get("commandLine")
         .and_then(Value::as_str)
@@ -592,25 +715,52 @@ async fn prepare_job(
         std::fs::File::create(dir.join("stderr.txt")),
     );
     let (Ok(stdout), Ok(stderr)) = (stdout, stderr) else {
-        return Err("cannot create its stdout.txt/stderr.txt".into());
+        return not_started("cannot create its stdout.txt/stderr.txt".into());
     };
-    let mut command = shell(state, p, command_line, (node, node_dir), &dir);
+    let mut command = shell(state, p, command_line, (node, node_dir), dir);
     command.stdout(stdout).stderr(stderr);
     for (k, v) in env_list(prep.get("environmentSettings")) {
         command.env(k, v);
     }
-    let status = command
-        .status()
-        .await
-        .map_err(|e| format!("cannot start it: {e}"))?;
-    if !status.success() {
+    match command.status().await {
+        Ok(status) if status.success() => (Some(0), None),
+        Ok(status) => (
+            Some(status.code().unwrap_or(-1)),
+            Some(json!({"category": "UserError", "code": "FailureExitCode",
+                "message": "The task exited with an exit code representing a failure"})),
+        ),
+        Err(e) => not_started(format!("cannot start /bin/sh: {e}")),
+    }
+}
+
+/// Downloads resource files onto a node of `pool`, unless an admin call made storage refuse
+/// that pool's nodes.
+async fn download(
+    state: &AccountState,
+    pool: &str,
+    files: &[Value],
+    wd: &std::path::Path,
+) -> Result<(), String> {
+    let refused = state
+        .data()
+        .storage_refused
+        .get(&pool.to_lowercase())
+        .copied();
+    if let (Some(status), Some(file)) = (refused, files.first()) {
+        let url = ["httpUrl", "storageContainerUrl"]
+            .iter()
+            .find_map(|k| file.get(*k).and_then(Value::as_str))
+            .unwrap_or("");
+        let shown = url.split('?').next().unwrap_or(url);
         return Err(format!(
-            "it exited with code {}",
-            status.code().unwrap_or(-1)
+            "GET {shown}: HTTP {status} (storage does not let this node in)"
         ));
     }
-    *done = true;
-    Ok(())
+    files::download(&state.http, &state.downloads, files, wd).await
+}
+
+fn list_of(value: Option<&Value>) -> Vec<Value> {
+    value.and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// The job preparation task's folder on a node.
@@ -775,6 +925,16 @@ fn finish(task: &mut super::resources::Resource, end: RunEnd) {
             return;
         }
         RunEnd::Stopped(Stop::Delete) => return,
+        RunEnd::Ineligible => {
+            // Not the task's fault: back to the queue for another node, nothing counted.
+            task.update([
+                ("state", Value::from("active")),
+                ("previousState", Value::from("running")),
+                ("stateTransitionTime", Value::from(now)),
+                ("executionInfo", info),
+            ]);
+            return;
+        }
         RunEnd::ResourceFiles(why) => (
             None,
             Some(json!({"category": "UserError", "code": "BlobDownloadMiscError", "message": why})),

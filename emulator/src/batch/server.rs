@@ -151,6 +151,8 @@ pub(super) struct Data {
     pub(super) nodes: exec::Nodes,
     /// Pools (lower-cased ids) whose allocation fails, with the error to report.
     failing_pools: std::collections::HashMap<String, (String, String)>,
+    /// Pools (lower-cased ids) whose nodes storage refuses, with the HTTP status it answers.
+    pub(super) storage_refused: std::collections::HashMap<String, u16>,
     /// API faults: the share of requests (per million) answered with `fault_status`.
     fault_ppm: u64,
     fault_status: u16,
@@ -207,6 +209,10 @@ fn router(state: Shared) -> Router {
         .route("/jobs", post(add_job).get(list_jobs))
         .route("/jobs/{job}", get(get_job).delete(delete_job))
         .route("/jobs/{job}/terminate", post(terminate_job))
+        .route(
+            "/jobs/{job}/jobpreparationandreleasetaskstatus",
+            get(list_preparation_status),
+        )
         .route("/jobs/{job}/tasks", post(add_task).get(list_tasks))
         .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
         .route(
@@ -222,6 +228,10 @@ fn router(state: Shared) -> Router {
         .route(
             "/_emulator/pools/{pool}/allocation-failure",
             post(fail_allocation),
+        )
+        .route(
+            "/_emulator/pools/{pool}/storage-firewall",
+            post(set_storage_firewall),
         )
         .route("/_emulator/faults", post(set_faults))
         .route("/_emulator/bearer-token", post(rotate_bearer_token))
@@ -732,6 +742,63 @@ async fn get_job(
     Ok(one(&state, "jobs", resource))
 }
 
+/// The job preparation task's state on each node where it ran.
+async fn list_preparation_status(
+    State(state): State<Shared>,
+    Path(job): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let has_prep = {
+        let data = state.data();
+        let resource = data
+            .jobs
+            .get(&job)
+            .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+        resource.body.contains_key("jobPreparationTask")
+            || resource.body.contains_key("jobReleaseTask")
+    };
+    if !has_prep {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "JobPreparationTaskNotSpecified",
+            "The specified job does not have a Job Preparation task.",
+        ));
+    }
+    let key = job.to_lowercase();
+    let mut entries: Vec<(String, Arc<exec::Prep>)> = state
+        .preps()
+        .iter()
+        .filter(|((_, j), _)| *j == key)
+        .map(|((node, _), prep)| (node.clone(), prep.clone()))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let items: Vec<Resource> = entries
+        .into_iter()
+        .filter_map(|(node, prep)| {
+            let info = prep.info()?;
+            let pool = prep.pool();
+            let body = json!({
+                "poolId": pool,
+                "nodeId": node,
+                "nodeUrl": format!("{}/pools/{pool}/nodes/{node}", state.url),
+                "jobPreparationTaskExecutionInfo": info,
+            });
+            match body {
+                Value::Object(map) => Some(Resource::new(map, std::time::SystemTime::now())),
+                _ => None,
+            }
+        })
+        .collect();
+    list(
+        &state,
+        "jobpreparationandreleasetaskstatuslist",
+        &format!("/jobs/{job}/jobpreparationandreleasetaskstatus"),
+        &query,
+        items.iter(),
+    )
+}
+
 async fn delete_job(
     State(state): State<Shared>,
     Path(job): Path<String>,
@@ -1092,6 +1159,32 @@ async fn fail_allocation(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Admin: `{"status": 403}` makes storage refuse the pool's nodes (as a storage firewall that
+/// does not let their network in does): every resource-file download there fails with that
+/// status. `{"status": 0}` lets them in again.
+async fn set_storage_firewall(
+    State(state): State<Shared>,
+    Path(pool): Path<String>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    let status = body.get("status").and_then(Value::as_u64).unwrap_or(403);
+    let mut data = state.data();
+    if status == 0 {
+        data.storage_refused.remove(&pool.to_lowercase());
+    } else if (400..600).contains(&status) {
+        data.storage_refused
+            .insert(pool.to_lowercase(), status as u16);
+    } else {
+        return Err(BatchError::invalid_property(
+            "status",
+            &status.to_string(),
+            "0, or an HTTP error status from 400 to 599",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// Admin: `{"rate": 0.1, "status": 503, "latencyMs": 20}` makes that share of API requests
 /// fail (and every request slower); `{"rate": 0}` stops it.
 async fn set_faults(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
@@ -1108,6 +1201,7 @@ async fn set_faults(State(state): State<Shared>, request: Request) -> Result<Res
     data.fault_ppm = (rate * 1_000_000.0) as u64;
     data.fault_status = body.get("status").and_then(Value::as_u64).unwrap_or(503) as u16;
     data.latency_ms = body.get("latencyMs").and_then(Value::as_u64).unwrap_or(0);
+
     if data.fault_rng == 0 {
         data.fault_rng = 0x5EED_1234_ABCD;
     }

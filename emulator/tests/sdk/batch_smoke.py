@@ -124,6 +124,38 @@ def main():
         lambda: client.get_task("sdk-job", "no-such-task"),
     )
 
+    expect_error(
+        "the preparation status of a job without a preparation task is JobPreparationTaskNotSpecified",
+        ResourceExistsError,
+        "JobPreparationTaskNotSpecified",
+        lambda: list(client.list_job_preparation_and_release_task_status("sdk-job")),
+    )
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id="sdk-prep-job",
+            pool_info=models.BatchPoolInfo(pool_id="sdk-pool"),
+            job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/sh -c 'exit 3'"),
+        )
+    )
+    client.create_task(
+        "sdk-prep-job", models.BatchTaskCreateOptions(id="never-runs", command_line="/bin/echo no")
+    )
+    # The preparation task fails on each node it is tried on; the task then waits, never runs.
+    deadline = time.time() + 30
+    while True:
+        statuses = list(client.list_job_preparation_and_release_task_status("sdk-prep-job"))
+        failed = [s for s in statuses if s.job_preparation_task_execution_info.result == models.BatchTaskExecutionResult.FAILURE]
+        waiting = client.get_task("sdk-prep-job", "never-runs").state == models.BatchTaskState.ACTIVE
+        if len(failed) == 2 and waiting:
+            break
+        if time.time() > deadline:
+            sys.exit(f"FAIL the preparation task did not fail on both nodes: {statuses}")
+        time.sleep(0.2)
+    info = failed[0].job_preparation_task_execution_info
+    assert info.exit_code == 3 and info.state == models.BatchJobPreparationTaskState.COMPLETED, info
+    assert failed[0].pool_id == "sdk-pool" and failed[0].node_id, failed[0]
+    step("list_job_preparation_and_release_task_status (failed on every node, the task waits)")
+
     # azure-batch 15.1.0 fails client-side without options, and does not export their type.
     from azure.batch.models._models import BatchJobTerminateOptions
 
