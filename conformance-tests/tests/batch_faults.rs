@@ -493,6 +493,95 @@ async fn preparation_failure_on_every_node_is_a_clear_error(env: Env) -> TrialRe
     Ok(())
 }
 
+/// The pool's start task fails on every node: Batch would keep the tasks waiting; Redwood
+/// fails them with the pool, the exit code and the start task's stderr. A start task that
+/// works runs on each node before any task there.
+async fn start_task_failure_is_a_clear_error(env: Env) -> TrialResult {
+    let broken = PoolConfig {
+        id: "broken-start".into(),
+        dedicated: 2,
+        task_slots_per_node: 4,
+        start_task: Some("echo 'libfoo.so.1: cannot open shared object file' >&2; exit 7".into()),
+        ..Default::default()
+    };
+    let rw = env.session_on(broken, KEY)?;
+    let started = Instant::now();
+    let job = rw.map(square, 0..4u64).await.map_err(fail)?;
+    let err = tokio::time::timeout(Duration::from_secs(90), job.collect())
+        .await
+        .map_err(|_| "the map hung although no node can run its tasks")?
+        .err()
+        .ok_or("a map on a pool whose start task fails everywhere succeeded")?;
+    let text = err.to_string();
+    eprintln!("the error a user sees: {text}");
+    for needed in [
+        "broken-start",
+        "start task",
+        "exited with code 7",
+        "libfoo.so.1: cannot open",
+    ] {
+        if !text.contains(needed) {
+            return Err(format!("the error does not say `{needed}`: {text}").into());
+        }
+    }
+    let took = started.elapsed();
+    if took > Duration::from_secs(45) {
+        return Err(format!("noticed only after {took:?}").into());
+    }
+
+    let working = PoolConfig {
+        id: "working-start".into(),
+        dedicated: 2,
+        task_slots_per_node: 4,
+        start_task: Some("sleep 1; touch \"$AZ_BATCH_NODE_SHARED_DIR/started\"".into()),
+        ..Default::default()
+    };
+    let rw = env.session_on(working, KEY)?;
+    let job = rw.map(square, 0..8u64).await.map_err(fail)?;
+    let id = job.id().to_string();
+    let got = job.collect().await.map_err(fail)?;
+    if got != (0..8u64).map(|x| x * x).collect::<Vec<_>>() {
+        return Err(format!("wrong results: {got:?}").into());
+    }
+    let client = env.client()?;
+    let nodes = client
+        .list("list_nodes", "/pools/working-start/nodes", &[])
+        .await
+        .map_err(fail)?;
+    let mut ended = std::collections::HashMap::new();
+    for node in &nodes {
+        let info = &node["startTaskInfo"];
+        if info["result"] != "success" || info["exitCode"] != 0 {
+            return Err(format!("the start task did not succeed: {node}").into());
+        }
+        ended.insert(
+            node["id"].as_str().unwrap_or("").to_string(),
+            info["endTime"].clone(),
+        );
+    }
+    let tasks = client
+        .list(
+            "list_tasks",
+            &format!("/jobs/{id}/tasks"),
+            &[("$select", "id,executionInfo,nodeInfo")],
+        )
+        .await
+        .map_err(fail)?;
+    for task in &tasks {
+        let node = task["nodeInfo"]["nodeId"].as_str().unwrap_or("");
+        let start = task["executionInfo"]["startTime"].as_str().unwrap_or("");
+        let ready = ended.get(node).and_then(|v| v.as_str()).unwrap_or("~");
+        if start < ready {
+            return Err(format!(
+                "task ran at {start} before its node's start task ended at {ready}"
+            )
+            .into());
+        }
+    }
+    rw.cleanup().await.map_err(fail)?;
+    Ok(())
+}
+
 /// A pool that exists with fewer nodes than configured is reused and grown, not replaced.
 async fn reused_pool_grows_to_the_configuration(env: Env) -> TrialResult {
     let small = env.session("growing", KEY, 1)?;
@@ -560,7 +649,10 @@ fn main() -> ExitCode {
         storage: azurite.connection_string(&azurite.accounts()[0]),
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 8] = [
+    let cases: [(&str, Run); 9] = [
+        ("start_task_failure_is_a_clear_error", |e| {
+            Box::pin(start_task_failure_is_a_clear_error(e))
+        }),
         ("preparation_failure_on_every_node_is_a_clear_error", |e| {
             Box::pin(preparation_failure_on_every_node_is_a_clear_error(e))
         }),

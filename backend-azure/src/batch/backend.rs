@@ -359,6 +359,10 @@ impl AzureBatchBackend {
             .to_string();
         let (container, read_sas) = self.container_read_sas(storage)?;
         Ok(JobTemplate {
+            pool: batch_job["poolInfo"]["poolId"]
+                .as_str()
+                .unwrap_or(&self.pool.id)
+                .to_string(),
             spec: request.job.clone(),
             binary_url,
             program,
@@ -378,7 +382,7 @@ impl AzureBatchBackend {
         let (environment, preparation) = template.job_settings()?;
         let mut body = json!({
             "id": job,
-            "poolInfo": { "poolId": self.pool.id },
+            "poolInfo": { "poolId": template.pool },
             "constraints": { "maxTaskRetryCount": self.settings.infra_retries },
             "onAllTasksComplete": "noaction",
             "commonEnvironmentSettings": environment,
@@ -510,6 +514,7 @@ impl ComputeBackend for AzureBatchBackend {
                 request.job.binary.clone()
             };
             let template = JobTemplate {
+                pool: self.pool.id.clone(),
                 spec: request.job.clone(),
                 binary_url: storage.sas_url(Some(&binary_key), "r", self.settings.sas_valid_for)?,
                 program: binary,

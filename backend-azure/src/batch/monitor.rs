@@ -89,7 +89,7 @@ impl Monitor {
             if !completed.is_empty() {
                 preparation.progress();
             } else if preparation.due() {
-                self.check_preparation(&mut preparation).await;
+                self.check_nodes(&mut preparation).await;
                 continue;
             }
             let storage = self.storage.clone();
@@ -136,54 +136,22 @@ impl Monitor {
             .await;
     }
 
-    /// Looks at the job preparation task on each node: warns once about each node where it
-    /// failed, and when it failed on every node of the pool, ends every unfinished task with
-    /// the reason (Batch would keep them waiting for a node that can run them).
-    async fn check_preparation(&mut self, watch: &mut PreparationWatch) {
+    /// Looks at the pool's nodes after a while without progress: warns once about each node
+    /// that cannot run this job's tasks (its start task failed, it is unusable, or the job
+    /// preparation task failed there), and when that is every node of the pool, ends every
+    /// unfinished task with the reason (Batch would keep them waiting).
+    async fn check_nodes(&mut self, watch: &mut PreparationWatch) {
         watch.checked();
         let job = self.template.spec.id.clone();
+        let pool = self.template.pool.clone();
         self.polls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let items = match self
-            .client
-            .list(
-                "list_preparation_status",
-                &format!("/jobs/{job}/jobpreparationandreleasetaskstatus"),
-                &[],
-            )
-            .await
-        {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::debug!(job = %job, error = %e, "cannot read the job preparation task's state");
-                return;
-            }
-        };
-        let mut failed: HashMap<String, String> = HashMap::new();
-        let mut pool = None;
-        for item in &items {
-            let info = &item["jobPreparationTaskExecutionInfo"];
-            let node = item["nodeId"].as_str().unwrap_or_default().to_string();
-            if info["result"].as_str() != Some("failure") {
-                continue;
-            }
-            let why = preparation_failure(info);
-            if watch.warned.insert(node.clone()) {
-                tracing::warn!(job = %job, node = %node, why = %why,
-                    "the job preparation task (it puts the program on the node) failed: Batch runs none of this job's tasks on that node");
-            }
-            pool = item["poolId"].as_str().map(str::to_string);
-            failed.insert(node, why);
-        }
-        let Some(pool) = pool else {
-            return;
-        };
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
         let nodes = match self
             .client
             .list(
                 "list_nodes",
                 &format!("/pools/{pool}/nodes"),
-                &[("$select", "id")],
+                &[("$select", "id,state,startTaskInfo")],
             )
             .await
         {
@@ -193,26 +161,68 @@ impl Monitor {
                 return;
             }
         };
-        let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
-        if ids.is_empty() || !ids.iter().all(|id| failed.contains_key(*id)) {
-            return;
-        }
-        let (node, why) = failed
-            .iter()
-            .min_by(|a, b| a.0.cmp(b.0))
-            .map(|(n, w)| (n.clone(), w.clone()))
+        let preparation = self
+            .client
+            .list(
+                "list_preparation_status",
+                &format!("/jobs/{job}/jobpreparationandreleasetaskstatus"),
+                &[],
+            )
+            .await
             .unwrap_or_default();
+        let mut unusable: std::collections::BTreeMap<String, Unusable> = Default::default();
+        for node in &nodes {
+            let id = node["id"].as_str().unwrap_or_default().to_string();
+            match node["state"].as_str() {
+                Some("starttaskfailed") => {
+                    let why = task_failure(&node["startTaskInfo"]);
+                    unusable.insert(id, Unusable::StartTask(why));
+                }
+                Some("unusable") => {
+                    unusable.insert(id, Unusable::Node);
+                }
+                _ => {}
+            }
+        }
+        for item in &preparation {
+            let info = &item["jobPreparationTaskExecutionInfo"];
+            let id = item["nodeId"].as_str().unwrap_or_default().to_string();
+            if info["result"].as_str() == Some("failure") && !unusable.contains_key(&id) {
+                unusable.insert(id, Unusable::Preparation(task_failure(info)));
+            }
+        }
+        for (node, why) in &unusable {
+            if watch.warned.insert(node.clone()) {
+                tracing::warn!(job = %job, pool = %pool, node = %node, "{}: Batch runs none of this job's tasks on that node", why.text());
+            }
+        }
+        let all = !nodes.is_empty()
+            && nodes
+                .iter()
+                .all(|n| n["id"].as_str().is_some_and(|id| unusable.contains_key(id)));
+        let Some(node) = unusable.keys().next().filter(|_| all).cloned() else {
+            return;
+        };
+        if let Some(Unusable::StartTask(why)) = unusable.get_mut(&node)
+            && let Ok(Value::String(text)) = self
+                .client
+                .get(
+                    "get_node_file",
+                    &format!("/pools/{pool}/nodes/{node}/files/startup/stderr.txt"),
+                )
+                .await
+        {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+            if !tail.trim().is_empty() {
+                why.push_str(&format!("; its stderr ends: {tail}"));
+            }
+        }
+        let why = unusable.get(&node).map(Unusable::text).unwrap_or_default();
         let message = format!(
-            "the job preparation task, which puts the program on each node, failed on all {} \
-             node(s) of pool `{pool}`, so Batch runs none of this job's tasks (on node \
-             `{node}`: {why}). Check that the nodes may read the storage account (its firewall, \
-             the SAS) and that `{}` exists",
-            ids.len(),
-            self.template
-                .binary_url
-                .split('?')
-                .next()
-                .unwrap_or_default()
+            "no node of pool `{pool}` can run this job's tasks ({} node(s)), so Batch would keep \
+             them waiting; on node `{node}`, {why}",
+            nodes.len()
         );
         tracing::error!(job = %job, pool = %pool, "{message}");
         let pending: Vec<(u64, u32)> = self.pending.iter().map(|(i, p)| (*i, p.0)).collect();
@@ -521,9 +531,35 @@ impl PreparationWatch {
     }
 }
 
-/// Why a job preparation task failed, from its execution information (SAS signatures
-/// removed).
-fn preparation_failure(info: &Value) -> String {
+/// Why a node cannot run the job's tasks.
+enum Unusable {
+    /// The pool's start task failed there (why).
+    StartTask(String),
+    /// The job preparation task failed there (why).
+    Preparation(String),
+    /// Batch marked the node unusable.
+    Node,
+}
+
+impl Unusable {
+    fn text(&self) -> String {
+        match self {
+            Unusable::StartTask(why) => format!(
+                "the pool's start task failed ({why}); fix `start_task` (a pool that exists \
+                 keeps its own: delete it to have it made anew)"
+            ),
+            Unusable::Preparation(why) => format!(
+                "the job preparation task, which puts the program on the node, failed ({why}); \
+                 check that the nodes may read the storage account (its firewall, the SAS)"
+            ),
+            Unusable::Node => "Batch marked the node unusable".to_string(),
+        }
+    }
+}
+
+/// Why a start or job preparation task failed, from its execution information (SAS
+/// signatures removed).
+fn task_failure(info: &Value) -> String {
     let failure = &info["failureInfo"];
     let mut why = match (failure["code"].as_str(), info["exitCode"].as_i64()) {
         (Some("FailureExitCode"), Some(code)) => format!("it exited with code {code}"),
@@ -713,7 +749,7 @@ mod tests {
                 "details": [{ "name": "Message", "value": "GET http://h/b?sig=s3cret: 403" }],
             },
         });
-        let text = preparation_failure(&download);
+        let text = task_failure(&download);
         assert_eq!(
             text,
             "BlobDownloadMiscError: Miscellaneous error; GET http://h/b?sig=REDACTED: 403"
@@ -722,6 +758,6 @@ mod tests {
             "result": "failure", "exitCode": 2,
             "failureInfo": { "code": "FailureExitCode", "message": "exit code" },
         });
-        assert_eq!(preparation_failure(&exit), "it exited with code 2");
+        assert_eq!(task_failure(&exit), "it exited with code 2");
     }
 }

@@ -79,6 +79,8 @@ pub(crate) fn parse_task_id(id: &str) -> Option<(u64, u32)> {
 /// What every task of a job shares: the program's URL and the read SAS.
 #[derive(Debug, Clone)]
 pub(crate) struct JobTemplate {
+    /// The Batch pool the job runs on.
+    pub pool: String,
     /// The job.
     pub spec: std::sync::Arc<JobSpec>,
     /// The sha256 of the binary the worker must be (what the caller expects).

@@ -24,6 +24,63 @@ pub struct Node {
     pub slots_used: i64,
     /// Its root folder (`AZ_BATCH_NODE_ROOT_DIR`).
     pub dir: PathBuf,
+    /// Where it is with its pool's start task.
+    pub startup: Startup,
+    /// Whether tasks wait for the start task to succeed (its `waitForSuccess`).
+    pub wait_for_start: bool,
+    /// The start task's `startTaskInfo`, once it started.
+    pub start_info: Option<Value>,
+}
+
+/// Where a node is with its pool's start task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// No start task, or it succeeded.
+    Ready,
+    /// The start task is still to be launched.
+    Pending,
+    /// The start task runs.
+    Running,
+    /// The start task failed (after its retries).
+    Failed,
+}
+
+impl Node {
+    fn new(id: String, dir: PathBuf, start_task: Option<&Value>) -> Node {
+        let _ = std::fs::create_dir_all(dir.join("shared"));
+        Node {
+            id,
+            slots_used: 0,
+            dir,
+            startup: if start_task.is_some() {
+                Startup::Pending
+            } else {
+                Startup::Ready
+            },
+            wait_for_start: start_task
+                .and_then(|s| s.get("waitForSuccess"))
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            start_info: None,
+        }
+    }
+
+    /// Whether tasks may be placed on it: its start task succeeded, or tasks need not wait.
+    pub fn takes_tasks(&self) -> bool {
+        self.startup == Startup::Ready || !self.wait_for_start
+    }
+
+    /// Its `state`, as the service reports it.
+    fn state(&self) -> &'static str {
+        if self.slots_used > 0 {
+            return "running";
+        }
+        match (self.startup, self.wait_for_start) {
+            (Startup::Pending | Startup::Running, true) => "waitingforstarttask",
+            (Startup::Failed, true) => "starttaskfailed",
+            _ => "idle",
+        }
+    }
 }
 
 /// Nodes by pool id (lower-cased).
@@ -116,18 +173,20 @@ pub fn stop_task(state: &AccountState, job: &str, task: &str, why: Stop) -> bool
     switch.is_some_and(|s| s.send(why).is_ok())
 }
 
-/// Makes a pool have `count` nodes: adds new ones, removes idle ones from the end.
-pub fn resize_nodes(nodes: &mut Nodes, root: &std::path::Path, pool: &str, count: usize) {
+/// Makes a pool have `count` nodes: adds new ones (which run `start_task` first, when the
+/// pool has one), removes idle ones from the end.
+pub fn resize_nodes(
+    nodes: &mut Nodes,
+    root: &std::path::Path,
+    pool: &str,
+    count: usize,
+    start_task: Option<&Value>,
+) {
     let list = nodes.entry(pool.to_lowercase()).or_default();
     while list.len() < count {
         let id = format!("tvmps_{}_{:03}", pool.to_lowercase(), list.len());
         let dir = root.join(pool).join(&id);
-        let _ = std::fs::create_dir_all(dir.join("shared"));
-        list.push(Node {
-            id,
-            slots_used: 0,
-            dir,
-        });
+        list.push(Node::new(id, dir, start_task));
     }
     while list.len() > count && list.last().is_some_and(|n| n.slots_used == 0) {
         list.pop();
@@ -135,32 +194,36 @@ pub fn resize_nodes(nodes: &mut Nodes, root: &std::path::Path, pool: &str, count
 }
 
 /// Adds a fresh node to a pool after one was lost (the service replaces lost nodes).
-pub fn replace_lost_node(nodes: &mut Nodes, root: &std::path::Path, pool: &str) {
+pub fn replace_lost_node(
+    nodes: &mut Nodes,
+    root: &std::path::Path,
+    pool: &str,
+    start_task: Option<&Value>,
+) {
     let list = nodes.entry(pool.to_lowercase()).or_default();
     let serial = list.len() + LOST_NODE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("tvmps_{}_r{serial:03}", pool.to_lowercase());
     let dir = root.join(pool).join(&id);
-    let _ = std::fs::create_dir_all(dir.join("shared"));
-    list.push(Node {
-        id,
-        slots_used: 0,
-        dir,
-    });
+    list.push(Node::new(id, dir, start_task));
 }
 
 static LOST_NODE_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The JSON of a node, as `GET /pools/{pool}/nodes` returns it.
 pub fn node_json(url: &str, pool: &str, node: &Node) -> Value {
-    json!({
+    let mut body = json!({
         "id": node.id,
         "url": format!("{url}/pools/{pool}/nodes/{}", node.id),
-        "state": if node.slots_used > 0 { "running" } else { "idle" },
+        "state": node.state(),
         "schedulingState": "enabled",
         "runningTasksCount": node.slots_used,
         "runningTaskSlotsCount": node.slots_used,
         "isDedicated": true,
-    })
+    });
+    if let Some(info) = &node.start_info {
+        body["startTaskInfo"] = info.clone();
+    }
+    body
 }
 
 /// Parses an ISO 8601 duration such as `PT05M00S`, `PT1.5S` or `P1DT2H`.
@@ -257,6 +320,9 @@ fn env_list(list: Option<&Value>) -> Vec<(String, String)> {
 
 /// Places active tasks into free slots and starts them; called whenever something changed.
 pub fn schedule(state: &Arc<AccountState>) {
+    for launch in super::start_task::due(state) {
+        tokio::spawn(super::start_task::run(state.clone(), launch));
+    }
     let placements = {
         let mut data = state.data();
         let data = &mut *data;
@@ -305,7 +371,7 @@ pub fn schedule(state: &Arc<AccountState>) {
             // so a job of 10,000 tasks costs little per scheduling round.
             let free_slots: i64 = nodes
                 .iter()
-                .filter(|n| !ineligible.contains(&n.id))
+                .filter(|n| n.takes_tasks() && !ineligible.contains(&n.id))
                 .map(|n| (slots_per_node - n.slots_used).max(0))
                 .sum();
             if free_slots == 0 {
@@ -353,7 +419,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                 // One instance per node (a multi-instance task spans distinct nodes).
                 let mut free: Vec<usize> = (0..nodes.len())
                     .filter(|&i| slots_per_node - nodes[i].slots_used >= slots)
-                    .filter(|&i| !ineligible.contains(&nodes[i].id))
+                    .filter(|&i| nodes[i].takes_tasks() && !ineligible.contains(&nodes[i].id))
                     .collect();
                 free.sort_by_key(|&i| nodes[i].slots_used);
                 if free.len() < instances {
@@ -735,7 +801,7 @@ async fn run_prep_once(
 
 /// Downloads resource files onto a node of `pool`, unless an admin call made storage refuse
 /// that pool's nodes.
-async fn download(
+pub(super) async fn download(
     state: &AccountState,
     pool: &str,
     files: &[Value],

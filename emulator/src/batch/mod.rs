@@ -10,5 +10,6 @@ mod files;
 mod query;
 mod resources;
 mod server;
+mod start_task;
 
 pub use server::{API_VERSIONS, BatchAccount, BatchEmulator, MAX_BODY, MAX_TASKS_PER_COLLECTION};

@@ -204,6 +204,10 @@ fn router(state: Shared) -> Router {
         .route("/pools/{pool}/resize", post(resize_pool))
         .route("/pools/{pool}/nodes", get(list_nodes))
         .route("/pools/{pool}/nodes/{node}", get(get_node))
+        .route(
+            "/pools/{pool}/nodes/{node}/files/{*path}",
+            get(get_node_file),
+        )
         .route("/jobs/{job}/tasks/{task}/files", get(list_task_files))
         .route("/jobs/{job}/tasks/{task}/files/{*path}", get(get_task_file))
         .route("/jobs", post(add_job).get(list_jobs))
@@ -1061,7 +1065,16 @@ async fn remove_node(
         if nodes.len() == before {
             return Err(BatchError::not_found("NodeNotFound", "node"));
         }
-        exec::replace_lost_node(&mut data.nodes, state.root.path(), &pool);
+        let start_task = data
+            .pools
+            .get(&pool)
+            .and_then(|p| p.body.get("startTask").cloned());
+        exec::replace_lost_node(
+            &mut data.nodes,
+            state.root.path(),
+            &pool,
+            start_task.as_ref(),
+        );
         data.tasks
             .values()
             .flat_map(|tasks| tasks.all())
@@ -1092,10 +1105,20 @@ async fn remove_node(
 /// Gives a pool its nodes, unless its allocation was made to fail: then it has none and
 /// reports the error in `resizeErrors`, as the service does.
 fn allocate(data: &mut Data, state: &AccountState, pool: &str, count: usize) {
+    let start_task = data
+        .pools
+        .get(pool)
+        .and_then(|p| p.body.get("startTask").cloned());
     match data.failing_pools.get(&pool.to_lowercase()).cloned() {
-        None => exec::resize_nodes(&mut data.nodes, state.root.path(), pool, count),
+        None => exec::resize_nodes(
+            &mut data.nodes,
+            state.root.path(),
+            pool,
+            count,
+            start_task.as_ref(),
+        ),
         Some((code, message)) => {
-            exec::resize_nodes(&mut data.nodes, state.root.path(), pool, 0);
+            exec::resize_nodes(&mut data.nodes, state.root.path(), pool, 0, None);
             if let Some(resource) = data.pools.get_mut(pool) {
                 resource.update([
                     ("currentDedicatedNodes", Value::from(0)),
@@ -1488,14 +1511,44 @@ async fn get_task_file(
     Path((job, task, path)): Path<(String, String, String)>,
 ) -> Result<Response, BatchError> {
     let folder = task_folder(&state.data(), &job, &task)?;
-    let file = folder.join(&path);
+    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", state.url);
+    file_response(&folder, &path, url)
+}
+
+/// A file of a node (e.g. `startup/stderr.txt`, the start task's), relative to its root folder.
+async fn get_node_file(
+    State(state): State<Shared>,
+    Path((pool, node, path)): Path<(String, String, String)>,
+) -> Result<Response, BatchError> {
+    let folder = {
+        let data = state.data();
+        if data.pools.get(&pool).is_none() {
+            return Err(BatchError::not_found("PoolNotFound", "pool"));
+        }
+        data.nodes
+            .get(&pool.to_lowercase())
+            .and_then(|nodes| nodes.iter().find(|n| n.id == node))
+            .map(|n| n.dir.clone())
+            .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?
+    };
+    let url = format!("{}/pools/{pool}/nodes/{node}/files/{path}", state.url);
+    file_response(&folder, &path, url)
+}
+
+/// The file at `path` inside `folder` (never `..` out of it), with the service's file headers.
+fn file_response(
+    folder: &std::path::Path,
+    path: &str,
+    url: String,
+) -> Result<Response, BatchError> {
+    let file = folder.join(path);
     let missing = || {
         BatchError::new(
             StatusCode::NOT_FOUND,
             "FileNotFound",
             "The specified file does not exist.",
         )
-        .with("FilePath", path.clone())
+        .with("FilePath", path.to_string())
     };
     // Only files inside the task's folder, never `..` out of it.
     if path.split('/').any(|part| part == "..") || !file.is_file() {
@@ -1506,7 +1559,6 @@ async fn get_task_file(
         .and_then(|m| m.modified())
         .map(httpdate::fmt_http_date)
         .unwrap_or_default();
-    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", state.url);
     let mut response = Body::from(bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -156,6 +156,29 @@ def main():
     assert failed[0].pool_id == "sdk-pool" and failed[0].node_id, failed[0]
     step("list_job_preparation_and_release_task_status (failed on every node, the task waits)")
 
+    client.create_pool(
+        models.BatchPoolCreateOptions(
+            id="sdk-start-pool",
+            vm_size="standard_d2s_v3",
+            target_dedicated_nodes=1,
+            start_task=models.BatchStartTask(command_line="/bin/sh -c 'echo no-gpu >&2; exit 5'"),
+        )
+    )
+    deadline = time.time() + 30
+    while True:
+        nodes = list(client.list_nodes("sdk-start-pool"))
+        if nodes and nodes[0].state == models.BatchNodeState.START_TASK_FAILED:
+            break
+        if time.time() > deadline:
+            sys.exit(f"FAIL the node did not become starttaskfailed: {nodes}")
+        time.sleep(0.2)
+    info = nodes[0].start_task_info
+    assert info.exit_code == 5 and info.result == models.BatchTaskExecutionResult.FAILURE, info
+    stderr = b"".join(client.download_node_file("sdk-start-pool", nodes[0].id, "startup/stderr.txt"))
+    assert stderr == b"no-gpu\n", stderr
+    client.begin_delete_pool("sdk-start-pool").result()
+    step("a failing start task: node starttaskfailed, startTaskInfo, download_node_file")
+
     # azure-batch 15.1.0 fails client-side without options, and does not export their type.
     from azure.batch.models._models import BatchJobTerminateOptions
 
