@@ -12,10 +12,10 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
-#[tokio::test]
-async fn permanent_403_is_a_clear_error_and_not_retried() {
+/// Azurite behind a fault proxy, and the connection string that goes through the proxy.
+async fn azurite_behind_proxy(faults: FaultConfig) -> (Azurite, FaultProxy, String) {
     let azurite = Azurite::start().await.expect("Azurite");
-    let proxy = FaultProxy::start(azurite.blob_base(), FaultConfig::default())
+    let proxy = FaultProxy::start(azurite.blob_base(), faults)
         .await
         .expect("proxy");
     let account = &azurite.accounts()[0];
@@ -26,12 +26,22 @@ async fn permanent_403_is_a_clear_error_and_not_retried() {
         proxy.url(),
         account.name
     );
-    let rw = Session::builder()
-        .storage_url("az://denied/suite")
+    (azurite, proxy, conn)
+}
+
+fn session(conn: &str, storage: &str) -> Session {
+    Session::builder()
+        .storage_url(storage)
         .storage_option("connection_string", conn)
         .progress(false)
         .build()
-        .expect("session");
+        .expect("session")
+}
+
+#[tokio::test]
+async fn permanent_403_is_a_clear_error_and_not_retried() {
+    let (_azurite, proxy, conn) = azurite_behind_proxy(FaultConfig::default()).await;
+    let rw = session(&conn, "az://denied/suite");
     // Works while the proxy forwards.
     rw.broadcast(&vec![1u8; 10])
         .await
@@ -66,33 +76,15 @@ async fn permanent_403_is_a_clear_error_and_not_retried() {
 
 #[tokio::test]
 async fn missing_containers_are_created_through_transient_errors() {
-    let azurite = Azurite::start().await.expect("Azurite");
-    let proxy = FaultProxy::start(
-        azurite.blob_base(),
-        FaultConfig {
-            rate: 0.5,
-            ..FaultConfig::default()
-        },
-    )
-    .await
-    .expect("proxy");
-    let account = &azurite.accounts()[0];
-    let conn = format!(
-        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
-        account.name,
-        account.key,
-        proxy.url(),
-        account.name
-    );
+    let (_azurite, proxy, conn) = azurite_behind_proxy(FaultConfig {
+        rate: 0.5,
+        ..FaultConfig::default()
+    })
+    .await;
     // Each session writes to a container that does not exist yet; at a 50% fault rate most
     // creations meet a 500, a 503 or a cut response at least once.
     for i in 0..6 {
-        let rw = Session::builder()
-            .storage_url(format!("az://transient-{i}/suite"))
-            .storage_option("connection_string", conn.clone())
-            .progress(false)
-            .build()
-            .expect("session");
+        let rw = session(&conn, &format!("az://transient-{i}/suite"));
         let data = rw
             .broadcast(&vec![i as u8; 10])
             .await

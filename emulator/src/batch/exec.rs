@@ -303,7 +303,7 @@ struct JobExtras {
 }
 
 /// Name/value pairs of an `environmentSettings` list.
-fn env_list(list: Option<&Value>) -> Vec<(String, String)> {
+pub(super) fn env_list(list: Option<&Value>) -> Vec<(String, String)> {
     list.and_then(Value::as_array)
         .map(|list| {
             list.iter()
@@ -701,102 +701,24 @@ async fn prepare_job(
     }
     let dir = job_prep_dir(node_dir, &p.job);
     let root = format!("workitems/{}/job-1/jobpreparation", p.job);
-    let max_retries = prep
-        .get("constraints")
-        .and_then(|c| c.get("maxTaskRetryCount"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let started = now_string();
-    let mut retry = 0i64;
-    loop {
-        let mut info = json!({
-            "startTime": started, "state": "running", "retryCount": retry,
-            "taskRootDirectory": root,
-            "taskRootDirectoryUrl": format!("{}/pools/{}/nodes/{node}/files/{root}", state.url, p.pool),
-        });
-        slot.set_info(info.clone());
-        let (exit_code, failure) = run_prep_once(state, p, prep, node, node_dir, &dir).await;
-        info["state"] = Value::from("completed");
-        info["endTime"] = Value::from(now_string());
-        if let Some(code) = exit_code {
-            info["exitCode"] = Value::from(code);
-        }
-        let failed = failure.is_some();
-        if retry > 0 {
-            info["lastRetryTime"] = Value::from(now_string());
-        }
-        match failure {
-            None => info["result"] = Value::from("success"),
-            Some(f) => {
-                info["result"] = Value::from("failure");
-                info["failureInfo"] = f;
-            }
-        }
-        if failed && (max_retries == -1 || retry < max_retries) {
-            retry += 1;
-            continue;
-        }
-        slot.set_info(info);
-        return !failed;
-    }
-}
-
-/// One run of a job preparation task: its exit code (when it ran) and its `failureInfo`
-/// (when it failed).
-async fn run_prep_once(
-    state: &AccountState,
-    p: &Placement,
-    prep: &Value,
-    node: &str,
-    node_dir: &std::path::Path,
-    dir: &std::path::Path,
-) -> (Option<i32>, Option<Value>) {
-    let not_started = |why: String| {
-        (
-            None,
-            Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
+    let task = super::node_task::NodeTask {
+        state,
+        pool: &p.pool,
+        spec: prep,
+        dir: &dir,
+    };
+    let base = json!({
+        "taskRootDirectory": root,
+        "taskRootDirectoryUrl": format!("{}/pools/{}/nodes/{node}/files/{root}", state.url, p.pool),
+    });
+    let info = task
+        .run(
+            base,
+            || shell(state, p, task.command_line(), (node, node_dir), &dir),
+            |info| slot.set_info(info),
         )
-    };
-    let wd = dir.join("wd");
-    if let Err(e) = std::fs::create_dir_all(&wd) {
-        return not_started(format!("cannot create {}: {e}", wd.display()));
-    }
-    let files = list_of(prep.get("resourceFiles"));
-    if let Err(why) = download(state, &p.pool, &files, &wd).await {
-        return (
-            None,
-            Some(
-                json!({"category": "UserError", "code": "BlobDownloadMiscError",
-                "message": "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)",
-                "details": [{"name": "Message", "value": why}]}),
-            ),
-        );
-    }
-    let command_line = prep
-        .get("commandLine")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let (stdout, stderr) = (
-        std::fs::File::create(dir.join("stdout.txt")),
-        std::fs::File::create(dir.join("stderr.txt")),
-    );
-    let (Ok(stdout), Ok(stderr)) = (stdout, stderr) else {
-        return not_started("cannot create its stdout.txt/stderr.txt".into());
-    };
-    let mut command = shell(state, p, command_line, (node, node_dir), dir);
-    command.stdout(stdout).stderr(stderr);
-    for (k, v) in env_list(prep.get("environmentSettings")) {
-        command.env(k, v);
-    }
-    match command.status().await {
-        Ok(status) if status.success() => (Some(0), None),
-        Ok(status) => (
-            Some(status.code().unwrap_or(-1)),
-            Some(json!({"category": "UserError", "code": "FailureExitCode",
-                "message": "The task exited with an exit code representing a failure"})),
-        ),
-        Err(e) => not_started(format!("cannot start /bin/sh: {e}")),
-    }
+        .await;
+    info["result"] == "success"
 }
 
 /// Downloads resource files onto a node of `pool`, unless an admin call made storage refuse
@@ -823,10 +745,6 @@ pub(super) async fn download(
         ));
     }
     files::download(&state.http, &state.downloads, files, wd).await
-}
-
-fn list_of(value: Option<&Value>) -> Vec<Value> {
-    value.and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// The job preparation task's folder on a node.
@@ -936,6 +854,16 @@ async fn coordinate(state: &AccountState, p: &Placement, coordination: &str) -> 
     Ok(())
 }
 
+/// Puts a running task back in the queue (active), with its execution information.
+fn back_to_queue(task: &mut super::resources::Resource, now: String, info: Value) {
+    task.update([
+        ("state", Value::from("active")),
+        ("previousState", Value::from("running")),
+        ("stateTransitionTime", Value::from(now)),
+        ("executionInfo", info),
+    ]);
+}
+
 /// Records the end of a run: completed, or back to active for a retry.
 fn finish(task: &mut super::resources::Resource, end: RunEnd) {
     let info = task
@@ -982,25 +910,11 @@ fn finish(task: &mut super::resources::Resource, end: RunEnd) {
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             info["requeueCount"] = Value::from(requeues + 1);
-            task.update([
-                ("state", Value::from("active")),
-                ("previousState", Value::from("running")),
-                ("stateTransitionTime", Value::from(now)),
-                ("executionInfo", info),
-            ]);
-            return;
+            return back_to_queue(task, now, info);
         }
         RunEnd::Stopped(Stop::Delete) => return,
-        RunEnd::Ineligible => {
-            // Not the task's fault: back to the queue for another node, nothing counted.
-            task.update([
-                ("state", Value::from("active")),
-                ("previousState", Value::from("running")),
-                ("stateTransitionTime", Value::from(now)),
-                ("executionInfo", info),
-            ]);
-            return;
-        }
+        // Not the task's fault: back to the queue for another node, nothing counted.
+        RunEnd::Ineligible => return back_to_queue(task, now, info),
         RunEnd::ResourceFiles(why) => (
             None,
             Some(json!({"category": "UserError", "code": "BlobDownloadMiscError", "message": why})),

@@ -7,6 +7,7 @@ mod autoscale;
 pub mod error;
 mod exec;
 mod files;
+mod node_task;
 mod query;
 mod resources;
 mod server;

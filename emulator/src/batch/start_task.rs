@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::exec::Startup;
-use super::resources::now_string;
+use super::node_task::NodeTask;
 use super::server::AccountState;
 
 /// A start task to launch on one node.
@@ -53,49 +53,26 @@ pub(super) fn due(state: &AccountState) -> Vec<Launch> {
 
 /// Runs a start task (retried up to its `maxTaskRetryCount`) and records how it went.
 pub(super) async fn run(state: Arc<AccountState>, launch: Launch) {
-    let max_retries = launch
-        .spec
-        .get("constraints")
-        .and_then(|c| c.get("maxTaskRetryCount"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let started = now_string();
-    let mut retry = 0i64;
-    let info = loop {
-        record(
-            &state,
-            &launch,
-            None,
-            json!({"state": "running", "startTime": started, "retryCount": retry}),
-        );
-        let (exit_code, failure) = run_once(&state, &launch).await;
-        let mut info = json!({
-            "state": "completed", "startTime": started, "endTime": now_string(),
-            "retryCount": retry,
-            "result": if failure.is_some() { "failure" } else { "success" },
-        });
-        if let Some(code) = exit_code {
-            info["exitCode"] = Value::from(code);
-        }
-        if retry > 0 {
-            info["lastRetryTime"] = Value::from(now_string());
-        }
-        match failure {
-            Some(_) if max_retries == -1 || retry < max_retries => retry += 1,
-            Some(f) => {
-                info["failureInfo"] = f;
-                break info;
-            }
-            None => break info,
-        }
+    let startup = launch.dir.join("startup");
+    let task = NodeTask {
+        state: &state,
+        pool: &launch.pool,
+        spec: &launch.spec,
+        dir: &startup,
     };
-    let ok = info["result"] == "success";
-    record(
-        &state,
-        &launch,
-        Some(if ok { Startup::Ready } else { Startup::Failed }),
-        info,
-    );
+    let info = task
+        .run(
+            json!({}),
+            || command(&state, &launch, task.command_line()),
+            |info| record(&state, &launch, None, info),
+        )
+        .await;
+    let startup = if info["result"] == "success" {
+        Startup::Ready
+    } else {
+        Startup::Failed
+    };
+    record(&state, &launch, Some(startup), info);
     state.changed.notify_one();
 }
 
@@ -115,54 +92,16 @@ fn record(state: &AccountState, launch: &Launch, startup: Option<Startup>, info:
     }
 }
 
-/// One run: its exit code (when it ran) and its `failureInfo` (when it failed).
-async fn run_once(state: &AccountState, launch: &Launch) -> (Option<i32>, Option<Value>) {
-    let not_started = |why: String| {
-        (
-            None,
-            Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
-        )
-    };
+/// `/bin/sh -c COMMAND` in the node's `startup/wd`, with the start task's `AZ_BATCH_*`
+/// environment.
+fn command(state: &AccountState, launch: &Launch, command_line: &str) -> tokio::process::Command {
     let startup = launch.dir.join("startup");
-    let wd = startup.join("wd");
-    if let Err(e) = std::fs::create_dir_all(&wd) {
-        return not_started(format!("cannot create {}: {e}", wd.display()));
-    }
-    let files = launch
-        .spec
-        .get("resourceFiles")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if let Err(why) = super::exec::download(state, &launch.pool, &files, &wd).await {
-        return (
-            None,
-            Some(
-                json!({"category": "UserError", "code": "BlobDownloadMiscError",
-                "message": "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)",
-                "details": [{"name": "Message", "value": why}]}),
-            ),
-        );
-    }
-    let (Ok(stdout), Ok(stderr)) = (
-        std::fs::File::create(startup.join("stdout.txt")),
-        std::fs::File::create(startup.join("stderr.txt")),
-    ) else {
-        return not_started("cannot create its stdout.txt/stderr.txt".into());
-    };
-    let command_line = launch
-        .spec
-        .get("commandLine")
-        .and_then(Value::as_str)
-        .unwrap_or("");
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(command_line)
-        .current_dir(&wd)
+        .current_dir(startup.join("wd"))
         .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
         .kill_on_drop(true)
         .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
         .env("AZ_BATCH_ACCOUNT_URL", &state.url)
@@ -172,27 +111,7 @@ async fn run_once(state: &AccountState, launch: &Launch) -> (Option<i32>, Option
         .env("AZ_BATCH_NODE_SHARED_DIR", launch.dir.join("shared"))
         .env("AZ_BATCH_NODE_STARTUP_DIR", &startup)
         .env("AZ_BATCH_TASK_DIR", &startup)
-        .env("AZ_BATCH_TASK_WORKING_DIR", &wd)
+        .env("AZ_BATCH_TASK_WORKING_DIR", startup.join("wd"))
         .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
-    for setting in launch
-        .spec
-        .get("environmentSettings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(name) = setting.get("name").and_then(Value::as_str) {
-            let value = setting.get("value").and_then(Value::as_str).unwrap_or("");
-            command.env(name, value);
-        }
-    }
-    match command.status().await {
-        Ok(status) if status.success() => (Some(0), None),
-        Ok(status) => (
-            Some(status.code().unwrap_or(-1)),
-            Some(json!({"category": "UserError", "code": "FailureExitCode",
-                "message": "The task exited with an exit code representing a failure"})),
-        ),
-        Err(e) => not_started(format!("cannot start /bin/sh: {e}")),
-    }
+    command
 }

@@ -29,6 +29,18 @@ def expect_error(name, exc_type, code, call):
     sys.exit(f"FAIL {name}: no {exc_type.__name__} raised")
 
 
+def wait_for(what, check, seconds=30):
+    """Polls `check` until it returns something (which is returned), or fails after `seconds`."""
+    deadline = time.time() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.time() > deadline:
+            sys.exit(f"FAIL waited {seconds} s for {what}")
+        time.sleep(0.2)
+
+
 def main():
     credential = AzureNamedKeyCredential(os.environ["REDWOOD_BATCH_ACCOUNT"], os.environ["REDWOOD_BATCH_KEY"])
     client = BatchClient(endpoint=os.environ["REDWOOD_BATCH_URL"], credential=credential)
@@ -141,16 +153,14 @@ def main():
         "sdk-prep-job", models.BatchTaskCreateOptions(id="never-runs", command_line="/bin/echo no")
     )
     # The preparation task fails on each node it is tried on; the task then waits, never runs.
-    deadline = time.time() + 30
-    while True:
+    def failed_everywhere():
         statuses = list(client.list_job_preparation_and_release_task_status("sdk-prep-job"))
-        failed = [s for s in statuses if s.job_preparation_task_execution_info.result == models.BatchTaskExecutionResult.FAILURE]
+        failure = models.BatchTaskExecutionResult.FAILURE
+        failed = [s for s in statuses if s.job_preparation_task_execution_info.result == failure]
         waiting = client.get_task("sdk-prep-job", "never-runs").state == models.BatchTaskState.ACTIVE
-        if len(failed) == 2 and waiting:
-            break
-        if time.time() > deadline:
-            sys.exit(f"FAIL the preparation task did not fail on both nodes: {statuses}")
-        time.sleep(0.2)
+        return failed if len(failed) == 2 and waiting else None
+
+    failed = wait_for("the preparation task to fail on both nodes", failed_everywhere)
     info = failed[0].job_preparation_task_execution_info
     assert info.exit_code == 3 and info.state == models.BatchJobPreparationTaskState.COMPLETED, info
     assert failed[0].pool_id == "sdk-pool" and failed[0].node_id, failed[0]
@@ -164,14 +174,11 @@ def main():
             start_task=models.BatchStartTask(command_line="/bin/sh -c 'echo no-gpu >&2; exit 5'"),
         )
     )
-    deadline = time.time() + 30
-    while True:
+    def start_failed():
         nodes = list(client.list_nodes("sdk-start-pool"))
-        if nodes and nodes[0].state == models.BatchNodeState.START_TASK_FAILED:
-            break
-        if time.time() > deadline:
-            sys.exit(f"FAIL the node did not become starttaskfailed: {nodes}")
-        time.sleep(0.2)
+        return nodes if nodes and nodes[0].state == models.BatchNodeState.START_TASK_FAILED else None
+
+    nodes = wait_for("the node to become starttaskfailed", start_failed)
     info = nodes[0].start_task_info
     assert info.exit_code == 5 and info.result == models.BatchTaskExecutionResult.FAILURE, info
     stderr = b"".join(client.download_node_file("sdk-start-pool", nodes[0].id, "startup/stderr.txt"))
