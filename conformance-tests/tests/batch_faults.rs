@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::azure::{AzureBatchBackendBuilder, BatchClient, BatchClientBuilder};
 use redwood::config::PoolConfig;
-use redwood::{Session, TaskOptions, WaitFor};
+use redwood::{Broadcast, Session, TaskOptions, WaitFor};
 use redwood_conformance::functions::{mpi_world, sleep_echo, square};
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
@@ -577,6 +577,73 @@ async fn start_task_failure_is_a_clear_error(env: Env) -> TrialResult {
     Ok(())
 }
 
+/// Sleeps on its first attempt only, then sums a broadcast vector, which it reads with the
+/// job's storage URLs (or a retry's own).
+#[redwood::remote]
+fn slow_first_sum(table: Broadcast<Vec<u64>>, ms: u64) -> Result<u64, redwood::Error> {
+    if redwood::context::attempt() == 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    Ok(table.get()?.iter().sum())
+}
+
+/// An attempt that runs past its storage URLs' expiry (`sas_valid_for`) is an error that
+/// says so and what to change; a retry gets fresh URLs (its own read URL too, since the job's
+/// expired) and succeeds.
+async fn expired_storage_urls_are_named_and_renewed(env: Env) -> TrialResult {
+    let pool = PoolConfig {
+        id: "short-sas".into(),
+        dedicated: 1,
+        task_slots_per_node: 4,
+        ..Default::default()
+    };
+    let backend = AzureBatchBackendBuilder::new(&env.url, ACCOUNT, KEY)
+        .pool(pool)
+        .poll_interval(Duration::from_millis(100))
+        .sas_valid_for(Duration::from_secs(3))
+        .progress(false)
+        .build()
+        .map_err(fail)?;
+    let rw = env.session_with_backend(Arc::new(backend), "short-sas")?;
+    let table = rw.broadcast(&vec![1u64, 2, 3]).await.map_err(fail)?;
+    let run = |retries: u32| {
+        let (rw, table) = (&rw, table.clone());
+        async move {
+            let job = rw
+                .map_with(
+                    slow_first_sum,
+                    [(table, 4000u64)],
+                    TaskOptions::new().retries(retries),
+                )
+                .await
+                .map_err(fail)?;
+            tokio::time::timeout(Duration::from_secs(60), job.clone().collect())
+                .await
+                .map_err(|_| Failed::from("the map hung"))
+                .map(|r| (r, job))
+        }
+    };
+    let (got, _) = run(0).await?;
+    let err = got
+        .err()
+        .ok_or("an attempt that ran past its URLs' expiry succeeded")?;
+    let text = err.to_string();
+    eprintln!("the error a user sees: {text}");
+    for needed in ["expired", "sas_valid_for"] {
+        if !text.contains(needed) {
+            return Err(format!("the error does not say `{needed}`: {text}").into());
+        }
+    }
+    let (got, job) = run(1).await?;
+    if got.map_err(fail)? != [6] {
+        return Err("wrong sum after the retry".into());
+    }
+    if job.stats().retries != 1 {
+        return Err(format!("{} retries, expected 1", job.stats().retries).into());
+    }
+    Ok(())
+}
+
 /// A pool that exists with fewer nodes than configured is reused and grown, not replaced.
 async fn reused_pool_grows_to_the_configuration(env: Env) -> TrialResult {
     let small = env.session("growing", KEY, 1)?;
@@ -644,7 +711,10 @@ fn main() -> ExitCode {
         storage: azurite.connection_string(&azurite.accounts()[0]),
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 9] = [
+    let cases: [(&str, Run); 10] = [
+        ("expired_storage_urls_are_named_and_renewed", |e| {
+            Box::pin(expired_storage_urls_are_named_and_renewed(e))
+        }),
         ("start_task_failure_is_a_clear_error", |e| {
             Box::pin(start_task_failure_is_a_clear_error(e))
         }),

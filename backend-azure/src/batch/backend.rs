@@ -307,6 +307,7 @@ impl AzureBatchBackend {
             cancel,
             poll: self.settings.poll,
             polls: self.polls.clone(),
+            minted: HashMap::new(),
         };
         tokio::spawn(
             monitor

@@ -48,6 +48,8 @@ pub(crate) struct Monitor {
     pub poll: Duration,
     /// List requests made, for the benchmark.
     pub polls: Arc<std::sync::atomic::AtomicU64>,
+    /// When the storage URLs of re-added attempts were minted, by task.
+    pub minted: HashMap<u64, SystemTime>,
 }
 
 /// A completed Batch task, as listed.
@@ -115,6 +117,11 @@ impl Monitor {
                 .collect()
                 .await;
             for (c, outcome, stored) in outcomes {
+                let outcome = if stored {
+                    outcome
+                } else {
+                    self.explain_expired_urls(&c, outcome)
+                };
                 if !stored && never_started(&c.item) {
                     let tries = restarts.entry(c.index).or_insert(0);
                     if *tries < MAX_RESTARTS && self.reactivate(&c).await {
@@ -229,6 +236,40 @@ impl Monitor {
         for (index, attempt) in pending {
             self.fail_now(index, attempt, message.clone()).await;
         }
+    }
+
+    /// A crash of an attempt that ended after its storage URLs expired says so: the worker
+    /// could not read its inputs or store its outcome (a retry gets fresh URLs).
+    fn explain_expired_urls(&self, c: &Completed, outcome: Outcome) -> Outcome {
+        let Outcome::Err(mut e) = outcome else {
+            return outcome;
+        };
+        let valid = self.template.sas_valid_for;
+        let Some(job_urls) = self.template.job_urls_expire() else {
+            return Outcome::Err(e);
+        };
+        // A re-added attempt has its own write URL, and its own read URL when the job's was
+        // past half its validity (see `JobTemplate::task_body`).
+        let expired_at = match self.minted.get(&c.index) {
+            Some(&minted) if job_urls < minted + valid / 2 => minted + valid,
+            _ => job_urls,
+        };
+        let ended = c.item["executionInfo"]["endTime"]
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+            .unwrap_or_else(SystemTime::now);
+        if e.kind == TaskErrorKind::Crash && ended >= expired_at {
+            e.message = format!(
+                "{}: its storage URLs had expired (at {}), so it could not read its inputs or \
+                 store its outcome. They are valid for `sas_valid_for` ({}) after the job (or \
+                 a retry) is added: raise it above how long tasks wait and run; a retry gets \
+                 fresh ones",
+                e.message,
+                humantime::format_rfc3339_seconds(expired_at),
+                humantime::format_duration(valid)
+            );
+        }
+        Outcome::Err(e)
     }
 
     /// Makes Batch run a task again that failed before its program started (a resource file
@@ -374,7 +415,10 @@ impl Monitor {
                 .template
                 .task_body(&self.storage, index, attempt, range, None)
             {
-                Ok(b) => bodies.push(b),
+                Ok(b) => {
+                    self.minted.insert(index, SystemTime::now());
+                    bodies.push(b);
+                }
                 Err(e) => self.fail_now(index, attempt, e.to_string()).await,
             }
         }

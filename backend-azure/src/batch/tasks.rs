@@ -1,7 +1,7 @@
 //! What one Redwood task becomes on Batch: its task id, command line, resource file (the
 //! program) and environment (the [`TaskSpec`] with its scoped SAS URLs).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redwood_core::raw::backend::JobSpec;
 use redwood_core::{Result, Storage};
@@ -40,6 +40,9 @@ struct TaskPart {
     /// Overrides the job's input pack.
     #[serde(skip_serializing_if = "Option::is_none")]
     input: Option<String>,
+    /// Overrides the job's read SAS (which expires `sas_valid_for` after the job was made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_sas: Option<String>,
 }
 
 fn encode(value: &impl Serialize) -> Result<String> {
@@ -107,6 +110,25 @@ pub(crate) struct JobTemplate {
 }
 
 impl JobTemplate {
+    /// When the URLs in the job's own environment expire: they were minted with the job's
+    /// program download URL, whose `se=` says when.
+    pub(crate) fn job_urls_expire(&self) -> Option<SystemTime> {
+        sas_expiry(&self.binary_url)
+    }
+
+    /// A task added now gets its own read SAS when the job's has less than half its validity
+    /// left, so that retries and late tasks of a long job can still read.
+    fn own_read_sas(&self, storage: &Storage) -> Result<Option<String>> {
+        let stale = self
+            .job_urls_expire()
+            .is_some_and(|at| at < SystemTime::now() + self.sas_valid_for / 2);
+        if !stale {
+            return Ok(None);
+        }
+        let url = storage.sas_url(None, "r", self.sas_valid_for)?;
+        Ok(url.split_once('?').map(|(_, query)| query.to_string()))
+    }
+
     /// The file name the program gets on the node.
     fn file_name(&self) -> String {
         format!("redwood-{}", &self.program[..12.min(self.program.len())])
@@ -171,6 +193,7 @@ impl JobTemplate {
             range,
             result_url,
             input: self.task_input.clone(),
+            read_sas: self.own_read_sas(storage)?,
         };
         let spec_json = encode(&own)?;
         let file = self.file_name();
@@ -235,9 +258,26 @@ pub(crate) fn chunks(bodies: Vec<Value>) -> Vec<Vec<Value>> {
     out
 }
 
+/// The expiry (`se=`) of a SAS URL.
+pub(crate) fn sas_expiry(url: &str) -> Option<SystemTime> {
+    let query = url.split_once('?')?.1;
+    let value = query.split('&').find_map(|pair| pair.strip_prefix("se="))?;
+    let value = value.replace("%3A", ":").replace("%3a", ":");
+    humantime::parse_rfc3339_weak(&value).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sas_expiry_is_read_from_the_url() {
+        let at =
+            sas_expiry("http://h/c/b?sv=2022-11-02&sr=b&sp=r&se=2026-11-24T19%3A03%3A20Z&sig=x");
+        assert_eq!(at, humantime::parse_rfc3339("2026-11-24T19:03:20Z").ok());
+        assert_eq!(sas_expiry("http://h/c/b?sv=1&sig=x"), None);
+        assert_eq!(sas_expiry("http://h/c/b"), None);
+    }
 
     #[test]
     fn task_ids_round_trip() {
