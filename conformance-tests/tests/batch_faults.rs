@@ -600,7 +600,7 @@ async fn expired_storage_urls_are_named_and_renewed(env: Env) -> TrialResult {
     let backend = AzureBatchBackendBuilder::new(&env.url, ACCOUNT, KEY)
         .pool(pool)
         .poll_interval(Duration::from_millis(100))
-        .sas_valid_for(Duration::from_secs(3))
+        .sas_valid_for(Duration::from_secs(5))
         .progress(false)
         .build()
         .map_err(fail)?;
@@ -612,7 +612,7 @@ async fn expired_storage_urls_are_named_and_renewed(env: Env) -> TrialResult {
             let job = rw
                 .map_with(
                     slow_first_sum,
-                    [(table, 4000u64)],
+                    [(table, 6000u64)],
                     TaskOptions::new().retries(retries),
                 )
                 .await
