@@ -7,6 +7,7 @@ pub mod client;
 pub mod credential;
 mod error;
 mod monitor;
+mod nodes;
 mod pool;
 mod tasks;
 pub mod worker;

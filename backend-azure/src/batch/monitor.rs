@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::BatchClient;
+use super::nodes::{NodeSurvey, NodeWatch};
 use super::tasks::{JobTemplate, parse_task_id};
 
 /// How far back each listing reaches before the newest transition already seen, so a task
@@ -28,10 +29,6 @@ const MAX_RESTARTS: u32 = 3;
 const READS_IN_FLIGHT: usize = 32;
 /// `addtaskcollection` requests in flight at once.
 pub(crate) const ADDS_IN_FLIGHT: usize = 8;
-/// How long no task may finish before the job preparation task's state is looked at (and how
-/// often it is looked at then): a node on which it failed runs none of the job's tasks, and
-/// when that is every node, Batch would leave the tasks waiting for ever.
-const PREPARATION_CHECK_AFTER: Duration = Duration::from_secs(10);
 
 /// A request to cancel the job; the reply is how many tasks were stopped.
 pub(crate) type CancelSignal = oneshot::Sender<u64>;
@@ -68,7 +65,7 @@ impl Monitor {
         let mut newest: Option<SystemTime> = None;
         let mut retries: Vec<(Instant, u64, u32)> = Vec::new();
         let mut restarts: HashMap<u64, u32> = HashMap::new();
-        let mut preparation = PreparationWatch::new();
+        let mut nodes = NodeWatch::new();
         while !self.pending.is_empty() {
             tokio::select! {
                 () = tokio::time::sleep(self.poll) => {}
@@ -89,9 +86,9 @@ impl Monitor {
                 }
             };
             if !completed.is_empty() {
-                preparation.progress();
-            } else if preparation.due() {
-                self.check_nodes(&mut preparation).await;
+                nodes.progress();
+            } else if nodes.due() {
+                self.check_nodes(&mut nodes).await;
                 continue;
             }
             let storage = self.storage.clone();
@@ -144,97 +141,33 @@ impl Monitor {
     }
 
     /// Looks at the pool's nodes after a while without progress: warns once about each node
-    /// that cannot run this job's tasks (its start task failed, it is unusable, or the job
-    /// preparation task failed there), and when that is every node of the pool, ends every
+    /// that cannot run this job's tasks, and when that is every node of the pool, ends every
     /// unfinished task with the reason (Batch would keep them waiting).
-    async fn check_nodes(&mut self, watch: &mut PreparationWatch) {
+    async fn check_nodes(&mut self, watch: &mut NodeWatch) {
         watch.checked();
         let job = self.template.spec.id.clone();
         let pool = self.template.pool.clone();
         self.polls
             .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-        let nodes = match self
-            .client
-            .list(
-                "list_nodes",
-                &format!("/pools/{pool}/nodes"),
-                &[("$select", "id,state,startTaskInfo")],
-            )
-            .await
-        {
-            Ok(nodes) => nodes,
+        let survey = match NodeSurvey::take(&self.client, &pool, &job).await {
+            Ok(survey) => survey,
             Err(e) => {
-                tracing::debug!(pool = %pool, error = %e, "cannot list the pool's nodes");
+                tracing::debug!(pool = %pool, error = %e, "cannot look at the pool's nodes");
                 return;
             }
         };
-        let preparation = self
-            .client
-            .list(
-                "list_preparation_status",
-                &format!("/jobs/{job}/jobpreparationandreleasetaskstatus"),
-                &[],
-            )
-            .await
-            .unwrap_or_default();
-        let mut unusable: std::collections::BTreeMap<String, Unusable> = Default::default();
-        for node in &nodes {
-            let id = node["id"].as_str().unwrap_or_default().to_string();
-            match node["state"].as_str() {
-                Some("starttaskfailed") => {
-                    let why = task_failure(&node["startTaskInfo"]);
-                    unusable.insert(id, Unusable::StartTask(why));
-                }
-                Some("unusable") => {
-                    unusable.insert(id, Unusable::Node);
-                }
-                _ => {}
-            }
-        }
-        for item in &preparation {
-            let info = &item["jobPreparationTaskExecutionInfo"];
-            let id = item["nodeId"].as_str().unwrap_or_default().to_string();
-            if info["result"].as_str() == Some("failure") && !unusable.contains_key(&id) {
-                unusable.insert(id, Unusable::Preparation(task_failure(info)));
-            }
-        }
-        for (node, why) in &unusable {
+        for (node, why) in &survey.unusable {
             if watch.warned.insert(node.clone()) {
                 tracing::warn!(job = %job, pool = %pool, node = %node, "{}: Batch runs none of this job's tasks on that node", why.text());
             }
         }
-        let all = !nodes.is_empty()
-            && nodes
-                .iter()
-                .all(|n| n["id"].as_str().is_some_and(|id| unusable.contains_key(id)));
-        let Some(node) = unusable.keys().next().filter(|_| all).cloned() else {
+        let Some(why) = survey.none_usable(&self.client).await else {
             return;
         };
-        if let Some(Unusable::StartTask(why)) = unusable.get_mut(&node)
-            && let Ok(Value::String(text)) = self
-                .client
-                .get(
-                    "get_node_file",
-                    &format!("/pools/{pool}/nodes/{node}/files/startup/stderr.txt"),
-                )
-                .await
-        {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-            if !tail.trim().is_empty() {
-                why.push_str(&format!("; its stderr ends: {tail}"));
-            }
-        }
-        let why = unusable.get(&node).map(Unusable::text).unwrap_or_default();
-        let message = format!(
-            "no node of pool `{pool}` can run this job's tasks ({} node(s)), so Batch would keep \
-             them waiting; on node `{node}`, {why}",
-            nodes.len()
-        );
-        tracing::error!(job = %job, pool = %pool, "{message}");
+        tracing::error!(job = %job, pool = %pool, "{why}");
         let pending: Vec<(u64, u32)> = self.pending.iter().map(|(i, p)| (*i, p.0)).collect();
         for (index, attempt) in pending {
-            self.fail_now(index, attempt, message.clone()).await;
+            self.fail_now(index, attempt, why.clone()).await;
         }
     }
 
@@ -539,103 +472,6 @@ impl Monitor {
     }
 }
 
-/// When the job preparation task's state is looked at: after a while without progress.
-struct PreparationWatch {
-    last_progress: Instant,
-    last_check: Option<Instant>,
-    /// Nodes already warned about.
-    warned: std::collections::HashSet<String>,
-}
-
-impl PreparationWatch {
-    fn new() -> Self {
-        PreparationWatch {
-            last_progress: Instant::now(),
-            last_check: None,
-            warned: Default::default(),
-        }
-    }
-
-    /// A task finished.
-    fn progress(&mut self) {
-        self.last_progress = Instant::now();
-    }
-
-    fn checked(&mut self) {
-        self.last_check = Some(Instant::now());
-    }
-
-    /// Whether nothing finished for a while and the last look is as long ago.
-    fn due(&self) -> bool {
-        let quiet = self.last_progress.elapsed() >= PREPARATION_CHECK_AFTER;
-        quiet
-            && self
-                .last_check
-                .is_none_or(|t| t.elapsed() >= PREPARATION_CHECK_AFTER)
-    }
-}
-
-/// Why a node cannot run the job's tasks.
-enum Unusable {
-    /// The pool's start task failed there (why).
-    StartTask(String),
-    /// The job preparation task failed there (why).
-    Preparation(String),
-    /// Batch marked the node unusable.
-    Node,
-}
-
-impl Unusable {
-    fn text(&self) -> String {
-        match self {
-            Unusable::StartTask(why) => format!(
-                "the pool's start task failed ({why}); fix `start_task` (a pool that exists \
-                 keeps its own: delete it to have it made anew)"
-            ),
-            Unusable::Preparation(why) => format!(
-                "the job preparation task, which puts the program on the node, failed ({why}); \
-                 check that the nodes may read the storage account (its firewall, the SAS)"
-            ),
-            Unusable::Node => "Batch marked the node unusable".to_string(),
-        }
-    }
-}
-
-/// Why a start or job preparation task failed, from its execution information (SAS
-/// signatures removed).
-fn task_failure(info: &Value) -> String {
-    let failure = &info["failureInfo"];
-    let mut why = match (failure["code"].as_str(), info["exitCode"].as_i64()) {
-        (Some("FailureExitCode"), Some(code)) => format!("it exited with code {code}"),
-        (Some(code), _) => format!("{code}: {}", failure["message"].as_str().unwrap_or("")),
-        (None, Some(code)) => format!("it exited with code {code}"),
-        (None, None) => "it failed".to_string(),
-    };
-    for detail in failure["details"].as_array().into_iter().flatten() {
-        if let Some(value) = detail["value"].as_str() {
-            why.push_str(&format!("; {value}"));
-        }
-    }
-    without_signatures(&why)
-}
-
-/// `text` with the value of every `sig=` (a SAS signature) replaced by `REDACTED`.
-fn without_signatures(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("sig=") {
-        out.push_str(&rest[..at + 4]);
-        out.push_str("REDACTED");
-        rest = &rest[at + 4..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "%+/=-_".contains(c)))
-            .unwrap_or(rest.len());
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Whether a completed task failed before its program started (no exit code, and not ended
 /// by a timeout or a terminate).
 fn never_started(item: &Value) -> bool {
@@ -764,44 +600,4 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
         }
     }
     Outcome::Err(e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures_are_redacted() {
-        assert_eq!(
-            without_signatures("GET http://h/c/b?sv=1&sig=abc%2Bd&se=2: 403"),
-            "GET http://h/c/b?sv=1&sig=REDACTED&se=2: 403"
-        );
-        assert_eq!(
-            without_signatures("a sig=x b sig=y"),
-            "a sig=REDACTED b sig=REDACTED"
-        );
-        assert_eq!(without_signatures("no signature"), "no signature");
-    }
-
-    #[test]
-    fn preparation_failures_say_why() {
-        let download = serde_json::json!({
-            "result": "failure",
-            "failureInfo": {
-                "code": "BlobDownloadMiscError",
-                "message": "Miscellaneous error",
-                "details": [{ "name": "Message", "value": "GET http://h/b?sig=s3cret: 403" }],
-            },
-        });
-        let text = task_failure(&download);
-        assert_eq!(
-            text,
-            "BlobDownloadMiscError: Miscellaneous error; GET http://h/b?sig=REDACTED: 403"
-        );
-        let exit = serde_json::json!({
-            "result": "failure", "exitCode": 2,
-            "failureInfo": { "code": "FailureExitCode", "message": "exit code" },
-        });
-        assert_eq!(task_failure(&exit), "it exited with code 2");
-    }
 }
