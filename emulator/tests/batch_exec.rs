@@ -401,3 +401,65 @@ async fn multi_instance_tasks_span_nodes_and_wait_for_enough_of_them() {
     let done = completed(&c, "p", "wide").await;
     assert_eq!(done["executionInfo"]["exitCode"], 0, "{done}");
 }
+
+#[tokio::test]
+async fn the_job_preparation_task_runs_once_per_node_with_the_jobs_environment() {
+    let (_emu, c) = emulator().await;
+    let pool = json!({"id": "prep", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1, "taskSlotsPerNode": 2});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let job = json!({
+        "id": "pj", "poolInfo": {"poolId": "prep"},
+        "commonEnvironmentSettings": [{"name": "JOB_VAR", "value": "from-job"}],
+        "jobPreparationTask": {
+            "id": "setup",
+            "commandLine": "echo \"$JOB_VAR [$TASK_VAR] $AZ_BATCH_TASK_ID\" >> \"$AZ_BATCH_NODE_SHARED_DIR/prep.txt\"",
+        },
+    });
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    let tasks = json!({"value": [
+        {"id": "a", "commandLine": "cat \"$AZ_BATCH_NODE_SHARED_DIR/prep.txt\"; echo \"$JOB_VAR $TASK_VAR\"",
+         "environmentSettings": [{"name": "TASK_VAR", "value": "from-a"}]},
+        {"id": "b", "commandLine": "cat \"$AZ_BATCH_NODE_SHARED_DIR/prep.txt\"",
+         "environmentSettings": [{"name": "TASK_VAR", "value": "from-b"}]},
+    ]});
+    let r = c
+        .call(Method::POST, "/jobs/pj/addtaskcollection", &[], Some(tasks))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for task in ["a", "b"] {
+        let done = completed(&c, "pj", task).await;
+        assert_eq!(done["executionInfo"]["exitCode"], 0, "{done}");
+    }
+    // Once on the node, before either task; with the job's environment, not a task's.
+    let a = file(&c, "pj", "a", "stdout.txt").await;
+    assert_eq!(a, "from-job [] setup\nfrom-job from-a\n");
+    let b = file(&c, "pj", "b", "stdout.txt").await;
+    assert_eq!(b, "from-job [] setup\n");
+    let status = c
+        .call(
+            Method::GET,
+            "/jobs/pj/jobpreparationandreleasetaskstatus",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    let entries = status.body["value"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{}", status.body);
+    let info = &entries[0]["jobPreparationTaskExecutionInfo"];
+    assert_eq!(
+        (
+            info["state"].as_str(),
+            info["result"].as_str(),
+            info["exitCode"].as_i64()
+        ),
+        (Some("completed"), Some("success"), Some(0)),
+        "{info}"
+    );
+}

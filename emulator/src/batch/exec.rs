@@ -257,6 +257,9 @@ struct Placement {
     node: String,
     node_dir: PathBuf,
     command: String,
+    /// The job's `commonEnvironmentSettings` (the job preparation task gets these too).
+    job_env: Arc<Vec<(String, String)>>,
+    /// The task's own environment (it overrides the job's).
     env: Vec<(String, String)>,
     wall_clock: Option<Duration>,
     slots: i64,
@@ -297,7 +300,7 @@ impl Placement {
 /// What every task of a job shares.
 struct JobExtras {
     /// `commonEnvironmentSettings`.
-    env: Vec<(String, String)>,
+    env: Arc<Vec<(String, String)>>,
     /// `jobPreparationTask`.
     prep: Option<Value>,
 }
@@ -341,7 +344,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                     .filter(|&n| n >= 0)
                     .map(|n| n as usize);
                 let extras = Arc::new(JobExtras {
-                    env: env_list(j.body.get("commonEnvironmentSettings")),
+                    env: Arc::new(env_list(j.body.get("commonEnvironmentSettings"))),
                     prep: j.body.get("jobPreparationTask").cloned(),
                 });
                 Some((j.str("id")?.to_string(), pool, limit, extras))
@@ -462,9 +465,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                         }),
                     ),
                 ]);
-                // The job's common environment first: the task's own settings override it.
-                let mut env = extras.env.clone();
-                env.extend(env_list(task.body.get("environmentSettings")));
+                let mut env = env_list(task.body.get("environmentSettings"));
                 env.push(("AZ_BATCH_TASK_RETRY_COUNT".into(), retry.to_string()));
                 running += 1;
                 let (switch, stop) = tokio::sync::oneshot::channel();
@@ -478,6 +479,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                     node: node.id.clone(),
                     node_dir: node.dir.clone(),
                     command: task.str("commandLine").unwrap_or("").to_string(),
+                    job_env: extras.env.clone(),
                     env,
                     wall_clock: task
                         .body
@@ -714,7 +716,7 @@ async fn prepare_job(
     let info = task
         .run(
             base,
-            || shell(state, p, task.command_line(), (node, node_dir), &dir),
+            || preparation_shell(state, p, &task, (node, node_dir), &dir),
             |info| slot.set_info(info),
         )
         .await;
@@ -754,6 +756,31 @@ fn job_prep_dir(node_dir: &std::path::Path, job: &str) -> PathBuf {
         .join(job)
         .join("job-1")
         .join("jobpreparation")
+}
+
+/// The job preparation task's command: the job's environment and the task's `AZ_BATCH_*`
+/// variables, without those of the task whose start ran it.
+fn preparation_shell(
+    state: &AccountState,
+    p: &Placement,
+    task: &super::node_task::NodeTask<'_>,
+    node: (&str, &std::path::Path),
+    dir: &std::path::Path,
+) -> tokio::process::Command {
+    let mut command = shell(state, p, task.command_line(), node, dir);
+    for (name, _) in &p.env {
+        command.env_remove(name);
+    }
+    for (name, value) in p.job_env.iter() {
+        command.env(name, value);
+    }
+    let id = task
+        .spec
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("jobpreparation");
+    command.env("AZ_BATCH_TASK_ID", id);
+    command
 }
 
 /// `/bin/sh -c COMMAND` in an instance's working directory, with the `AZ_BATCH_*` environment
@@ -807,7 +834,8 @@ fn shell(
             .env("AZ_BATCH_TASK_SHARED_DIR", task_dir)
             .env("PATH", format!("{}:{path}", mpi_bin.display()));
     }
-    for (k, v) in &p.env {
+    // The job's common environment first: the task's own settings override it.
+    for (k, v) in p.job_env.iter().chain(&p.env) {
         command.env(k, v);
     }
     command
