@@ -54,12 +54,63 @@ pub(crate) fn pool_body(pool: &PoolConfig) -> Value {
     body
 }
 
+/// How an existing pool differs from what the configuration would create, in the settings a
+/// reused pool keeps (`setting: the pool's value (configured: value)`).
+pub(crate) fn differences(pool: &PoolConfig, existing: &Value) -> Vec<String> {
+    let wanted = pool_body(pool);
+    let text = |v: &Value| match v {
+        Value::Null => "none".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let image = "/virtualMachineConfiguration/imageReference";
+    let settings = [
+        ("vm_size", "/vmSize".to_string()),
+        ("task_slots_per_node", "/taskSlotsPerNode".to_string()),
+        (
+            "inter_node_communication",
+            "/enableInterNodeCommunication".to_string(),
+        ),
+        ("start_task", "/startTask/commandLine".to_string()),
+        (
+            "container_image",
+            "/virtualMachineConfiguration/containerConfiguration/containerImageNames/0".to_string(),
+        ),
+        ("image.publisher", format!("{image}/publisher")),
+        ("image.offer", format!("{image}/offer")),
+        ("image.sku", format!("{image}/sku")),
+    ];
+    settings
+        .iter()
+        .filter_map(|(name, pointer)| {
+            let want = wanted.pointer(pointer).unwrap_or(&Value::Null);
+            let have = existing.pointer(pointer).unwrap_or(&Value::Null);
+            // The service answers some strings in lower case, and leaves defaults out.
+            let same = text(want).eq_ignore_ascii_case(&text(have))
+                || (*name == "inter_node_communication" && have.is_null() && want == false)
+                || (*name == "task_slots_per_node" && have.is_null() && want == 1);
+            (!same).then(|| format!("{name} {} (configured: {})", text(have), text(want)))
+        })
+        .collect()
+}
+
 /// Makes sure the pool exists; returns whether this call created it.
 pub(crate) async fn ensure_pool(client: &BatchClient, pool: &PoolConfig) -> Result<bool> {
     let path = format!("/pools/{}", pool.id);
     match client.get("get_pool", &path).await {
         Ok(existing) => {
             tracing::info!(pool = %pool.id, "reusing the pool");
+            let differences = differences(pool, &existing);
+            if !differences.is_empty() {
+                tracing::warn!(
+                    pool = %pool.id,
+                    "Batch pool `{}` exists and is reused as it is, which differs from the \
+                     configuration: {}. Delete it (or set another `pool.id`) to have it made as \
+                     configured",
+                    pool.id,
+                    differences.join("; ")
+                );
+            }
             grow(client, pool, &existing).await?;
             Ok(false)
         }
@@ -299,5 +350,38 @@ mod tests {
             b["virtualMachineConfiguration"]["containerConfiguration"]["containerImageNames"][0],
             "ubuntu:22.04"
         );
+    }
+
+    #[test]
+    fn a_reused_pool_names_what_differs_from_the_configuration() {
+        let pool = PoolConfig {
+            id: "p".into(),
+            vm_size: "Standard_D4s_v3".into(),
+            start_task: Some("apt-get install -y libfoo".into()),
+            ..Default::default()
+        };
+        let same = pool_body(&pool);
+        assert!(
+            differences(&pool, &same).is_empty(),
+            "{:?}",
+            differences(&pool, &same)
+        );
+        let mut existing = pool_body(&pool);
+        existing["vmSize"] = json!("standard_d2s_v3");
+        existing["startTask"]["commandLine"] = json!("true");
+        assert_eq!(
+            differences(&pool, &existing),
+            vec![
+                "vm_size standard_d2s_v3 (configured: Standard_D4s_v3)".to_string(),
+                "start_task true (configured: apt-get install -y libfoo)".to_string(),
+            ]
+        );
+        // Lower case and left-out defaults are not differences.
+        let mut lower = pool_body(&pool);
+        lower["vmSize"] = json!("standard_d4s_v3");
+        lower
+            .as_object_mut()
+            .map(|o| o.remove("enableInterNodeCommunication"));
+        assert!(differences(&pool, &lower).is_empty());
     }
 }
