@@ -25,7 +25,7 @@ use super::client::{BatchClient, BatchClientBuilder};
 use super::credential::CredentialKind;
 use super::monitor::{ADDS_IN_FLIGHT, CancelSignal, Monitor};
 use super::pool::{self, PoolFacts};
-use super::tasks::{JobTemplate, chunks, parse_task_id};
+use super::tasks::{JobTemplate, chunks, parse_task_id, sas_expiry};
 
 /// The backend's name in configuration.
 pub const NAME: &str = "azure-batch";
@@ -360,6 +360,7 @@ impl AzureBatchBackend {
             .to_string();
         let (container, read_sas) = self.container_read_sas(storage)?;
         Ok(JobTemplate {
+            urls_expire: sas_expiry(&binary_url),
             pool: batch_job["poolInfo"]["poolId"]
                 .as_str()
                 .unwrap_or(&self.pool.id)
@@ -514,10 +515,13 @@ impl ComputeBackend for AzureBatchBackend {
             } else {
                 request.job.binary.clone()
             };
+            let binary_url =
+                storage.sas_url(Some(&binary_key), "r", self.settings.sas_valid_for)?;
             let template = JobTemplate {
                 pool: self.pool.id.clone(),
                 spec: request.job.clone(),
-                binary_url: storage.sas_url(Some(&binary_key), "r", self.settings.sas_valid_for)?,
+                urls_expire: sas_expiry(&binary_url),
+                binary_url,
                 program: binary,
                 binary: expected,
                 container,

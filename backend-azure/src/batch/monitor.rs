@@ -178,7 +178,7 @@ impl Monitor {
             return outcome;
         };
         let valid = self.template.sas_valid_for;
-        let Some(job_urls) = self.template.job_urls_expire() else {
+        let Some(job_urls) = self.template.urls_expire else {
             return Outcome::Err(e);
         };
         // A re-added attempt has its own write URL, and its own read URL when the job's was

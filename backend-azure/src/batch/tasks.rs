@@ -104,23 +104,19 @@ pub(crate) struct JobTemplate {
     pub sas_valid_for: Duration,
     /// The command line prefix that starts an MPI task's ranks (`{np}`, `{ppn}` filled in).
     pub mpi_launcher: String,
+    /// When the URLs in the job's own environment expire (see [`sas_expiry`]).
+    pub urls_expire: Option<SystemTime>,
     /// Tasks added by this template read their arguments from this pack instead of the one
     /// in the job's environment (tasks re-added by a client that attached later).
     pub task_input: Option<String>,
 }
 
 impl JobTemplate {
-    /// When the URLs in the job's own environment expire: they were minted with the job's
-    /// program download URL, whose `se=` says when.
-    pub(crate) fn job_urls_expire(&self) -> Option<SystemTime> {
-        sas_expiry(&self.binary_url)
-    }
-
     /// A task added now gets its own read SAS when the job's has less than half its validity
     /// left, so that retries and late tasks of a long job can still read.
     fn own_read_sas(&self, storage: &Storage) -> Result<Option<String>> {
         let stale = self
-            .job_urls_expire()
+            .urls_expire
             .is_some_and(|at| at < SystemTime::now() + self.sas_valid_for / 2);
         if !stale {
             return Ok(None);
@@ -258,7 +254,8 @@ pub(crate) fn chunks(bodies: Vec<Value>) -> Vec<Vec<Value>> {
     out
 }
 
-/// The expiry (`se=`) of a SAS URL.
+/// The expiry (`se=`) of a SAS URL. The URLs in a job's environment were minted with its
+/// program download URL, so that one's expiry is theirs.
 pub(crate) fn sas_expiry(url: &str) -> Option<SystemTime> {
     let query = url.split_once('?')?.1;
     let value = query.split('&').find_map(|pair| pair.strip_prefix("se="))?;

@@ -139,7 +139,8 @@ impl Prep {
     /// Whether it ended in failure: the node then runs none of the job's tasks (until it is
     /// reimaged, which the emulator does not do).
     pub fn failed(&self) -> bool {
-        self.info()
+        let info = self.info.lock().unwrap_or_else(|p| p.into_inner());
+        info.as_ref()
             .is_some_and(|i| i.get("result").and_then(Value::as_str) == Some("failure"))
     }
 

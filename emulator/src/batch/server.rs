@@ -812,6 +812,9 @@ async fn delete_job(
         .remove(&job)
         .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
     data.tasks.remove(&job.to_lowercase());
+    drop(data);
+    let key = job.to_lowercase();
+    state.preps().retain(|(_, j), _| *j != key);
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
