@@ -353,6 +353,22 @@ impl BatchClient {
         self.request(operation, Method::GET, path, &[], None).await
     }
 
+    /// The last `lines` lines of a text file read through a file API path (a task's or a
+    /// node's), or `None` when it cannot be read or is empty.
+    pub(crate) async fn file_tail(
+        &self,
+        operation: &'static str,
+        path: &str,
+        lines: usize,
+    ) -> Option<String> {
+        let Ok(Value::String(text)) = self.get(operation, path).await else {
+            return None;
+        };
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        (!tail.trim().is_empty()).then_some(tail)
+    }
+
     /// `POST` a body.
     pub async fn post(&self, operation: &'static str, path: &str, body: &Value) -> Result<Value> {
         self.request(operation, Method::POST, path, &[], Some(body))

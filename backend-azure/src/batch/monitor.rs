@@ -587,17 +587,13 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
     e.signal = exit_code.filter(|&x| x > 128 && x < 160).map(|x| x - 128);
     if kind == TaskErrorKind::Crash {
         let id = super::tasks::task_id(c.index, c.attempt);
-        if let Ok(Value::String(text)) = client
-            .get(
+        e.stderr_tail = client
+            .file_tail(
                 "get_task_file",
                 &format!("/jobs/{job}/tasks/{id}/files/stderr.txt"),
+                20,
             )
-            .await
-        {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-            e.stderr_tail = Some(tail);
-        }
+            .await;
     }
     Outcome::Err(e)
 }

@@ -141,18 +141,15 @@ impl NodeSurvey {
         let node = self.unusable.keys().next().filter(|_| all)?.clone();
         let pool = &self.pool;
         if let Some(Unusable::StartTask(why)) = self.unusable.get_mut(&node)
-            && let Ok(Value::String(text)) = client
-                .get(
+            && let Some(tail) = client
+                .file_tail(
                     "get_node_file",
                     &format!("/pools/{pool}/nodes/{node}/files/startup/stderr.txt"),
+                    10,
                 )
                 .await
         {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-            if !tail.trim().is_empty() {
-                why.push_str(&format!("; its stderr ends: {tail}"));
-            }
+            why.push_str(&format!("; its stderr ends: {tail}"));
         }
         let why = self.unusable.get(&node).map(Unusable::text)?;
         Some(format!(

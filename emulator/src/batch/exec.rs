@@ -883,6 +883,14 @@ async fn coordinate(state: &AccountState, p: &Placement, coordination: &str) -> 
     Ok(())
 }
 
+/// A `constraints` object's `maxTaskRetryCount` (0 when absent; -1 means no limit).
+pub(super) fn max_task_retries(constraints: Option<&Value>) -> i64 {
+    constraints
+        .and_then(|c| c.get("maxTaskRetryCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
 /// Puts a running task back in the queue (active), with its execution information.
 fn back_to_queue(task: &mut super::resources::Resource, now: String, info: Value) {
     task.update([
@@ -901,12 +909,7 @@ fn finish(task: &mut super::resources::Resource, end: RunEnd) {
         .cloned()
         .unwrap_or_else(|| json!({}));
     let retry = info.get("retryCount").and_then(Value::as_i64).unwrap_or(0);
-    let max_retries = task
-        .body
-        .get("constraints")
-        .and_then(|c| c.get("maxTaskRetryCount"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let max_retries = max_task_retries(task.body.get("constraints"));
     let now = now_string();
     let (exit_code, failure) = match &end {
         RunEnd::Exited(0) => (Some(0), None),

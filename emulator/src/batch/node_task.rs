@@ -39,12 +39,7 @@ impl NodeTask<'_> {
         command: impl Fn() -> tokio::process::Command,
         record: impl Fn(Value),
     ) -> Value {
-        let max_retries = self
-            .spec
-            .get("constraints")
-            .and_then(|c| c.get("maxTaskRetryCount"))
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let max_retries = super::exec::max_task_retries(self.spec.get("constraints"));
         let started = now_string();
         let mut retry = 0i64;
         loop {
