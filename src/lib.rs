@@ -35,6 +35,9 @@ pub use redwood_core::codec;
 /// Configuration: the profile file, regions and pools.
 pub use redwood_core::config;
 
+/// The retry policy every remote call uses (storage, Batch), and which errors are transient.
+pub use redwood_core::retry;
+
 /// The backend contract and the pieces backend authors use.
 pub mod raw {
     pub use redwood_core::raw::*;

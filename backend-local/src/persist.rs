@@ -1,7 +1,7 @@
 //! Durable results with group commit: finished tasks of a job are written together in one
 //! packed segment (`jobs/<job>/results/<n>`), and reported finished only once it is stored.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::channel::mpsc::UnboundedSender;
 use redwood_core::Storage;
@@ -16,8 +16,6 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// The most results in one segment.
 const MAX_BATCH: usize = 8192;
-/// Attempts to store a segment before its tasks are reported lost.
-const PUT_ATTEMPTS: u32 = 5;
 
 /// A final outcome waiting to be stored.
 #[derive(Debug)]
@@ -70,14 +68,14 @@ pub(crate) async fn persist_loop(
         segment += 1;
         let bytes = pack.finish();
         let stored = match &early {
-            None => store_with_retry(&storage, &key, bytes).await,
+            None => store_segment(&storage, &key, bytes).await,
             Some(limit) => {
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     return;
                 };
                 let (storage, key) = (storage.clone(), key.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = store_with_retry(&storage, &key, bytes).await {
+                    if let Err(e) = store_segment(&storage, &key, bytes).await {
                         tracing::warn!(key = %key, error = %e, "could not store a reported outcome");
                     }
                     drop(permit);
@@ -142,22 +140,11 @@ fn lost(job: &str, item: &PersistItem, message: String) -> Outcome {
     Outcome::Err(e)
 }
 
-async fn store_with_retry(
+/// Stores a segment (the store retries transient failures); the error as text.
+async fn store_segment(
     storage: &Storage,
     key: &object_store::path::Path,
     bytes: Vec<u8>,
 ) -> Result<(), String> {
-    let bytes = bytes::Bytes::from(bytes);
-    let mut attempt = 0;
-    loop {
-        match storage.put(key, bytes.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && attempt + 1 < PUT_ATTEMPTS => {
-                attempt += 1;
-                tracing::warn!(key = %key, attempt, error = %e, "storing results failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    storage.put(key, bytes).await.map_err(|e| e.to_string())
 }

@@ -149,25 +149,26 @@ impl Error {
         self.task.as_deref()
     }
 
-    /// Turns an object store error into a Redwood error for `operation` on `key`.
+    /// Turns an object store error into a Redwood error for `operation` on `key`. Its text
+    /// loses any URL query string (a SAS); remote failures other than a 4xx are transient (5xx,
+    /// 408, 429, refused or cut connections, malformed responses), local ones never.
     pub fn storage(operation: &'static str, key: &str, err: object_store::Error) -> Self {
         let (kind, retryable) = match &err {
             object_store::Error::NotFound { .. } => (ErrorKind::NotFound, false),
             object_store::Error::NotSupported { .. }
             | object_store::Error::NotImplemented { .. } => (ErrorKind::Unsupported, false),
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-            | object_store::Error::AlreadyExists { .. }
-            | object_store::Error::Precondition { .. }
-            | object_store::Error::NotModified { .. }
-            | object_store::Error::InvalidPath { .. } => (ErrorKind::Storage, false),
-            _ => (ErrorKind::Storage, true),
+            object_store::Error::Generic { store, .. } => {
+                let local = matches!(*store, "LocalFileSystem" | "InMemory");
+                (ErrorKind::Storage, !local && !names_a_client_error(&err))
+            }
+            object_store::Error::JoinError { .. } => (ErrorKind::Storage, true),
+            _ => (ErrorKind::Storage, false),
         };
         Error::new(kind, format!("{operation} failed"))
             .with_operation(operation)
             .with_context("key", key)
             .set_retryable(retryable)
-            .with_source(err)
+            .with_source(Redacted(crate::redact::transport_error(&err)))
     }
 
     /// An encoding or decoding error of a value of `what`.
@@ -179,6 +180,29 @@ impl Error {
         .with_source(err)
     }
 }
+
+/// Whether an object store error reports a 4xx answer other than 408 and 429 (object_store
+/// keeps the status only in its text).
+fn names_a_client_error(err: &object_store::Error) -> bool {
+    let text = err.to_string();
+    let Some(at) = text.find("status code: ") else {
+        return false;
+    };
+    let code = &text[at + "status code: ".len()..];
+    code.starts_with('4') && !code.starts_with("408") && !code.starts_with("429")
+}
+
+/// An error source whose text had its secrets removed.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -247,9 +271,39 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(!e.is_retryable());
         let generic = object_store::Error::Generic {
-            store: "x",
-            source: "boom".into(),
+            store: "MicrosoftAzure",
+            source: "Content-Length Header missing from response".into(),
         };
         assert!(Error::storage("put", "b", generic).is_retryable());
+        let local = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "No space left on device".into(),
+        };
+        assert!(!Error::storage("put", "b", local).is_retryable());
+        let bad_request = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "Server returned non-2xx status code: 400 Bad Request: InvalidHeaderValue"
+                .into(),
+        };
+        assert!(!Error::storage("put", "b", bad_request).is_retryable());
+        let throttled = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "Server returned non-2xx status code: 429 Too Many Requests".into(),
+        };
+        assert!(Error::storage("put", "b", throttled).is_retryable());
+    }
+
+    #[test]
+    fn storage_errors_keep_no_signature() {
+        let err = object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: "error sending request for url (http://127.0.0.1:9/c/k?sv=1&sig=SECRET)".into(),
+        };
+        let e = Error::storage("get", "k", err);
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        assert!(
+            e.to_string().contains("http://127.0.0.1:9/c/k?<redacted>"),
+            "{e}"
+        );
     }
 }

@@ -7,6 +7,8 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod raw;
+pub mod redact;
+pub mod retry;
 pub mod storage;
 pub mod types;
 

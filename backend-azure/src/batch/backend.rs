@@ -16,6 +16,7 @@ use redwood_core::raw::backend::{
 };
 use redwood_core::raw::factory::BackendFactory;
 use redwood_core::raw::pack::PackWriter;
+use redwood_core::retry::RetryPolicy;
 use redwood_core::{Error, ErrorKind, Result, Storage};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -406,41 +407,10 @@ impl AzureBatchBackend {
         let client = &self.client;
         let results: Vec<Result<()>> = futures::stream::iter(chunks(bodies))
             .map(|chunk| async move {
-                let mut chunk = chunk;
-                for _ in 0..5 {
-                    let results = client.add_task_collection(job, &chunk).await?;
-                    let mut again = Vec::new();
-                    for r in results {
-                        if r.added {
-                            continue;
-                        }
-                        if !r.retryable {
-                            return Err(Error::new(
-                                ErrorKind::Backend,
-                                format!(
-                                    "Batch refused task {} of job {job}: {} {}",
-                                    r.task_id,
-                                    r.error_code.unwrap_or_default(),
-                                    r.error_message.unwrap_or_default()
-                                ),
-                            ));
-                        }
-                        if let Some(b) = chunk.iter().find(|b| b["id"] == r.task_id.as_str()) {
-                            again.push(b.clone());
-                        }
-                    }
-                    if again.is_empty() {
-                        return Ok(());
-                    }
-                    chunk = again;
-                }
-                Err(Error::new(
-                    ErrorKind::Backend,
-                    format!(
-                        "Batch kept failing to add {} tasks of job {job}",
-                        chunk.len()
-                    ),
-                ))
+                let left = Mutex::new(chunk);
+                RetryPolicy::BATCH
+                    .run("add_tasks", || add_round(client, job, &left))
+                    .await
             })
             .buffer_unordered(ADDS_IN_FLIGHT)
             .collect()
@@ -693,6 +663,51 @@ impl ComputeBackend for AzureBatchBackend {
     }
 }
 
+/// One `addtaskcollection` of the tasks in `left`; those Batch did not take for a transient
+/// reason stay in it, and the round fails retryably. (The request itself was already retried by
+/// the client, so its failure is final here.)
+async fn add_round(
+    client: &BatchClient,
+    job: &str,
+    left: &Mutex<Vec<serde_json::Value>>,
+) -> Result<()> {
+    let chunk = left.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let results = client
+        .add_task_collection(job, &chunk)
+        .await
+        .map_err(|e| e.set_retryable(false))?;
+    let mut again = Vec::new();
+    for r in results {
+        if r.added {
+            continue;
+        }
+        if !r.retryable {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "Batch refused task {} of job {job}: {} {}",
+                    r.task_id,
+                    r.error_code.unwrap_or_default(),
+                    r.error_message.unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(b) = chunk.iter().find(|b| b["id"] == r.task_id.as_str()) {
+            again.push(b.clone());
+        }
+    }
+    let count = again.len();
+    *left.lock().unwrap_or_else(|p| p.into_inner()) = again;
+    if count == 0 {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Backend,
+        format!("Batch did not take {count} tasks of job {job} (server errors)"),
+    )
+    .set_retryable(true))
+}
+
 /// Stores the program under its content address unless it is there. Another client uploading
 /// the same program at once can make a multipart upload fail; the blob it stored is the same.
 async fn upload_program(
@@ -703,20 +718,16 @@ async fn upload_program(
     let bytes = bytes::Bytes::from(bytes);
     let span = tracing::info_span!("batch.upload_program", key = %key, len = bytes.len());
     async {
-        for attempt in 0..3 {
-            if storage.exists(key).await? {
-                return Ok(());
-            }
-            match storage.put(key, bytes.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 2 => {
-                    tracing::debug!(error = %e, "program upload failed; checking for another uploader");
-                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
+        if storage.exists(key).await? {
+            return Ok(());
         }
-        Ok(())
+        match storage.put(key, bytes).await {
+            Err(e) if storage.exists(key).await.unwrap_or(false) => {
+                tracing::debug!(error = %e, "another client stored the program meanwhile");
+                Ok(())
+            }
+            other => other,
+        }
     }
     .instrument(span)
     .await

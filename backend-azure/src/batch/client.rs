@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use redwood_core::redact;
+use redwood_core::retry::{RetryPolicy, Transient, Verdict};
 use redwood_core::{Error, ErrorKind, Result};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
@@ -28,6 +30,37 @@ use super::error::{is_retryable, parse_error};
 /// The api-version this client speaks.
 pub const API_VERSION: &str = "2025-06-01";
 
+/// A failed attempt at a request, with the `Retry-After` the service asked for, if any.
+struct Failed {
+    error: Error,
+    retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Transient for Failed {
+    fn verdict(&self) -> Verdict {
+        match (self.error.is_retryable(), self.retry_after) {
+            (false, _) => Verdict::Permanent,
+            (true, Some(wait)) => Verdict::RetryAfter(wait),
+            (true, None) => Verdict::Transient,
+        }
+    }
+}
+
 /// A client of one Batch account.
 #[derive(Clone)]
 pub struct BatchClient {
@@ -36,8 +69,7 @@ pub struct BatchClient {
     account: String,
     auth: Auth,
     api_version: String,
-    max_retries: u32,
-    backoff: Duration,
+    retry: RetryPolicy,
     /// Requests sent (each attempt counts), for benchmarks and stats.
     sent: Arc<AtomicU64>,
 }
@@ -65,8 +97,7 @@ pub struct BatchClientBuilder {
     account: String,
     auth: Auth,
     api_version: String,
-    max_retries: u32,
-    backoff: Duration,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for BatchClientBuilder {
@@ -87,8 +118,7 @@ impl BatchClientBuilder {
             account: account.into(),
             auth: Auth::SharedKey(key.into()),
             api_version: API_VERSION.into(),
-            max_retries: 6,
-            backoff: Duration::from_millis(200),
+            retry: RetryPolicy::BATCH,
         }
     }
 
@@ -105,15 +135,22 @@ impl BatchClientBuilder {
         }
     }
 
-    /// Retries a busy or failing request this many times (default 6).
+    /// Retries a busy or failing request this many times (default 7).
     pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
+        self.retry.attempts = n.saturating_add(1);
         self
     }
 
-    /// The first wait before a retry; it doubles each time (default 200 ms).
+    /// The cap of the first retry's random wait; it doubles each time (default 200 ms).
     pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
+        self.retry.first_backoff = backoff;
+        self
+    }
+
+    /// The whole retry policy (default [`RetryPolicy::BATCH`]: transient failures — 5xx, 408,
+    /// 429 with its `Retry-After`, `ServerBusy`, cut connections — with full-jitter backoff).
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -143,8 +180,7 @@ impl BatchClientBuilder {
             account: self.account,
             auth: self.auth,
             api_version: self.api_version,
-            max_retries: self.max_retries,
-            backoff: self.backoff,
+            retry: self.retry,
             sent: Arc::default(),
         })
     }
@@ -215,31 +251,19 @@ impl BatchClient {
         body: Option<&Value>,
     ) -> Result<Value> {
         let span = tracing::debug_span!("batch.request", operation, account = %self.account, %method, path = url.path());
-        async {
-            let body = body.map(|b| b.to_string().into_bytes());
-            let mut attempt = 0;
-            loop {
-                let outcome = self
-                    .send_once(operation, &method, &url, body.as_deref())
-                    .await;
-                let (error, wait) = match outcome {
-                    Ok(value) => return Ok(value),
-                    Err((error, retry_after)) => (error, retry_after),
-                };
-                if !error.is_retryable() || attempt >= self.max_retries {
-                    return Err(error.with_context("attempts", attempt + 1));
-                }
-                attempt += 1;
-                let backoff = self
-                    .backoff
-                    .saturating_mul(2u32.saturating_pow(attempt - 1));
-                let wait = wait.unwrap_or(backoff).min(Duration::from_secs(60));
-                tracing::debug!(attempt, ?wait, error = %error, "Batch request will be retried");
-                tokio::time::sleep(wait).await;
-            }
-        }
-        .instrument(span)
-        .await
+        let body = body.map(|b| b.to_string().into_bytes());
+        let attempts = AtomicU32::new(0);
+        self.retry
+            .run(operation, || {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                self.send_once(operation, &method, &url, body.as_deref())
+            })
+            .instrument(span)
+            .await
+            .map_err(|failed| {
+                let attempts = attempts.load(Ordering::Relaxed);
+                failed.error.with_context("attempts", attempts)
+            })
     }
 
     /// One attempt; an error comes with the `Retry-After` the service asked for, if any.
@@ -249,7 +273,7 @@ impl BatchClient {
         method: &Method,
         url: &Url,
         body: Option<&[u8]>,
-    ) -> std::result::Result<Value, (Error, Option<Duration>)> {
+    ) -> std::result::Result<Value, Failed> {
         let mut headers = HeaderMap::new();
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         if let Ok(v) = HeaderValue::from_str(&date) {
@@ -266,14 +290,14 @@ impl BatchClient {
         let (auth, cached_token) = match &self.auth {
             Auth::SharedKey(key) => (
                 authorization(&self.account, key, method, url, &headers)
-                    .map_err(|why| (Error::new(ErrorKind::Config, why), None))?,
+                    .map_err(|why| Failed::from(Error::new(ErrorKind::Config, why)))?,
                 None,
             ),
             Auth::Token(source) => {
                 let (value, fresh) = source
                     .authorization(&self.account)
                     .await
-                    .map_err(|e| (e, None))?;
+                    .map_err(Failed::from)?;
                 (value, (!fresh).then_some(source))
             }
         };
@@ -289,14 +313,18 @@ impl BatchClient {
             request = request.body(b.to_vec());
         }
         let response = request.send().await.map_err(|e| {
-            let error = Error::new(
-                ErrorKind::Backend,
-                format!("cannot reach Batch account `{}`", self.account),
+            Failed::from(
+                Error::new(
+                    ErrorKind::Backend,
+                    format!(
+                        "cannot reach Batch account `{}`: {}",
+                        self.account,
+                        redact::transport_error(&e)
+                    ),
+                )
+                .with_operation(operation)
+                .set_retryable(true),
             )
-            .with_operation(operation)
-            .set_retryable(true)
-            .with_source(e);
-            (error, None)
         })?;
         let status = response.status();
         let retry_after = response
@@ -311,11 +339,17 @@ impl BatchClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = response.bytes().await.map_err(|e| {
-            let error = Error::new(ErrorKind::Backend, "the Batch response broke off")
+            Failed::from(
+                Error::new(
+                    ErrorKind::Backend,
+                    format!(
+                        "the Batch response broke off: {}",
+                        redact::transport_error(&e)
+                    ),
+                )
                 .with_operation(operation)
-                .set_retryable(true)
-                .with_source(e);
-            (error, None)
+                .set_retryable(true),
+            )
         })?;
         if status.is_success() {
             return Ok(if bytes.is_empty() {
@@ -340,12 +374,12 @@ impl BatchClient {
             source.forget().await;
             error = error.set_retryable(true);
         }
-        let wait = if is_retryable(status, "") {
+        let retry_after = if is_retryable(status, "") {
             retry_after
         } else {
             None
         };
-        Err((error, wait))
+        Err(Failed { error, retry_after })
     }
 
     /// `GET` a resource.
@@ -365,7 +399,7 @@ impl BatchClient {
             return None;
         };
         let all: Vec<&str> = text.lines().collect();
-        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        let tail = redact::secrets(&all[all.len().saturating_sub(lines)..].join("\n"));
         (!tail.trim().is_empty()).then_some(tail)
     }
 

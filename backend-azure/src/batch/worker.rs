@@ -10,6 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
 use redwood_core::raw::worker::{self, WORKER_ENV, WorkerIo};
+use redwood_core::redact;
+use redwood_core::retry::RetryPolicy;
 use redwood_core::{Error, ErrorKind, MpiShape, MpiWorld, Result, TaskError, TaskErrorKind};
 use serde::Deserialize;
 
@@ -278,6 +280,7 @@ struct BlobIo {
     runtime: tokio::runtime::Runtime,
     container: String,
     read_sas: String,
+    retry: RetryPolicy,
 }
 
 struct SharedIo(Arc<BlobIo>);
@@ -287,9 +290,6 @@ impl WorkerIo for SharedIo {
         self.0.fetch(key, range)
     }
 }
-
-/// Attempts of one blob request before the task gives up on it.
-const ATTEMPTS: u32 = 6;
 
 impl BlobIo {
     /// `plain_http`: every URL is `http://` (an emulator), so no root certificates are loaded,
@@ -315,6 +315,7 @@ impl BlobIo {
             runtime,
             container: container.trim_end_matches('/').to_string(),
             read_sas: read_sas.trim_start_matches('?').to_string(),
+            retry: RetryPolicy::STORAGE,
         })
     }
 
@@ -351,57 +352,72 @@ impl BlobIo {
         .map(|_| ())
     }
 
-    /// Sends a request, retrying throttling, server errors and broken connections with backoff.
-    /// `make` returns `None` when nothing needs to be sent (an empty range).
+    /// Sends a request, its transient failures (throttling, server errors, broken
+    /// connections) retried by the storage policy. `make` returns `None` when nothing needs to
+    /// be sent (an empty range). No error text carries a URL's query (a SAS).
     fn with_retries(
         &self,
         what: &str,
         shown: &str,
         make: impl Fn() -> Option<reqwest::RequestBuilder>,
     ) -> Result<Bytes> {
-        self.runtime.block_on(async {
-            let mut wait = Duration::from_millis(100);
-            let mut attempt = 1;
-            loop {
-                let Some(request) = make() else {
-                    return Ok(Bytes::new());
-                };
-                let why = match request.send().await {
-                    Ok(r) if r.status().is_success() => match r.bytes().await {
-                        Ok(b) => return Ok(b),
-                        Err(e) => format!("the body broke off: {e}"),
-                    },
-                    Ok(r) => {
-                        let status = r.status();
-                        let retryable = status.is_server_error() || status.as_u16() == 429;
-                        let why = format!("HTTP {status}");
-                        if !retryable {
-                            return Err(Error::new(
-                                ErrorKind::Storage,
-                                format!("cannot {what} {shown}: {why}"),
-                            ));
-                        }
-                        why
-                    }
-                    Err(e) => e.to_string(),
-                };
-                if attempt >= ATTEMPTS {
-                    return Err(Error::new(
-                        ErrorKind::Storage,
-                        format!("cannot {what} {shown} after {attempt} attempts: {why}"),
-                    ));
+        let failed = |why: String, transient: bool| {
+            Error::new(ErrorKind::Storage, format!("cannot {what} {shown}: {why}"))
+                .set_retryable(transient)
+        };
+        let attempt = || async {
+            let Some(request) = make() else {
+                return Ok(Bytes::new());
+            };
+            match request.send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.map_err(|e| {
+                    failed(
+                        format!("the body broke off: {}", redact::transport_error(&e)),
+                        true,
+                    )
+                }),
+                Ok(r) => {
+                    let status = r.status();
+                    let transient =
+                        status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+                    Err(failed(format!("HTTP {status}"), transient))
                 }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-                attempt += 1;
+                Err(e) => Err(failed(redact::transport_error(&e), true)),
             }
-        })
+        };
+        self.runtime
+            .block_on(self.retry.run("worker.blob", attempt))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_carry_no_signature() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener); // nothing listens there now
+        let container = format!("http://127.0.0.1:{port}/acct/box");
+        let mut io = BlobIo::new(&container, "sv=1&sp=r&sig=READSECRET", true).unwrap();
+        io.retry = RetryPolicy::NONE;
+        let read = io.fetch("jobs/j/input", Some(0..10)).unwrap_err();
+        let write = io
+            .put(
+                &format!("{container}/r?sv=1&sp=w&sig=WRITESECRET"),
+                Bytes::new(),
+            )
+            .unwrap_err();
+        for e in [read, write] {
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("SECRET"), "{text}");
+            assert!(
+                e.is_retryable(),
+                "a refused connection is transient: {text}"
+            );
+        }
+    }
 
     #[test]
     fn the_job_part_and_the_task_part_make_the_spec() {

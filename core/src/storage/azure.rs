@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::{Container, Storage};
 use crate::error::{Error, ErrorKind, Result};
+use crate::retry::{RetryPolicy, Verdict};
 
 /// The REST API version of the container-create call (supported by Azure and Azurite).
 const API_VERSION: &str = "2021-08-06";
@@ -142,7 +143,15 @@ pub(super) fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Stor
 
     // The TLS provider for reqwest (built without one, to keep a lean dependency tree).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    // One retry policy: object_store sends each request once, and `Storage` retries (parts of
+    // a multipart upload through `PartRetry`).
+    let no_retry = object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    };
+    let mut builder = MicrosoftAzureBuilder::from_env()
+        .with_container_name(container)
+        .with_retry(no_retry);
     if let Some(a) = &settings.account {
         builder = builder.with_account(a);
     }
@@ -347,38 +356,29 @@ impl Container for AzureContainer {
         let deletes = futures::stream::iter(blobs)
             .map(|blob| {
                 let target = format!("{base}/{}?{sas}", encode_path(&blob));
-                async move {
-                    let mut attempt = 0;
-                    loop {
-                        attempt += 1;
-                        let sent = self
-                            .http
-                            .delete(&target)
-                            .header("x-ms-version", API_VERSION)
-                            .send()
-                            .await;
-                        let why = match sent {
-                            Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
-                                return Ok(());
-                            }
-                            Ok(r) if !r.status().is_server_error() => {
-                                return Err(Error::new(
-                                    ErrorKind::Storage,
-                                    format!("cannot delete `{blob}`: HTTP {}", r.status()),
-                                ));
-                            }
-                            Ok(r) => format!("HTTP {}", r.status()),
-                            Err(e) => e.to_string(),
+                RetryPolicy::STORAGE.run("azure.delete", move || {
+                    let request = self
+                        .http
+                        .delete(target.clone())
+                        .header("x-ms-version", API_VERSION);
+                    let blob = blob.clone();
+                    async move {
+                        let failed = |why: String, transient: bool| {
+                            Error::new(ErrorKind::Storage, format!("cannot delete `{blob}`: {why}"))
+                                .set_retryable(transient)
                         };
-                        if attempt >= 4 {
-                            return Err(Error::new(
-                                ErrorKind::Storage,
-                                format!("cannot delete `{blob}`: {why}"),
-                            ));
+                        match request.send().await {
+                            Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
+                                Ok(())
+                            }
+                            Ok(r) => Err(failed(
+                                format!("HTTP {}", r.status()),
+                                is_transient_status(r.status().as_u16()),
+                            )),
+                            Err(e) => Err(failed(crate::redact::transport_error(&e), true)),
                         }
-                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                     }
-                }
+                })
             })
             .buffer_unordered(32);
         let results: Vec<Result<()>> = deletes.collect().instrument(span).await;
@@ -413,31 +413,50 @@ impl Container for AzureContainer {
 
     async fn create(&self) -> Result<()> {
         let span = tracing::info_span!("azure.create_container", container = %self.container);
-        async {
-            let mut attempt = 0u32;
-            loop {
-                match self.create_once().await {
-                    Err(e) if e.is_retryable() && attempt + 1 < CREATE_ATTEMPTS => {
-                        let pause = CREATE_FIRST_PAUSE * 2u32.pow(attempt);
-                        tracing::warn!(attempt, error = %e, ?pause, "container creation failed; trying again");
-                        tokio::time::sleep(pause.min(CREATE_MAX_PAUSE)).await;
-                        attempt += 1;
-                    }
-                    other => return other,
-                }
-            }
-        }
-        .instrument(span)
-        .await
+        RetryPolicy::STORAGE
+            .run("azure.create_container", || self.create_once())
+            .instrument(span)
+            .await
     }
 }
 
-/// How often creating a container is tried when the service answers with a transient error.
-const CREATE_ATTEMPTS: u32 = 8;
-/// The pause after the first transient failure; it doubles after each further one.
-const CREATE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-/// The longest pause between two attempts at creating a container.
-const CREATE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Whether an HTTP status is worth another attempt: 5xx, 408 and 429.
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    (500..600).contains(&status) || matches!(status, 408 | 429)
+}
+
+/// The store's retry policy applied to each part of a multipart upload, which object_store
+/// can send again (our own retries can only restart the whole upload).
+#[derive(Debug)]
+pub(super) struct PartRetry {
+    policy: RetryPolicy,
+}
+
+impl PartRetry {
+    pub(super) fn new(policy: RetryPolicy) -> PartRetry {
+        PartRetry { policy }
+    }
+}
+
+#[async_trait]
+impl object_store::retry::RetryPolicy for PartRetry {
+    async fn retry(&self, context: object_store::retry::RetryContext) -> bool {
+        use object_store::retry::RetryFailure;
+        let verdict = match context.failure {
+            RetryFailure::Status(s) if !is_transient_status(s.as_u16()) => Verdict::Permanent,
+            _ => Verdict::Transient,
+        };
+        let retry = u32::try_from(context.attempt).unwrap_or(u32::MAX);
+        match self.policy.wait_before(retry, verdict, context.elapsed) {
+            Some(wait) => {
+                tracing::debug!(retry, ?wait, "multipart part failed; retrying");
+                tokio::time::sleep(wait).await;
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 impl AzureContainer {
     /// One attempt at creating the container (409 — it exists — counts as success).
@@ -476,9 +495,14 @@ impl AzureContainer {
             ));
         }
         let response = request.send().await.map_err(|e| {
-            Error::new(ErrorKind::Storage, format!("cannot reach {base}"))
-                .set_retryable(true)
-                .with_source(e)
+            Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "cannot reach {base}: {}",
+                    crate::redact::transport_error(&e)
+                ),
+            )
+            .set_retryable(true)
         })?;
         let status = response.status();
         if status.is_success() || status.as_u16() == 409 {
@@ -503,7 +527,7 @@ impl AzureContainer {
                 self.container, self.account
             ),
         )
-        .set_retryable(status.is_server_error() || matches!(status.as_u16(), 408 | 429)))
+        .set_retryable(is_transient_status(status.as_u16())))
     }
 }
 

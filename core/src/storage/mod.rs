@@ -14,11 +14,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMultipartOptions, PutPayload, WriteMultipart};
 use tracing::Instrument;
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
+use crate::retry::RetryPolicy;
 
 /// The bucket or container a store writes to: creating it when missing (object_store cannot),
 /// and signing URLs into it for readers that have no credentials (cloud workers).
@@ -65,6 +66,7 @@ pub struct Storage {
     root: Path,
     shared_between_processes: bool,
     container: Option<Arc<dyn Container>>,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for Storage {
@@ -186,6 +188,7 @@ impl Storage {
                 root: Path::default(),
                 shared_between_processes: true,
                 container: None,
+                retry: RetryPolicy::STORAGE,
             })
         } else if let Some(name) = url.strip_prefix("memory://") {
             let store = memory_stores()
@@ -200,6 +203,7 @@ impl Storage {
                 root: Path::default(),
                 shared_between_processes: false,
                 container: None,
+                retry: RetryPolicy::STORAGE,
             })
         } else {
             let scheme = url.split("://").next().unwrap_or(url);
@@ -222,7 +226,23 @@ impl Storage {
             root: Path::from(root),
             shared_between_processes,
             container: None,
+            retry: RetryPolicy::STORAGE,
         }
+    }
+
+    /// The same store with another retry policy for its requests (default
+    /// [`RetryPolicy::STORAGE`]; transient failures only: 5xx, 408, 429, cut or malformed
+    /// responses, refused connections).
+    pub fn with_retry_policy(&self, retry: RetryPolicy) -> Storage {
+        Storage {
+            retry,
+            ..self.clone()
+        }
+    }
+
+    /// The retry policy of this store's requests.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
     }
 
     /// The same store with a different root prefix (a namespace inside it).
@@ -289,18 +309,23 @@ impl Storage {
         }
     }
 
+    /// One write, its transient failures retried.
     async fn put_once(&self, key: &Path, bytes: Bytes) -> Result<()> {
         let span = tracing::debug_span!("store.put", key = %key, len = bytes.len());
-        let result = if bytes.len() > MULTIPART_ABOVE {
-            self.put_multipart(key, bytes).instrument(span).await
-        } else {
-            self.store
-                .put(key, PutPayload::from_bytes(bytes))
-                .instrument(span)
-                .await
-                .map(|_| ())
-        };
-        result.map_err(|e| self.error("store.put", key, e))
+        self.retry
+            .run("store.put", || async {
+                let result = if bytes.len() > MULTIPART_ABOVE {
+                    self.put_multipart(key, bytes.clone()).await
+                } else {
+                    self.store
+                        .put(key, PutPayload::from_bytes(bytes.clone()))
+                        .await
+                        .map(|_| ())
+                };
+                result.map_err(|e| self.error("store.put", key, e))
+            })
+            .instrument(span)
+            .await
     }
 
     /// Writes the stored form of a value (see [`codec::encode_versioned_to`]) without building it
@@ -316,12 +341,16 @@ impl Storage {
         if !multi_thread {
             return self.put(key, codec::encode_versioned(value)?).await;
         }
-        match self.stream_once(key, value) {
+        let streamed = || {
+            self.retry
+                .run("store.put", || async { self.stream_once(key, value) })
+        };
+        match streamed().await {
             Err(e) if e.kind() == ErrorKind::NotFound && self.container.is_some() => {
                 if let Some(container) = &self.container {
                     container.create().await?;
                 }
-                self.stream_once(key, value)
+                streamed().await
             }
             other => other,
         }
@@ -351,7 +380,9 @@ impl Storage {
                 // This thread may block: `block_in_place` handed its runtime work elsewhere.
                 let uploaded = handle.block_on(async move {
                     let rx = rx; // dropped on return, so the encoder stops if the upload fails
-                    let upload = store.put_multipart(key).await?;
+                    let upload = store
+                        .put_multipart_opts(key, self.multipart_options())
+                        .await?;
                     let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
                     while let Ok(part) = rx.recv() {
                         writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
@@ -370,7 +401,10 @@ impl Storage {
 
     /// Uploads a large object in parts, several at once.
     async fn put_multipart(&self, key: &Path, bytes: Bytes) -> object_store::Result<()> {
-        let upload = self.store.put_multipart(key).await?;
+        let upload = self
+            .store
+            .put_multipart_opts(key, self.multipart_options())
+            .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
         let mut at = 0;
         while at < bytes.len() {
@@ -382,6 +416,15 @@ impl Storage {
         writer.finish().await.map(|_| ())
     }
 
+    /// Options of a multipart upload: each part's transient failures are retried by this
+    /// store's policy (a part cannot be sent again through object_store's upload handle).
+    fn multipart_options(&self) -> PutMultipartOptions {
+        let options = PutMultipartOptions::default();
+        #[cfg(feature = "azure")]
+        let options = options.with_retry_policy(Arc::new(azure::PartRetry::new(self.retry)));
+        options
+    }
+
     /// A storage error naming this store, the operation and the key.
     fn error(&self, operation: &'static str, key: &Path, e: object_store::Error) -> Error {
         Error::storage(operation, key.as_ref(), e).with_context("storage", &self.url)
@@ -389,12 +432,18 @@ impl Storage {
 
     /// Whether an object exists.
     pub async fn exists(&self, key: &Path) -> Result<bool> {
-        match self.store.head(key).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) if self.container.is_some() && is_missing_container(&e) => Ok(false),
-            Err(e) => Err(self.error("store.head", key, e)),
-        }
+        let span = tracing::debug_span!("store.head", key = %key);
+        self.retry
+            .run("store.head", || async {
+                match self.store.head(key).await {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) if self.container.is_some() && is_missing_container(&e) => Ok(false),
+                    Err(e) => Err(self.error("store.head", key, e)),
+                }
+            })
+            .instrument(span)
+            .await
     }
 
     /// Writes an object unless one exists; returns whether it wrote.
@@ -409,23 +458,27 @@ impl Storage {
     /// Reads a whole object.
     pub async fn get(&self, key: &Path) -> Result<Bytes> {
         let span = tracing::debug_span!("store.get", key = %key);
-        async {
-            let got = self.store.get(key).await?;
-            got.bytes().await
-        }
-        .instrument(span)
-        .await
-        .map_err(|e| self.error("store.get", key, e))
+        self.retry
+            .run("store.get", || async {
+                let read = async { self.store.get(key).await?.bytes().await };
+                read.await.map_err(|e| self.error("store.get", key, e))
+            })
+            .instrument(span)
+            .await
     }
 
     /// Reads a byte range of an object.
     pub async fn get_range(&self, key: &Path, range: std::ops::Range<u64>) -> Result<Bytes> {
         let span = tracing::debug_span!("store.get_range", key = %key, ?range);
-        self.store
-            .get_range(key, range)
+        self.retry
+            .run("store.get_range", || async {
+                self.store
+                    .get_range(key, range.clone())
+                    .await
+                    .map_err(|e| self.error("store.get_range", key, e))
+            })
             .instrument(span)
             .await
-            .map_err(|e| self.error("store.get_range", key, e))
     }
 
     /// Lists the keys under a prefix, sorted.
@@ -441,20 +494,28 @@ impl Storage {
     /// Lists the keys under a prefix with their sizes, sorted by key.
     pub async fn list_meta(&self, prefix: &Path) -> Result<Vec<(Path, u64)>> {
         let span = tracing::debug_span!("store.list", prefix = %prefix);
-        let listed: std::result::Result<Vec<(Path, u64)>, _> = self
-            .store
-            .list(Some(prefix))
-            .map_ok(|meta| (meta.location, meta.size))
-            .try_collect()
+        let mut metas = self
+            .retry
+            .run("store.list", || async {
+                let listed: std::result::Result<Vec<(Path, u64)>, _> = self
+                    .store
+                    .list(Some(prefix))
+                    .map_ok(|meta| (meta.location, meta.size))
+                    .try_collect()
+                    .await;
+                match listed {
+                    Ok(m) => Ok(m),
+                    // A container that does not exist yet holds nothing. (object_store reports
+                    // Azure's list of a missing container as a generic error carrying
+                    // `ContainerNotFound`.)
+                    Err(e) if self.container.is_some() && is_missing_container(&e) => {
+                        Ok(Vec::new())
+                    }
+                    Err(e) => Err(self.error("store.list", prefix, e)),
+                }
+            })
             .instrument(span)
-            .await;
-        let mut metas = match listed {
-            Ok(m) => m,
-            // A container that does not exist yet holds nothing. (object_store reports Azure's
-            // list of a missing container as a generic error carrying `ContainerNotFound`.)
-            Err(e) if self.container.is_some() && is_missing_container(&e) => Vec::new(),
-            Err(e) => return Err(self.error("store.list", prefix, e)),
-        };
+            .await?;
         metas.sort();
         Ok(metas)
     }
@@ -471,30 +532,42 @@ impl Storage {
                 .map_err(|e| e.with_context("prefix", prefix.as_ref()))?;
             return Ok(n);
         }
-        // In bulk: Azure deletes 256 blobs a request, other stores concurrently. A round that
-        // fails is tried once more.
+        // In bulk: Azure deletes 256 blobs a request, other stores concurrently. The keys a
+        // round failed to delete go into the next round, as the retry policy allows.
+        let span = tracing::debug_span!("store.delete_prefix", prefix = %prefix, keys = n);
         for chunk in keys.chunks(DELETE_CHUNK) {
-            let mut last = None;
-            for _ in 0..2 {
-                let owned: Vec<Path> = chunk.to_vec(); // the stream must own its keys
-                let stream = futures::stream::iter(owned.into_iter().map(Ok)).boxed();
-                let mut deleted = self.store.delete_stream(stream);
-                last = None;
-                while let Some(result) = deleted.next().await {
-                    match result {
-                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => last = Some(e),
-                    }
-                }
-                if last.is_none() {
-                    break;
-                }
-            }
-            if let Some(e) = last {
-                return Err(self.error("store.delete", prefix, e));
-            }
+            self.retry
+                .run("store.delete", || self.delete_round(chunk, prefix))
+                .instrument(span.clone())
+                .await?;
         }
         Ok(n)
+    }
+
+    /// One bulk delete of `keys`; objects already gone count as deleted, so a round that
+    /// failed can be run again whole.
+    async fn delete_round(&self, keys: &[Path], prefix: &Path) -> Result<()> {
+        let owned: Vec<Path> = keys.to_vec(); // the stream must own its keys
+        let stream = futures::stream::iter(owned.into_iter().map(Ok)).boxed();
+        let results: Vec<object_store::Result<Path>> =
+            self.store.delete_stream(stream).collect().await;
+        let mut failed = 0usize;
+        let mut last = None;
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    failed += 1;
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            None => Ok(()),
+            Some(e) => Err(self
+                .error("store.delete", prefix, e)
+                .with_context("not deleted", failed)),
+        }
     }
 }
 

@@ -239,7 +239,7 @@ async fn fetch_cached(
         match request.send().await {
             Ok(r) if !r.status().is_server_error() || attempt >= DOWNLOAD_ATTEMPTS => break r,
             Err(e) if attempt >= DOWNLOAD_ATTEMPTS => {
-                return Err(format!("cannot download {plain}: {e}"));
+                return Err(format!("cannot download {plain}: {}", e.without_url()));
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await,
         }
@@ -258,7 +258,7 @@ async fn fetch_cached(
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| format!("cannot download {plain}: {e}"))?;
+            .map_err(|e| format!("cannot download {plain}: {}", e.without_url()))?;
         match etag {
             Some(etag) => cache.store(plain, url, &etag, &bytes)?,
             None => return write(target, bytes),
