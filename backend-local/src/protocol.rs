@@ -88,11 +88,10 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Decodes a frame body.
+/// Decodes a frame body (with the codec's limit on the lengths inside).
 pub fn decode_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> io::Result<T> {
-    bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    redwood_core::codec::decode(body)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Reads one frame body (blocking); `None` at a clean end of stream.

@@ -57,10 +57,29 @@ pub fn versioned_sha256<T: Serialize + ?Sized>(value: &T) -> Result<(String, u64
     Ok((crate::raw::binary::hex(&hashing.0.finalize()), len))
 }
 
-/// Decodes a value written by [`encode`]; trailing bytes are an error.
+/// Decodes a value written by [`encode`]; trailing bytes are an error. Corrupt or hostile bytes
+/// are a [`ErrorKind::Codec`] error, never a huge allocation: the lengths inside may claim at
+/// most 16 times the input's size in all (and at least 1 MiB), through bincode's decode limit.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
-        .map_err(|e| Error::codec(std::any::type_name::<T>(), e))?;
+    let decoded = match bytes.len() {
+        0..=0xF_FFFF => decode_limited::<T, { 1 << 20 }>(bytes),
+        0x10_0000..=0xFF_FFFF => decode_limited::<T, { 1 << 24 }>(bytes),
+        0x100_0000..=0xFFF_FFFF => decode_limited::<T, { 1 << 28 }>(bytes),
+        0x1000_0000..=0xFFFF_FFFF => decode_limited::<T, { 1 << 32 }>(bytes),
+        _ => decode_limited::<T, { usize::MAX }>(bytes),
+    };
+    let (value, used) = decoded.map_err(|e| match e {
+        bincode::error::DecodeError::LimitExceeded => Error::new(
+            ErrorKind::Codec,
+            format!(
+                "a length inside {} bytes of {} claims more than they hold: the bytes are \
+                 corrupt",
+                bytes.len(),
+                std::any::type_name::<T>()
+            ),
+        ),
+        e => Error::codec(std::any::type_name::<T>(), e),
+    })?;
     if used != bytes.len() {
         return Err(Error::new(
             ErrorKind::Codec,
@@ -72,6 +91,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         ));
     }
     Ok(value)
+}
+
+fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice::<T, _>(bytes, config().with_limit::<LIMIT>())
 }
 
 /// Encodes a value for storage: the version byte, then the value.
@@ -125,6 +150,24 @@ mod tests {
         let (sha, len) = versioned_sha256(&v).unwrap();
         assert_eq!(len, bytes.len() as u64);
         assert_eq!(sha, crate::raw::binary::sha256_hex(&bytes));
+    }
+
+    #[test]
+    fn hostile_lengths_are_errors_not_allocations() {
+        use crate::raw::envelope::Outcome;
+        // An outcome whose byte string claims 2^40 bytes in 13 bytes (it aborted the client).
+        let hostile = [0x01, 0x00, 0xfd, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 0];
+        let err = Outcome::from_stored(&hostile).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        // Strings too, and values just under a tier's edge still decode.
+        let mut long = encode(&"x".repeat(5000)).unwrap();
+        long[1] = 0xff; // a larger length than the bytes hold
+        assert!(decode::<String>(&long).is_err());
+        let big: Vec<u8> = vec![1; (1 << 20) - 16];
+        let bytes = encode(&serde_bytes::ByteBuf::from(big.clone())).unwrap();
+        let back: serde_bytes::ByteBuf = decode(&bytes).unwrap();
+        assert_eq!(back.into_vec(), big);
     }
 
     #[test]

@@ -47,3 +47,8 @@ pub async fn write_events(storage: &Storage, job: &str, finished: &[Finished]) -
     let json = serde_json::to_vec(&records).map_err(|e| Error::codec("job events", e))?;
     storage.put(&storage.layout().events(job), json).await
 }
+
+/// Parses an events record (as [`write_events`] stores it).
+pub fn parse_events(bytes: &[u8]) -> Result<Vec<TaskRecord>> {
+    serde_json::from_slice(bytes).map_err(|e| Error::codec("job events", e))
+}

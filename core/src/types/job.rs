@@ -302,10 +302,24 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             }
         })?;
         let manifest = JobManifest::from_json(&manifest_bytes)?;
+        // The input holds every task's arguments: its entry count checks the manifest's count.
+        let input = storage.get(&layout.input(job_id)).await?;
+        let entries = read_pack(&input)?;
+        if entries.len() as u64 != manifest.spec.task_count {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "job `{job_id}` is corrupt: its job.json counts {} tasks, its input holds {}",
+                    manifest.spec.task_count,
+                    entries.len()
+                ),
+            )
+            .with_operation("Job::attach"));
+        }
         let known = read_stored_outcomes(session, &manifest.spec).await?;
         let backend = session.backend();
         let missing: Vec<u64> = {
-            let mut done = vec![false; manifest.spec.task_count as usize];
+            let mut done = vec![false; entries.len()];
             for f in &known {
                 if let Some(d) = done.get_mut(f.task as usize) {
                     *d = true;
@@ -325,8 +339,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         let events: EventStream = if missing.is_empty() {
             Box::pin(futures::stream::empty())
         } else {
-            let input = storage.get(&layout.input(job_id)).await?;
-            let tasks: Vec<TaskInput> = read_pack(&input)?
+            let tasks: Vec<TaskInput> = entries
                 .into_iter()
                 .filter(|e| missing.binary_search(&e.key).is_ok())
                 .map(|e| TaskInput {

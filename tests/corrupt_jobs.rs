@@ -1,0 +1,73 @@
+//! Attaching to a job whose stored objects are corrupt or hostile is a clear error, never an
+//! abort or a huge allocation.
+
+use redwood::raw::backend::JobSpec;
+use redwood::raw::manifest::JobManifest;
+use redwood::raw::pack::PackWriter;
+use redwood::{ErrorKind, Job, Session, TaskOptions};
+
+async fn session_with_job(name: &str, claimed_tasks: u64, stored_tasks: u64) -> Session {
+    let rw = Session::builder()
+        .storage_url(format!("memory://{name}"))
+        .progress(false)
+        .build()
+        .expect("session");
+    let storage = rw.storage().clone();
+    let spec = JobSpec {
+        id: "job-1".into(),
+        function: "nowhere::f".into(),
+        signature: 0,
+        binary: "0".repeat(64),
+        task_count: claimed_tasks,
+        options: TaskOptions::default(),
+    };
+    let manifest = JobManifest::new(&spec, "local", "memory://");
+    let layout = storage.layout();
+    storage
+        .put(&layout.manifest("job-1"), manifest.to_json().unwrap())
+        .await
+        .unwrap();
+    let mut input = PackWriter::new();
+    for i in 0..stored_tasks {
+        input.push(i, &[0]);
+    }
+    storage
+        .put(&layout.input("job-1"), input.finish())
+        .await
+        .unwrap();
+    rw
+}
+
+#[tokio::test]
+async fn a_task_count_the_input_does_not_hold_is_refused() {
+    let rw = session_with_job("corrupt-count", 99_999_999_999_999, 3).await;
+    let err = Job::<u64>::attach(&rw, "job-1")
+        .await
+        .expect_err("corrupt job");
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("99999999999999") && text.contains("holds 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_hostile_result_segment_is_an_error() {
+    let rw = session_with_job("corrupt-segment", 3, 3).await;
+    let storage = rw.storage().clone();
+    // An outcome that claims 2^40 bytes (it aborted the client), in a result segment.
+    let mut segment = PackWriter::new();
+    segment.push(0, &[0x01, 0x00, 0xfd, 0, 0, 0, 0, 0, 0x01, 0, 0, 0, 0]);
+    storage
+        .put(
+            &storage.layout().result_segment("job-1", "w-000000"),
+            segment.finish(),
+        )
+        .await
+        .unwrap();
+    let err = Job::<u64>::attach(&rw, "job-1")
+        .await
+        .expect_err("corrupt outcome");
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+}
