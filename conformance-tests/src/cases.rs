@@ -57,6 +57,7 @@ pub fn all() -> Vec<Case> {
         case!(reduce_streams),
         case!(broadcast_is_stored_once_and_read_by_tasks),
         case!(broadcast_bytes_are_read_without_decoding),
+        case!(corrupt_broadcast_is_refused_and_rewritten),
         case!(chained_jobs_pass_result_refs),
         case!(remote_panic_is_a_task_error),
         case!(remote_err_is_a_task_error),
@@ -267,6 +268,41 @@ async fn broadcast_bytes_are_read_without_decoding(ctx: Ctx) -> CaseResult {
             "{n} bytes: got {got:?}, want {want:?}"
         );
     }
+    Ok(())
+}
+
+async fn corrupt_broadcast_is_refused_and_rewritten(ctx: Ctx) -> CaseResult {
+    let rw = &ctx.session;
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    let table: Vec<u64> = (0..1000).map(|i| i + salt % 1_000_000_007).collect();
+    let b = rw.broadcast(&table).await?;
+    // One flipped byte in storage.
+    let key = object_store::path::Path::from(b.key());
+    let mut bytes = rw.storage().get(&key).await?.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    rw.storage().put(&key, bytes).await?;
+    let err = rw
+        .map(bcast_sum, vec![(b.clone(), 0)])
+        .await?
+        .collect()
+        .await;
+    let Err(err) = err else {
+        return Err("a task read a corrupt broadcast value without an error".into());
+    };
+    check!(
+        err.to_string().contains("corrupt") && err.to_string().contains("sha256"),
+        "unclear error: {err}"
+    );
+    // Broadcasting the value again finds the object corrupt and rewrites it.
+    let again = rw.broadcast(&table).await?;
+    check!(again.key() == b.key(), "the key changed");
+    let got = rw.map(bcast_sum, vec![(b, 1)]).await?.collect().await?;
+    let want: u64 = table.iter().sum::<u64>() + 1;
+    check!(got == vec![(1000, want)], "after the rewrite: {got:?}");
     Ok(())
 }
 

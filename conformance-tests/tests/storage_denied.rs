@@ -194,3 +194,39 @@ async fn no_signature_in_errors_of_an_unreachable_store() {
         "a refused connection is transient: {text}"
     );
 }
+
+/// Sixteen writers race to create one object: exactly one wins, and its bytes stay.
+async fn only_one_conditional_writer_wins(store: &redwood::Storage) {
+    let key = object_store::path::Path::from("race/result");
+    let writers: Vec<_> = (0..16u8)
+        .map(|i| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { (i, store.put_if_absent(&key, vec![i; 64]).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for w in writers {
+        let (i, wrote) = w.await.expect("writer");
+        if wrote.unwrap_or_else(|e| panic!("{}: {e}", store.url())) {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{}: winners {winners:?}", store.url());
+    let stored = store.get(&key).await.expect("read");
+    assert_eq!(stored.as_ref(), &[winners[0]; 64], "{}", store.url());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_if_absent_never_overwrites_a_concurrent_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = redwood::Storage::open(&format!("file://{}", dir.path().display())).expect("file");
+    only_one_conditional_writer_wins(&file).await;
+    let memory = redwood::Storage::open("memory://race").expect("memory");
+    only_one_conditional_writer_wins(&memory).await;
+    let (_azurite, _proxy, conn) = azurite_behind_proxy(FaultConfig::default()).await;
+    let options = [("connection_string".to_string(), conn)]
+        .into_iter()
+        .collect();
+    let azure = redwood::Storage::open_with("az://race/x", &options).expect("azure");
+    only_one_conditional_writer_wins(&azure).await;
+}

@@ -446,13 +446,40 @@ impl Storage {
             .await
     }
 
-    /// Writes an object unless one exists; returns whether it wrote.
+    /// Writes an object unless one exists, in one conditional request (object_store's
+    /// `PutMode::Create`), so a concurrent writer is never overwritten; returns whether it
+    /// wrote. (A retried request whose first try was stored answers `false`.)
     pub async fn put_if_absent(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<bool> {
-        if self.exists(key).await? {
-            return Ok(false);
+        let bytes: Bytes = bytes.into();
+        let create = || {
+            let span = tracing::debug_span!("store.put_if_absent", key = %key, len = bytes.len());
+            self.retry
+                .run("store.put_if_absent", || async {
+                    let options = object_store::PutOptions {
+                        mode: object_store::PutMode::Create,
+                        ..Default::default()
+                    };
+                    let payload = PutPayload::from_bytes(bytes.clone());
+                    match self.store.put_opts(key, payload, options).await {
+                        Ok(_) => Ok(true),
+                        Err(
+                            object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. },
+                        ) => Ok(false),
+                        Err(e) => Err(self.error("store.put_if_absent", key, e)),
+                    }
+                })
+                .instrument(span)
+        };
+        match create().await {
+            Err(e) if e.kind() == ErrorKind::NotFound && self.container.is_some() => {
+                if let Some(container) = &self.container {
+                    container.create().await?;
+                }
+                create().await
+            }
+            other => other,
         }
-        self.put(key, bytes).await?;
-        Ok(true)
     }
 
     /// Reads a whole object.
@@ -462,6 +489,34 @@ impl Storage {
             .run("store.get", || async {
                 let read = async { self.store.get(key).await?.bytes().await };
                 read.await.map_err(|e| self.error("store.get", key, e))
+            })
+            .instrument(span)
+            .await
+    }
+
+    /// The sha256 (lower-case hex) and length of an object, read as a stream (never whole in
+    /// memory), or `None` when there is no such object.
+    pub async fn sha256(&self, key: &Path) -> Result<Option<(String, u64)>> {
+        use sha2::{Digest, Sha256};
+        let span = tracing::debug_span!("store.sha256", key = %key);
+        self.retry
+            .run("store.get", || async {
+                let read = async {
+                    let mut stream = self.store.get(key).await?.into_stream();
+                    let (mut hash, mut len) = (Sha256::new(), 0u64);
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk?;
+                        len += chunk.len() as u64;
+                        hash.update(&chunk);
+                    }
+                    Ok((crate::raw::binary::hex(&hash.finalize()), len))
+                };
+                match read.await {
+                    Ok(found) => Ok(Some(found)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) if self.container.is_some() && is_missing_container(&e) => Ok(None),
+                    Err(e) => Err(self.error("store.get", key, e)),
+                }
             })
             .instrument(span)
             .await

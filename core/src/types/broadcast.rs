@@ -55,6 +55,28 @@ impl<T> Broadcast<T> {
     }
 }
 
+impl<T> Broadcast<T> {
+    /// The stored bytes, read through the worker's I/O, once their sha256 is checked.
+    fn fetch_checked(&self) -> Result<Bytes> {
+        let bytes = worker_io()?.fetch(&self.key, None)?;
+        let found = crate::raw::binary::sha256_hex(&bytes);
+        if found != self.sha256 {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "the stored broadcast value {} is corrupt: its sha256 is {found}, not {} \
+                     ({} bytes, expected {}); `Session::broadcast` of the value rewrites it",
+                    self.key,
+                    self.sha256,
+                    bytes.len(),
+                    self.len
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
 impl<T: DeserializeOwned + Send + Sync + 'static> Broadcast<T> {
     /// The value, inside a remote function. The first call in a worker process reads and decodes
     /// it; later calls return the cached value.
@@ -63,7 +85,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Broadcast<T> {
         if let Some(hit) = cache.lock().map_err(poisoned)?.get(&self.key).cloned() {
             return downcast(hit, &self.key);
         }
-        let bytes = worker_io()?.fetch(&self.key, None)?;
+        let bytes = self.fetch_checked()?;
         let value: Arc<T> = Arc::new(codec::decode_versioned(&bytes)?);
         let stored: Arc<dyn Any + Send + Sync> = value.clone();
         cache
@@ -96,7 +118,7 @@ impl<T: ByteVector> Broadcast<T> {
         if let Some(hit) = cache.lock().map_err(poisoned)?.get(&cache_key).cloned() {
             return downcast::<Bytes>(hit, &self.key).map(|b| (*b).clone());
         }
-        let stored = worker_io()?.fetch(&self.key, None)?;
+        let stored = self.fetch_checked()?;
         let bytes = byte_vector_payload(&stored)?;
         let cached: Arc<dyn Any + Send + Sync> = Arc::new(bytes.clone());
         cache.lock().map_err(poisoned)?.insert(cache_key, cached);

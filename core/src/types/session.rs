@@ -301,12 +301,22 @@ impl Session {
         let key = storage.layout().broadcast(&sha);
         let span = tracing::info_span!("broadcast", key = %key, len);
         async {
-            if storage.exists(&key).await? {
-                tracing::debug!(key = %key, "broadcast already stored");
-            } else if len > STREAM_BROADCAST_ABOVE {
-                storage.put_versioned(&key, value).await?;
-            } else {
-                storage.put(&key, codec::encode_versioned(value)?).await?;
+            // Content-addressed, so an object already there is reused, once its bytes are
+            // checked: a corrupt one would give wrong results for ever.
+            match storage.sha256(&key).await? {
+                Some(found) if found == (sha.clone(), len) => {
+                    tracing::debug!(key = %key, "broadcast already stored (sha256 checked)");
+                }
+                found => {
+                    if found.is_some() {
+                        tracing::warn!(key = %key, "the stored broadcast value is corrupt (its sha256 differs); rewriting it");
+                    }
+                    if len > STREAM_BROADCAST_ABOVE {
+                        storage.put_versioned(&key, value).await?;
+                    } else {
+                        storage.put(&key, codec::encode_versioned(value)?).await?;
+                    }
+                }
             }
             Ok(Broadcast::new(key.to_string(), sha, len))
         }
