@@ -114,34 +114,55 @@ impl Fetcher {
                 let bytes = storage.get_range(&path, start..end).await;
                 return self.hand_over(bytes.map_err(|e| failed(&e))?, &key).await;
             }
-            let got = storage.store().get(&path).await.map_err(|e| failed(&e))?;
-            if (got.meta.size as usize) < SHARED_ABOVE {
-                return Ok(Payload::Inline(got.bytes().await.map_err(|e| failed(&e))?));
-            }
-            // Large: stream it straight into the shared file (memory is touched once).
-            let file = self.new_file(got.meta.size);
-            let mut out = tokio::fs::File::create(&file.path)
+            // Streamed into the shared file as it arrives (memory is touched once); a transient
+            // failure starts the object again, by the store's retry policy.
+            let read = || self.stream_once(&storage, &path);
+            let payload = storage
+                .retry_policy()
+                .run("worker.fetch", read)
                 .await
-                .map_err(|e| shared_error(&key, &file, &e))?;
-            let mut chunks = got.into_stream();
-            let mut written = 0u64;
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(|e| failed(&e))?;
-                out.write_all(&chunk)
-                    .await
-                    .map_err(|e| shared_error(&key, &file, &e))?;
-                written += chunk.len() as u64;
-            }
-            out.flush()
-                .await
-                .map_err(|e| shared_error(&key, &file, &e))?;
-            if written != file.len {
-                return Err(failed(&format!("got {written} bytes of {}", file.len)));
-            }
-            Ok(Payload::File(Arc::new(file)))
+                .map_err(|e| failed(&e))?;
+            Ok(payload)
         }
         .instrument(span)
         .await
+    }
+
+    /// One attempt at reading a whole object: inline when small, else into a shared file.
+    async fn stream_once(
+        &self,
+        storage: &Storage,
+        path: &object_store::path::Path,
+    ) -> redwood_core::Result<Payload> {
+        let read_error = |e| storage.error("store.get", path, e);
+        let got = storage.store().get(path).await.map_err(read_error)?;
+        if (got.meta.size as usize) < SHARED_ABOVE {
+            return Ok(Payload::Inline(got.bytes().await.map_err(read_error)?));
+        }
+        let file = self.new_file(got.meta.size);
+        let local = |e: std::io::Error| {
+            redwood_core::Error::new(
+                redwood_core::ErrorKind::Backend,
+                shared_error(path.as_ref(), &file, &e),
+            )
+        };
+        let mut out = tokio::fs::File::create(&file.path).await.map_err(local)?;
+        let mut chunks = got.into_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(read_error)?;
+            out.write_all(&chunk).await.map_err(local)?;
+            written += chunk.len() as u64;
+        }
+        out.flush().await.map_err(local)?;
+        if written != file.len {
+            return Err(redwood_core::Error::new(
+                redwood_core::ErrorKind::Storage,
+                format!("got {written} bytes of {}", file.len),
+            )
+            .set_retryable(true));
+        }
+        Ok(Payload::File(Arc::new(file)))
     }
 
     /// Hands over bytes already in memory: inline if small, else through a shared file.

@@ -71,6 +71,7 @@ pub fn all() -> Vec<Case> {
         case!(wait_variants),
         case!(attach_after_client_restart, shared),
         case!(attach_resumes_unfinished_tasks, shared),
+        case!(attach_while_the_runner_lives_never_runs_twice),
         case!(attach_unknown_job_is_not_found),
         case!(mismatched_binary_is_refused),
         case!(unknown_function_is_refused),
@@ -675,6 +676,40 @@ async fn attach_resumes_unfinished_tasks(ctx: Ctx) -> CaseResult {
         again.summary().finished == 12,
         "second attach: {:?}",
         again.summary()
+    );
+    Ok(())
+}
+
+/// An attach while the submitting client still runs the job: where tasks stop with their
+/// client (they would be run again) it is refused; where they keep running it follows them.
+async fn attach_while_the_runner_lives_never_runs_twice(ctx: Ctx) -> CaseResult {
+    let rw = &ctx.session;
+    let options = TaskOptions::new().concurrency(1);
+    let job = rw
+        .map_with(sleep_echo, (0..4u64).map(|i| (300, i)), options)
+        .await?;
+    let second = Job::<u64>::attach(rw, job.id()).await;
+    if rw.backend().capabilities().survives_client {
+        let got = second?.collect().await?;
+        check!(got == (0..4u64).collect::<Vec<_>>(), "followed: {got:?}");
+    } else {
+        match second {
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                check!(e.to_string().contains("another client"), "unclear: {e}");
+            }
+            Err(e) => return Err(format!("refused, but not as a conflict: {e}").into()),
+            Ok(_) => return Err("a second client attached while the first ran the job".into()),
+        }
+    }
+    let id = job.id().to_string();
+    let got = job.collect().await?;
+    check!(got == (0..4u64).collect::<Vec<_>>(), "results {got:?}");
+    // Once the runner is done, an attach finds everything finished.
+    let after = Job::<u64>::attach(rw, &id).await?;
+    check!(
+        after.summary().finished == 4,
+        "after: {:?}",
+        after.summary()
     );
     Ok(())
 }

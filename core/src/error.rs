@@ -34,6 +34,8 @@ pub enum ErrorKind {
     Backend,
     /// A task was sent to a worker running another binary or another function signature.
     Mismatch,
+    /// Another client holds what this operation needs (a job it still runs).
+    Conflict,
     /// Anything else; the message says what.
     Unexpected,
 }
@@ -52,6 +54,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Backend => "backend error",
             ErrorKind::Mismatch => "binary or signature mismatch",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::Unexpected => "unexpected error",
         };
         f.write_str(s)

@@ -425,8 +425,9 @@ impl Storage {
         options
     }
 
-    /// A storage error naming this store, the operation and the key.
-    fn error(&self, operation: &'static str, key: &Path, e: object_store::Error) -> Error {
+    /// A storage error naming this store, the operation and the key, transient or not as the
+    /// retry policy sees it (for code that reads through [`Storage::store`] directly).
+    pub fn error(&self, operation: &'static str, key: &Path, e: object_store::Error) -> Error {
         Error::storage(operation, key.as_ref(), e).with_context("storage", &self.url)
     }
 
@@ -575,6 +576,20 @@ impl Storage {
         Ok(metas)
     }
 
+    /// Deletes one object; one already gone is fine.
+    pub async fn delete(&self, key: &Path) -> Result<()> {
+        let span = tracing::debug_span!("store.delete", key = %key);
+        self.retry
+            .run("store.delete", || async {
+                match self.store.delete(key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(self.error("store.delete", key, e)),
+                }
+            })
+            .instrument(span)
+            .await
+    }
+
     /// Deletes every object under a prefix; returns how many it deleted.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
         let keys = self.list(prefix).await?;
@@ -713,6 +728,16 @@ impl Layout {
     /// `<root>/jobs/<job>/results/`: the prefix of a job's result segments.
     pub fn result_segments(&self, job: &str) -> Path {
         self.key(&["jobs", job, "results"])
+    }
+
+    /// `<root>/jobs/<job>/lease/`: the leases of the clients that ran the job.
+    pub fn leases(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "lease"])
+    }
+
+    /// `<root>/jobs/<job>/lease/<generation>`: one client's lease on running the job.
+    pub fn lease(&self, job: &str, generation: u64) -> Path {
+        self.key(&["jobs", job, "lease", &format!("{generation:06}")])
     }
 
     /// `<root>/jobs/<job>/events`: timing events for stats and the timeline.

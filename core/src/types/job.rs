@@ -16,6 +16,7 @@ use crate::raw::envelope::Outcome;
 use crate::raw::events::write_events;
 use crate::raw::manifest::JobManifest;
 use crate::raw::pack::read_pack;
+use crate::types::lease::Lease;
 use crate::types::progress::Progress;
 use crate::types::result_ref::{ResultLocation, ResultRef};
 use crate::types::session::Session;
@@ -235,6 +236,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         mut events: EventStream,
         known: Vec<Finished>,
         record_events: bool,
+        lease: Option<Lease>,
     ) -> Job<T> {
         let total = spec.task_count as usize;
         let (changed, _) = watch::channel(0);
@@ -275,6 +277,9 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                     tracing::warn!(job = %driver.spec.id, error = %e, "could not store job events");
                 }
             }
+            if let Some(lease) = lease {
+                lease.release().await;
+            }
             driver.state().recorded = true;
             driver.changed.send_modify(|v| *v += 1);
         });
@@ -288,6 +293,16 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     /// are read back; on a backend whose tasks stop with the client (`local`), unfinished tasks
     /// are submitted again from the stored inputs.
     pub async fn attach(session: &Session, job_id: &str) -> Result<Job<T>> {
+        Job::attach_inner(session, job_id, false).await
+    }
+
+    /// [`Job::attach`] that also runs the unfinished tasks of a job another binary submitted,
+    /// with this binary (an explicit opt-in: its code may differ from the submitter's).
+    pub async fn attach_rerunning_here(session: &Session, job_id: &str) -> Result<Job<T>> {
+        Job::attach_inner(session, job_id, true).await
+    }
+
+    async fn attach_inner(session: &Session, job_id: &str, rerun_here: bool) -> Result<Job<T>> {
         let storage = session.storage();
         let layout = storage.layout();
         let manifest_bytes = storage.get(&layout.manifest(job_id)).await.map_err(|e| {
@@ -316,26 +331,40 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             )
             .with_operation("Job::attach"));
         }
-        let known = read_stored_outcomes(session, &manifest.spec).await?;
         let backend = session.backend();
-        let missing: Vec<u64> = {
-            let mut done = vec![false; entries.len()];
-            for f in &known {
-                if let Some(d) = done.get_mut(f.task as usize) {
-                    *d = true;
-                }
+        // Tasks that kept running without a client are followed; tasks that stopped with it
+        // are run again, by this binary, once this client holds the job's lease.
+        let follow = backend.capabilities().survives_client;
+        let task_count = entries.len();
+        let mut known = read_stored_outcomes(session, &manifest.spec).await?;
+        let mut spec = manifest.spec.clone();
+        let mut lease = None;
+        if !follow && !unfinished(&known, task_count).is_empty() {
+            let here = crate::raw::binary::current_binary_hash()?;
+            if spec.binary != here && !rerun_here {
+                return Err(Error::new(
+                    ErrorKind::Mismatch,
+                    format!(
+                        "job `{job_id}` was submitted by another binary (sha256 {}), this one \
+                         is {here}: its unfinished tasks would run other code. Attach from that \
+                         binary, or use `Job::attach_rerunning_here` to run them with this one",
+                        spec.binary
+                    ),
+                )
+                .with_operation("Job::attach"));
             }
-            (0..manifest.spec.task_count)
-                .filter(|&i| !done[i as usize])
-                .collect()
-        };
+            lease = Some(Lease::take_over(storage, job_id).await?);
+            // Outcomes stored before the lease was ours count too.
+            known = read_stored_outcomes(session, &manifest.spec).await?;
+            spec.binary = here.to_string();
+        }
+        let missing = unfinished(&known, task_count);
         tracing::info!(
             job = job_id,
             finished = known.len(),
             missing = missing.len(),
             "attached"
         );
-        let mut spec = manifest.spec.clone();
         let events: EventStream = if missing.is_empty() {
             Box::pin(futures::stream::empty())
         } else {
@@ -347,12 +376,6 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                     args: e.bytes,
                 })
                 .collect();
-            // Tasks that kept running without a client are followed; tasks that stopped with
-            // it are run again, by this binary.
-            let follow = backend.capabilities().survives_client;
-            if !follow {
-                spec.binary = crate::raw::binary::current_binary_hash()?.to_string();
-            }
             let request = crate::raw::backend::SubmitRequest::new(
                 Arc::new(spec.clone()),
                 tasks,
@@ -370,6 +393,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             events,
             known,
             true,
+            lease,
         ))
     }
 
@@ -596,6 +620,19 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
 }
 
 /// Reads every stored outcome of a job: packed result segments and per-task result objects.
+/// The tasks of `0..task_count` without a known outcome, in order.
+fn unfinished(known: &[Finished], task_count: usize) -> Vec<u64> {
+    let mut done = vec![false; task_count];
+    for f in known {
+        if let Some(d) = done.get_mut(f.task as usize) {
+            *d = true;
+        }
+    }
+    (0..task_count as u64)
+        .filter(|&i| !done[i as usize])
+        .collect()
+}
+
 async fn read_stored_outcomes(session: &Session, spec: &JobSpec) -> Result<Vec<Finished>> {
     let storage = session.storage();
     let layout = storage.layout();

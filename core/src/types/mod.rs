@@ -3,6 +3,7 @@
 pub mod blob;
 pub mod broadcast;
 pub mod job;
+pub(crate) mod lease;
 pub mod mpi;
 pub mod options;
 pub(crate) mod progress;

@@ -21,6 +21,7 @@ use crate::storage::Storage;
 use crate::types::blob::Blob;
 use crate::types::broadcast::Broadcast;
 use crate::types::job::Job;
+use crate::types::lease::Lease;
 use crate::types::options::TaskOptions;
 use crate::types::remote::{IntoArgs, RemoteFn};
 use crate::types::result_ref::{ResultRef, decode_stored_result};
@@ -220,12 +221,18 @@ impl Session {
                 .check(backend.name(), &spec, &tasks)?;
             // Fast: the record is stored once the job ends, so its disk work (a new inode costs
             // real CPU on some file systems) never competes with the call it records.
-            let deferred_record = match durability {
+            // An attachable job's runner holds a lease while it runs, so an `attach` elsewhere
+            // does not run its tasks a second time.
+            let (deferred_record, lease) = match durability {
                 Durability::Attachable => {
                     self.write_job(&spec, &tasks).await?;
-                    None
+                    let lease = Lease::take_new(&self.inner.storage, &spec.id).await?;
+                    (None, Some(lease))
                 }
-                Durability::Fast => Some((self.background_permit().await?, tasks.clone())),
+                Durability::Fast => (
+                    Some((self.background_permit().await?, tasks.clone())),
+                    None,
+                ),
             };
             let events = if tasks.is_empty() {
                 Box::pin(futures::stream::empty()) as _
@@ -245,6 +252,7 @@ impl Session {
                 events,
                 Vec::new(),
                 record_events,
+                lease,
             );
             if let Some((permit, tasks)) = deferred_record {
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());

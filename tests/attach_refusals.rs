@@ -1,5 +1,5 @@
-//! Attaching to a job whose stored objects are corrupt or hostile is a clear error, never an
-//! abort or a huge allocation.
+//! Attaching is refused with a clear error, and runs nothing, when the job's stored objects are
+//! corrupt or hostile (never an abort or a huge allocation), or when another binary submitted it.
 
 use redwood::raw::backend::JobSpec;
 use redwood::raw::manifest::JobManifest;
@@ -70,4 +70,24 @@ async fn a_hostile_result_segment_is_an_error() {
         .await
         .expect_err("corrupt outcome");
     assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+}
+
+#[tokio::test]
+async fn a_job_of_another_binary_is_not_rerun_without_opting_in() {
+    // Valid, unfinished, and submitted by a binary whose sha256 is all zeros.
+    let rw = session_with_job("other-binary", 3, 3).await;
+    let err = Job::<u64>::attach(&rw, "job-1")
+        .await
+        .expect_err("other binary");
+    assert_eq!(err.kind(), ErrorKind::Mismatch, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("another binary") && text.contains("attach_rerunning_here"),
+        "{text}"
+    );
+    let leases = rw.storage().layout().leases("job-1");
+    assert!(
+        rw.storage().list(&leases).await.unwrap().is_empty(),
+        "a lease was taken"
+    );
 }
