@@ -283,7 +283,7 @@ fn main() -> ExitCode {
             continue;
         }
         let left = runtime.block_on(async {
-            session.cleanup().await?;
+            session.cleanup_all().await?;
             storage.list(&storage.layout().jobs()).await
         });
         match left {

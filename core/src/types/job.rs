@@ -317,6 +317,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             }
         })?;
         let manifest = JobManifest::from_json(&manifest_bytes)?;
+        session.remember_job(job_id);
         // The input holds every task's arguments: its entry count checks the manifest's count.
         let input = storage.get(&layout.input(job_id)).await?;
         let entries = read_pack(&input)?;

@@ -39,6 +39,15 @@ struct Inner {
     progress: bool,
     /// Bounds the job records `call` stores in the background.
     background_writes: Arc<tokio::sync::Semaphore>,
+    /// What this session stored, for [`Session::cleanup`].
+    made: std::sync::Mutex<Made>,
+}
+
+/// The jobs and broadcast values a session stored or attached to.
+#[derive(Debug, Default)]
+struct Made {
+    jobs: std::collections::BTreeSet<String>,
+    broadcasts: std::collections::BTreeSet<String>,
 }
 
 /// How many single-call job records may be stored in the background at once; past that,
@@ -205,6 +214,7 @@ impl Session {
             task_count: args.len() as u64,
             options,
         });
+        self.remember_job(&spec.id);
         let span = tracing::info_span!("map", job = %spec.id, function, tasks = spec.task_count);
         async {
             let tasks: Vec<TaskInput> = args
@@ -326,6 +336,7 @@ impl Session {
                     }
                 }
             }
+            self.made().broadcasts.insert(key.to_string());
             Ok(Broadcast::new(key.to_string(), sha, len))
         }
         .instrument(span)
@@ -375,16 +386,50 @@ impl Session {
         codec::decode_versioned(&self.inner.storage.get(&key).await?)
     }
 
-    /// Deletes this session's stored jobs and broadcast values and releases what the backend
-    /// holds. Jobs still running in this process keep their in-memory results.
+    /// Deletes what this session stored — the jobs it submitted or attached to, the broadcast
+    /// values it stored or reused — and releases what the backend holds (workers, Batch jobs, a
+    /// pool it created). Other sessions' jobs in the same storage stay; see
+    /// [`Session::cleanup_all`]. Waits for the job records `call` still stores in the
+    /// background. Jobs still running in this process keep their in-memory results.
     pub async fn cleanup(&self) -> Result<CleanupReport> {
-        let layout = self.inner.storage.layout();
-        let mut objects_deleted = self.inner.storage.delete_prefix(&layout.jobs()).await?;
-        objects_deleted += self
-            .inner
-            .storage
-            .delete_prefix(&layout.broadcasts())
-            .await?;
+        self.flush_records().await;
+        let (jobs, broadcasts) = {
+            let made = self.made();
+            (made.jobs.clone(), made.broadcasts.clone())
+        };
+        let storage = &self.inner.storage;
+        let layout = storage.layout();
+        let mut objects_deleted = 0;
+        for job in &jobs {
+            objects_deleted += storage.delete_prefix(&layout.job(job)).await?;
+        }
+        for key in &broadcasts {
+            storage
+                .delete(&object_store::path::Path::from(key.as_str()))
+                .await?;
+            objects_deleted += 1;
+        }
+        {
+            let mut made = self.made();
+            made.jobs.retain(|j| !jobs.contains(j));
+            made.broadcasts.retain(|b| !broadcasts.contains(b));
+        }
+        self.release_backend(objects_deleted).await
+    }
+
+    /// Deletes every stored job and broadcast value in this session's storage namespace, also
+    /// other sessions' (not `data/`), and releases what the backend holds.
+    pub async fn cleanup_all(&self) -> Result<CleanupReport> {
+        self.flush_records().await;
+        let storage = &self.inner.storage;
+        let layout = storage.layout();
+        let mut objects_deleted = storage.delete_prefix(&layout.jobs()).await?;
+        objects_deleted += storage.delete_prefix(&layout.broadcasts()).await?;
+        *self.made() = Made::default();
+        self.release_backend(objects_deleted).await
+    }
+
+    async fn release_backend(&self, objects_deleted: usize) -> Result<CleanupReport> {
         let reply = self
             .inner
             .backend
@@ -394,6 +439,22 @@ impl Session {
             objects_deleted,
             released: reply.released,
         })
+    }
+
+    /// Waits until the job records `call` stores in the background are written.
+    async fn flush_records(&self) {
+        let all = BACKGROUND_WRITES as u32;
+        // Closed only if the session is gone, which `&self` rules out.
+        let _ = self.inner.background_writes.acquire_many(all).await;
+    }
+
+    fn made(&self) -> std::sync::MutexGuard<'_, Made> {
+        self.inner.made.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a job this session stored or attached to, for [`Session::cleanup`].
+    pub(crate) fn remember_job(&self, job: &str) {
+        self.made().jobs.insert(job.to_string());
     }
 }
 
@@ -560,6 +621,7 @@ impl SessionBuilder {
                 storage,
                 progress,
                 background_writes: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_WRITES)),
+                made: Default::default(),
             }),
         })
     }
