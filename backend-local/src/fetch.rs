@@ -146,7 +146,7 @@ impl Fetcher {
                 shared_error(path.as_ref(), &file, &e),
             )
         };
-        let mut out = tokio::fs::File::create(&file.path).await.map_err(local)?;
+        let mut out = tokio::fs::File::from_std(create_private(&file.path).map_err(local)?);
         let mut chunks = got.into_stream();
         let mut written = 0u64;
         while let Some(chunk) = chunks.next().await {
@@ -172,19 +172,27 @@ impl Fetcher {
         }
         let file = self.new_file(bytes.len() as u64);
         let target = file.path.clone();
-        match tokio::task::spawn_blocking(move || std::fs::write(&target, &bytes)).await {
+        let write = move || {
+            use std::io::Write;
+            create_private(&target)?.write_all(&bytes)
+        };
+        match tokio::task::spawn_blocking(write).await {
             Ok(Ok(())) => Ok(Payload::File(Arc::new(file))),
             Ok(Err(e)) => Err(shared_error(key, &file, &e)),
             Err(e) => Err(shared_error(key, &file, &e)),
         }
     }
 
+    /// A new shared file's name: this process's pid (for the sweep), a counter and a random
+    /// part, so no other user can guess it beforehand.
     fn new_file(&self, len: u64) -> SharedFile {
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let random = fastrand::u64(..);
         SharedFile {
-            path: self
-                .dir
-                .join(format!("{FILE_PREFIX}{}-{n}", std::process::id())),
+            path: self.dir.join(format!(
+                "{FILE_PREFIX}{}-{n}-{random:016x}",
+                std::process::id()
+            )),
             len,
         }
     }
@@ -212,6 +220,16 @@ impl Fetcher {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(w, _), _| *w != worker);
     }
+}
+
+/// Creates a shared file that must not exist yet, readable and writable by this user only.
+fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn shared_error(key: &str, file: &SharedFile, e: &dyn std::fmt::Display) -> String {
@@ -266,6 +284,9 @@ mod tests {
         };
         assert!(Arc::ptr_eq(&a, &b), "two downloads for one object");
         assert_eq!(std::fs::read(&a.path).unwrap().len(), SHARED_ABOVE + 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&a.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the shared file is readable by others");
         let path = a.path.clone();
         f.hold(1, 10, a);
         f.hold(2, 10, b);

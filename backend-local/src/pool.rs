@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
 use redwood_core::raw::backend::{JobSpec, TaskEvent, TaskInput};
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
+use redwood_core::types::options::saturating_after;
 use redwood_core::{Storage, TaskError, TaskErrorKind};
 use std::os::unix::process::ExitStatusExt;
 use tokio::sync::{mpsc, oneshot};
@@ -450,7 +451,7 @@ impl Pool {
                     attempt: pending.attempt + 1,
                     ..pending
                 };
-                let due = Instant::now() + options.backoff_for(next.attempt);
+                let due = saturating_after(Instant::now(), options.backoff_for(next.attempt));
                 let _ = job.events.unbounded_send(TaskEvent::Retrying {
                     task: next.task,
                     error: error.clone(),
@@ -721,7 +722,7 @@ impl Pool {
             .filter_map(|s| {
                 let head = s.inflight.front()?;
                 let limit = self.jobs.get(&head.pending.job)?.spec.options.timeout?;
-                Some(s.head_since + limit)
+                Some(saturating_after(s.head_since, limit))
             });
         retry.into_iter().chain(timeouts).min()
     }
@@ -748,7 +749,7 @@ impl Pool {
                 .and_then(|h| self.jobs.get(&h.pending.job))
                 .and_then(|j| j.spec.options.timeout);
             if let Some(limit) = limit
-                && slot.head_since + limit <= now
+                && saturating_after(slot.head_since, limit) <= now
             {
                 self.kill(s, KillReason::Timeout(limit));
             }

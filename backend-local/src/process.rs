@@ -9,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
@@ -42,15 +43,41 @@ pub(crate) struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Kills the process (SIGKILL); its `Exited` event follows.
+    /// Kills the process and whatever its task started (SIGKILL to its process group); its
+    /// `Exited` event follows.
     pub(crate) fn kill(&self) {
         if let Some(pid) = self.pid {
-            // SAFETY: sending a signal to a child we spawned and have not yet reaped.
+            // SAFETY: sending a signal to the group of a child we spawned (it leads the group)
+            // and have not yet reaped.
             unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
             }
         }
     }
+}
+
+/// The environment variable naming the file descriptor of a worker's lifeline: the read end of
+/// a pipe whose only write end this client holds. When the client dies, however it dies, the
+/// kernel closes that end, the worker reads end-of-file and exits with its process group.
+pub(crate) const LIFELINE_ENV: &str = "REDWOOD_LIFELINE_FD";
+
+/// The lifeline pipe of this client process: (read end, write end), both close-on-exec here;
+/// the write end is never written and never closed while the process lives.
+fn lifeline() -> std::io::Result<&'static (std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    static LIFELINE: std::sync::OnceLock<(OwnedFd, OwnedFd)> = std::sync::OnceLock::new();
+    if let Some(pipe) = LIFELINE.get() {
+        return Ok(pipe);
+    }
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two fds this process then owns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nothing else.
+    let pipe = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // A racing first call loses its pipe, which closes: harmless.
+    Ok(LIFELINE.get_or_init(|| pipe))
 }
 
 /// Starts worker `id` from `exe` and the tasks that serve its pipes.
@@ -59,25 +86,37 @@ pub(crate) fn spawn_worker(
     exe: &Path,
     events: mpsc::UnboundedSender<WorkerEvent>,
 ) -> std::io::Result<WorkerProcess> {
-    let mut child = Command::new(exe)
+    let lifeline_fd = lifeline()?.0.as_raw_fd();
+    let mut command = Command::new(exe);
+    command
         .env(WORKER_ENV, WORKER_MODE)
         .env("REDWOOD_WORKER_ID", id.to_string())
+        .env(LIFELINE_ENV, lifeline_fd.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+        // Its own process group, so a kill reaches what its task started too.
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // The worker keeps the lifeline's read end across exec (and only that end).
+            if libc::fcntl(lifeline_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
     let pid = child.id();
     let (stdin, stdout, stderr) =
         match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
             (Some(i), Some(o), Some(e)) => (i, o, e),
             _ => return Err(std::io::Error::other("worker pipes were not created")),
         };
-    {
-        use std::os::fd::AsRawFd;
-        widen_pipe(stdin.as_raw_fd());
-        widen_pipe(stdout.as_raw_fd());
-    }
+    widen_pipe(stdin.as_raw_fd());
+    widen_pipe(stdout.as_raw_fd());
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(stdin, rx));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
@@ -173,13 +212,17 @@ async fn read_loop(
     }
 }
 
+/// The longest piece of a worker's stderr forwarded as one log line: a longer line (or output
+/// without newlines) is forwarded in pieces of this size, never buffered whole.
+const MAX_LINE: usize = 16 * 1024;
+
 /// Forwards the worker's stderr lines to ours and keeps the tail.
 async fn stderr_loop(id: u32, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<u8>>>) {
     let mut lines = BufReader::new(stderr);
-    let mut line = Vec::new();
+    let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
-        match lines.read_until(b'\n', &mut line).await {
+        match read_piece(&mut lines, &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -194,5 +237,50 @@ async fn stderr_loop(id: u32, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<u8>>
         }
         let text = String::from_utf8_lossy(&line);
         tracing::info!(target: "redwood::worker", worker = id, "{}", text.trim_end());
+    }
+}
+
+/// Reads up to a newline or [`MAX_LINE`] bytes, whichever comes first; 0 at the end.
+async fn read_piece<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    piece: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(piece.len());
+        }
+        let room = MAX_LINE - piece.len();
+        let take = available.len().min(room);
+        let (used, done) = match available[..take].iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (take, take == room),
+        };
+        piece.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        if done {
+            return Ok(piece.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn long_output_without_newlines_is_read_in_capped_pieces() {
+        let mut text = vec![b'x'; MAX_LINE * 3 + 10];
+        text.extend_from_slice(b"\nshort\n");
+        let mut reader = BufReader::new(&text[..]);
+        let mut sizes = Vec::new();
+        loop {
+            let mut piece = Vec::new();
+            match read_piece(&mut reader, &mut piece).await.unwrap() {
+                0 => break,
+                n => sizes.push(n),
+            }
+        }
+        assert_eq!(sizes, vec![MAX_LINE, MAX_LINE, MAX_LINE, 11, 6]);
     }
 }

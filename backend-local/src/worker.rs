@@ -188,6 +188,7 @@ pub fn serve() -> ! {
     };
     // SAFETY: fd 0 and `reply_fd` are open and owned by nothing else from here on.
     let (stdin, reply) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(reply_fd)) };
+    watch_lifeline();
     install_panic_hook();
     let binary = match current_binary_hash() {
         Ok(h) => h,
@@ -211,6 +212,48 @@ pub fn serve() -> ! {
         }
     };
     std::process::exit(exit_code)
+}
+
+/// Watches the client's lifeline (see `process::LIFELINE_ENV`) on a thread: at its end of file
+/// the client is gone, and the worker ends its process group (itself and whatever its task
+/// started) at once, even in the middle of a task.
+fn watch_lifeline() {
+    let Some(fd) = std::env::var(crate::process::LIFELINE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<libc::c_int>().ok())
+    else {
+        return;
+    };
+    // Not for the processes a task starts.
+    // SAFETY: the fd was handed to this process for this purpose; setting close-on-exec on it.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let watch = move || {
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: reading into a live one-byte buffer from an fd this process owns.
+            let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break; // end of file (or an error): the client is gone
+        }
+        // SAFETY: signalling this process's own group, only when the worker leads it.
+        unsafe {
+            if libc::getpgrp() == libc::getpid() {
+                libc::kill(0, libc::SIGKILL);
+            }
+            libc::_exit(72);
+        }
+    };
+    if std::thread::Builder::new()
+        .name("redwood-lifeline".into())
+        .spawn(watch)
+        .is_err()
+    {
+        eprintln!("redwood worker: cannot watch the client's lifeline");
+    }
 }
 
 fn run(channel: &Mutex<Channel>, binary: &str) -> std::io::Result<()> {

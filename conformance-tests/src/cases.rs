@@ -38,6 +38,12 @@ pub fn all() -> Vec<Case> {
         retries: true,
         ..Needs::default()
     };
+    let cancel_and_retries = Needs {
+        cancel: true,
+        retries: true,
+        timeout: true,
+        ..Needs::default()
+    };
     let concurrency = Needs {
         concurrency: true,
         ..Needs::default()
@@ -66,12 +72,14 @@ pub fn all() -> Vec<Case> {
         case!(timeout_kills_the_task, timeout),
         case!(retry_then_succeed, retries),
         case!(crash_then_retry_succeeds, retries),
+        case!(endless_timeouts_and_backoffs_mean_never, cancel_and_retries),
         case!(concurrency_limit_is_honoured, concurrency),
         case!(cancel_mid_job, cancel),
         case!(wait_variants),
         case!(attach_after_client_restart, shared),
         case!(attach_resumes_unfinished_tasks, shared),
         case!(attach_while_the_runner_lives_never_runs_twice),
+        case!(workers_die_with_a_killed_client, shared),
         case!(attach_unknown_job_is_not_found),
         case!(mismatched_binary_is_refused),
         case!(unknown_function_is_refused),
@@ -455,6 +463,33 @@ async fn timeout_kills_the_task(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
+/// `Duration::MAX` as a timeout or a backoff means "never", not a panic in the dispatcher.
+async fn endless_timeouts_and_backoffs_mean_never(ctx: Ctx) -> CaseResult {
+    let endless = TaskOptions::new().timeout(Duration::MAX);
+    let got = ctx
+        .session
+        .map_with(square, 0..3u64, endless)
+        .await?
+        .collect()
+        .await?;
+    check!(got == vec![0, 1, 4], "with an endless timeout: {got:?}");
+    // The first attempt fails; its retry is due in a century, so the job waits until cancelled.
+    let options = TaskOptions::new()
+        .retries(1)
+        .backoff(Duration::MAX)
+        .max_backoff(Duration::MAX);
+    let job = ctx.session.map_with(flaky, vec![1u32], options).await?;
+    let waited = job.wait_timeout(WaitFor::All, Duration::from_secs(3)).await;
+    check!(waited.is_err(), "the retry ran before its endless backoff");
+    job.cancel().await?;
+    let outcomes = job.collect_outcomes().await;
+    check!(
+        outcomes.len() == 1 && outcomes[0].is_err(),
+        "after cancel: {outcomes:?}"
+    );
+    Ok(())
+}
+
 async fn retry_then_succeed(ctx: Ctx) -> CaseResult {
     let options = TaskOptions::new()
         .retries(3)
@@ -635,6 +670,14 @@ pub async fn child_main(role: &str) -> CaseResult {
             std::io::stdout().flush()?;
             std::process::exit(0);
         }
+        hang if hang.starts_with("hang:") => {
+            let dir = hang["hang:".len()..].to_string();
+            let job = rw
+                .map(pid_then_sleep, (0..2).map(|_| (dir.clone(), 120_000u64)))
+                .await?;
+            println!("job {}", job.id());
+            job.wait(WaitFor::All).await?;
+        }
         other => return Err(format!("unknown child role {other}").into()),
     }
     Ok(())
@@ -712,6 +755,77 @@ async fn attach_while_the_runner_lives_never_runs_twice(ctx: Ctx) -> CaseResult 
         after.summary()
     );
     Ok(())
+}
+
+/// A client killed with SIGKILL leaves no worker behind where tasks stop with their client
+/// (the local backend); on a backend whose tasks outlive the client there is nothing to check.
+async fn workers_die_with_a_killed_client(ctx: Ctx) -> CaseResult {
+    if ctx.session.backend().capabilities().survives_client {
+        return Ok(());
+    }
+    let dir = tempfile_dir()?;
+    let mut child = tokio::process::Command::new(&ctx.exe)
+        .env(
+            "REDWOOD_CONFORMANCE_CHILD",
+            format!("hang:{}", dir.display()),
+        )
+        .env("REDWOOD_STORAGE", &ctx.storage_url)
+        .env("REDWOOD_NAMESPACE", &ctx.namespace)
+        .env("REDWOOD_BACKEND", ctx.session.backend().name())
+        .envs(ctx.child_env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let started = Instant::now();
+    let pids = loop {
+        let pids: Vec<u32> = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("the tasks did not start: pids {pids:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.start_kill()?; // SIGKILL: no handler runs
+    child.wait().await?;
+    let killed = Instant::now();
+    while pids.iter().any(|&pid| alive(pid)) {
+        if killed.elapsed() > Duration::from_secs(10) {
+            let left: Vec<_> = pids.iter().filter(|&&p| alive(p)).collect();
+            return Err(format!("workers {left:?} outlived their killed client").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Whether a process runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "redwood-kill-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 async fn attach_unknown_job_is_not_found(ctx: Ctx) -> CaseResult {

@@ -74,6 +74,16 @@ pub fn sleep_echo(ms: u64, value: u64) -> u64 {
     value
 }
 
+/// Writes the worker's pid into `dir`, then sleeps: for checking that workers die with a
+/// killed client.
+#[redwood::remote]
+pub fn pid_then_sleep(dir: String, ms: u64) -> u32 {
+    let pid = std::process::id();
+    let _ = std::fs::write(std::path::Path::new(&dir).join(pid.to_string()), b"");
+    std::thread::sleep(Duration::from_millis(ms));
+    pid
+}
+
 /// Sleeps and reports when it ran (microseconds since the epoch): for concurrency limits.
 #[redwood::remote]
 pub fn timed_sleep(ms: u64) -> (u64, u64) {

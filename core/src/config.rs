@@ -261,9 +261,22 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Loads from the defaults, the config file, the selected profile and the environment.
     pub fn load() -> Result<LoadedConfig> {
-        let file = std::env::var_os(CONFIG_FILE_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("Redwood.toml"));
+        let named = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+        if let Some(path) = &named
+            && !path.is_file()
+        {
+            let why = if path.is_dir() {
+                "is a folder, not a file"
+            } else {
+                "does not exist"
+            };
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("the configuration file `{}` {why}", path.display()),
+            )
+            .with_context("from", CONFIG_FILE_ENV));
+        }
+        let file = named.unwrap_or_else(|| PathBuf::from("Redwood.toml"));
         let profile = std::env::var(PROFILE_ENV).unwrap_or_else(|_| "default".into());
         Self::load_from(Some(file), &profile, true)
     }

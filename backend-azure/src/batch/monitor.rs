@@ -11,6 +11,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use redwood_core::raw::backend::{Finished, TaskEvent};
 use redwood_core::raw::envelope::Outcome;
+use redwood_core::types::options::saturating_after;
 use redwood_core::types::result_ref::ResultLocation;
 use redwood_core::{ErrorKind, Result, Storage, TaskError, TaskErrorKind};
 use serde_json::Value;
@@ -290,7 +291,11 @@ impl Monitor {
                 task: c.index,
                 error: e.clone(),
             });
-            retries.push((Instant::now() + options.backoff_for(next), c.index, next));
+            retries.push((
+                saturating_after(Instant::now(), options.backoff_for(next)),
+                c.index,
+                next,
+            ));
             return;
         }
         self.pending.remove(&c.index);

@@ -54,6 +54,10 @@ fn encode(value: &impl Serialize) -> Result<String> {
     })
 }
 
+/// The longest timeout given to Batch as `maxWallClockTime` (180 days); a longer one is left to
+/// the worker.
+const MAX_WALL_CLOCK: Duration = Duration::from_secs(180 * 24 * 3600);
+
 /// Time a task may take beyond its Redwood timeout before Batch ends it (download, start-up,
 /// storing the outcome); the worker enforces the timeout itself.
 const WALL_CLOCK_GRACE: Duration = Duration::from_secs(120);
@@ -148,7 +152,9 @@ impl JobTemplate {
             container: &self.container,
             read_sas: &self.read_sas,
             input: &self.input,
-            timeout_ms: options.timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: options
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             mpi: options.mpi,
         };
         let environment = json!([
@@ -201,8 +207,9 @@ impl JobTemplate {
             self.infra_retries
         };
         let mut constraints = json!({ "maxTaskRetryCount": batch_retries });
-        if let Some(t) = options.timeout {
-            let limit = t + WALL_CLOCK_GRACE;
+        // Past Batch's own range a timeout means "none": the worker still enforces it.
+        if let Some(t) = options.timeout.filter(|t| *t <= MAX_WALL_CLOCK) {
+            let limit = t.saturating_add(WALL_CLOCK_GRACE);
             constraints["maxWallClockTime"] = json!(format!("PT{}S", limit.as_secs().max(1)));
         }
         let mut body = json!({

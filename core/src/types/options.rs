@@ -94,9 +94,29 @@ impl TaskOptions {
     }
 }
 
+/// `start + wait`, or a time a century away when that overflows (a timeout or backoff of
+/// `Duration::MAX` means "never").
+pub fn saturating_after(start: std::time::Instant, wait: Duration) -> std::time::Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(wait)
+        .or_else(|| start.checked_add(CENTURY))
+        .unwrap_or(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_waits_saturate() {
+        let now = std::time::Instant::now();
+        assert!(saturating_after(now, Duration::MAX) > now + Duration::from_secs(3600));
+        let o = TaskOptions::new()
+            .backoff(Duration::MAX)
+            .max_backoff(Duration::MAX);
+        assert_eq!(o.backoff_for(60), Duration::MAX);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
