@@ -68,6 +68,8 @@ pub struct Error {
     operation: &'static str,
     context: Vec<(&'static str, String)>,
     retryable: bool,
+    /// The store's client retried this request already (see [`Error::storage`]).
+    transport_retried: bool,
     task: Option<Box<TaskError>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -81,6 +83,7 @@ impl Error {
             operation: "",
             context: Vec::new(),
             retryable: false,
+            transport_retried: false,
             task: None,
             source: None,
         }
@@ -132,6 +135,12 @@ impl Error {
         self.retryable
     }
 
+    /// Whether the failed request was already retried by the store's client (object_store),
+    /// so retrying it again would multiply requests.
+    pub fn was_retried_by_transport(&self) -> bool {
+        self.transport_retried
+    }
+
     /// The message, without kind or context.
     pub fn message(&self) -> &str {
         &self.message
@@ -154,7 +163,9 @@ impl Error {
 
     /// Turns an object store error into a Redwood error for `operation` on `key`. Its text
     /// loses any URL query string (a SAS); remote failures other than a 4xx are transient (5xx,
-    /// 408, 429, refused or cut connections, malformed responses), local ones never.
+    /// 408, 429, refused or cut connections, malformed responses), local ones never. A failure
+    /// of a request object_store's own retry loop sent (its text starts "Error performing") was
+    /// retried there already.
     pub fn storage(operation: &'static str, key: &str, err: object_store::Error) -> Self {
         let (kind, retryable) = match &err {
             object_store::Error::NotFound { .. } => (ErrorKind::NotFound, false),
@@ -167,11 +178,13 @@ impl Error {
             object_store::Error::JoinError { .. } => (ErrorKind::Storage, true),
             _ => (ErrorKind::Storage, false),
         };
-        Error::new(kind, format!("{operation} failed"))
+        let text = crate::redact::transport_error(&err);
+        let mut e = Error::new(kind, format!("{operation} failed"))
             .with_operation(operation)
             .with_context("key", key)
-            .set_retryable(retryable)
-            .with_source(Redacted(crate::redact::transport_error(&err)))
+            .set_retryable(retryable);
+        e.transport_retried = text.contains("Error performing ");
+        e.with_source(Redacted(text))
     }
 
     /// An encoding or decoding error of a value of `what`.

@@ -25,7 +25,7 @@ pub trait Transient {
 
 impl Transient for crate::Error {
     fn verdict(&self) -> Verdict {
-        if self.is_retryable() {
+        if self.is_retryable() && !self.was_retried_by_transport() {
             Verdict::Transient
         } else {
             Verdict::Permanent

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::{Container, Storage};
 use crate::error::{Error, ErrorKind, Result};
-use crate::retry::{RetryPolicy, Verdict};
+use crate::retry::RetryPolicy;
 
 /// The REST API version of the container-create call (supported by Azure and Azurite).
 const API_VERSION: &str = "2021-08-06";
@@ -143,15 +143,22 @@ pub(super) fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Stor
 
     // The TLS provider for reqwest (built without one, to keep a lean dependency tree).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // One retry policy: object_store sends each request once, and `Storage` retries (parts of
-    // a multipart upload through `PartRetry`).
-    let no_retry = object_store::RetryConfig {
-        max_retries: 0,
-        ..Default::default()
+    // One retry policy: object_store retries each request (a list page, a multipart part) with
+    // the storage policy's numbers, and `Storage` retries only what it did not (see
+    // `Error::storage`), so requests are never retried twice over.
+    let policy = RetryPolicy::STORAGE;
+    let per_request = object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: policy.first_backoff,
+            max_backoff: policy.max_backoff,
+            base: 2.0,
+        },
+        max_retries: policy.attempts.saturating_sub(1) as usize,
+        retry_timeout: policy.deadline,
     };
     let mut builder = MicrosoftAzureBuilder::from_env()
         .with_container_name(container)
-        .with_retry(no_retry);
+        .with_retry(per_request);
     if let Some(a) = &settings.account {
         builder = builder.with_account(a);
     }
@@ -423,39 +430,6 @@ impl Container for AzureContainer {
 /// Whether an HTTP status is worth another attempt: 5xx, 408 and 429.
 pub(crate) fn is_transient_status(status: u16) -> bool {
     (500..600).contains(&status) || matches!(status, 408 | 429)
-}
-
-/// The store's retry policy applied to each part of a multipart upload, which object_store
-/// can send again (our own retries can only restart the whole upload).
-#[derive(Debug)]
-pub(super) struct PartRetry {
-    policy: RetryPolicy,
-}
-
-impl PartRetry {
-    pub(super) fn new(policy: RetryPolicy) -> PartRetry {
-        PartRetry { policy }
-    }
-}
-
-#[async_trait]
-impl object_store::retry::RetryPolicy for PartRetry {
-    async fn retry(&self, context: object_store::retry::RetryContext) -> bool {
-        use object_store::retry::RetryFailure;
-        let verdict = match context.failure {
-            RetryFailure::Status(s) if !is_transient_status(s.as_u16()) => Verdict::Permanent,
-            _ => Verdict::Transient,
-        };
-        let retry = u32::try_from(context.attempt).unwrap_or(u32::MAX);
-        match self.policy.wait_before(retry, verdict, context.elapsed) {
-            Some(wait) => {
-                tracing::debug!(retry, ?wait, "multipart part failed; retrying");
-                tokio::time::sleep(wait).await;
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 impl AzureContainer {

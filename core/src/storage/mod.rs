@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMultipartOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tracing::Instrument;
 
 use crate::codec;
@@ -230,9 +230,10 @@ impl Storage {
         }
     }
 
-    /// The same store with another retry policy for its requests (default
-    /// [`RetryPolicy::STORAGE`]; transient failures only: 5xx, 408, 429, cut or malformed
-    /// responses, refused connections).
+    /// The same store with another policy for the retries `Storage` makes itself (default
+    /// [`RetryPolicy::STORAGE`]): of whole operations that failed with a transient error the
+    /// store's client did not retry already (a cut or malformed answer, a broken body). An
+    /// `az://` store's client retries each request with [`RetryPolicy::STORAGE`]'s numbers.
     pub fn with_retry_policy(&self, retry: RetryPolicy) -> Storage {
         Storage {
             retry,
@@ -380,9 +381,7 @@ impl Storage {
                 // This thread may block: `block_in_place` handed its runtime work elsewhere.
                 let uploaded = handle.block_on(async move {
                     let rx = rx; // dropped on return, so the encoder stops if the upload fails
-                    let upload = store
-                        .put_multipart_opts(key, self.multipart_options())
-                        .await?;
+                    let upload = store.put_multipart(key).await?;
                     let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
                     while let Ok(part) = rx.recv() {
                         writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
@@ -401,10 +400,7 @@ impl Storage {
 
     /// Uploads a large object in parts, several at once.
     async fn put_multipart(&self, key: &Path, bytes: Bytes) -> object_store::Result<()> {
-        let upload = self
-            .store
-            .put_multipart_opts(key, self.multipart_options())
-            .await?;
+        let upload = self.store.put_multipart(key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
         let mut at = 0;
         while at < bytes.len() {
@@ -414,15 +410,6 @@ impl Storage {
             at = end;
         }
         writer.finish().await.map(|_| ())
-    }
-
-    /// Options of a multipart upload: each part's transient failures are retried by this
-    /// store's policy (a part cannot be sent again through object_store's upload handle).
-    fn multipart_options(&self) -> PutMultipartOptions {
-        let options = PutMultipartOptions::default();
-        #[cfg(feature = "azure")]
-        let options = options.with_retry_policy(Arc::new(azure::PartRetry::new(self.retry)));
-        options
     }
 
     /// A storage error naming this store, the operation and the key, transient or not as the
