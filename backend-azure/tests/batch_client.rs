@@ -114,18 +114,23 @@ async fn errors_are_mapped_and_busy_requests_are_retried() {
         "{s}"
     );
 
+    // Admin calls are signed like the API (an unsigned one is refused).
+    let unsigned = reqwest::Client::new()
+        .post(format!("{url}/_emulator/faults?api-version=2025-06-01"))
+        .header("content-type", "application/json")
+        .body(json!({"rate": 1.0}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(unsigned.as_u16(), 401);
     let admin = |body: serde_json::Value| {
-        let url = url.clone();
+        let c = c.clone();
         async move {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::new()
-                .post(format!("{url}/_emulator/faults"))
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
+            c.post("emulator_admin", "/_emulator/faults", &body)
                 .await
+                .map(|_| reqwest::StatusCode::NO_CONTENT)
                 .unwrap()
-                .status()
         }
     };
     // Half the requests fail with 503: every call still succeeds, by retrying.

@@ -253,10 +253,10 @@ async fn node_loss_requeues_and_tasks_can_be_terminated_reactivated_and_deleted(
     );
     let first = running(&c, "m", "survivor").await;
     let lost = first["nodeInfo"]["nodeId"].as_str().unwrap().to_string();
-    let admin = format!("{}/_emulator/pools/lossy/nodes/{lost}/remove", c.base);
-    let r = common::http().post(&admin).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let admin = format!("/_emulator/pools/lossy/nodes/{lost}/remove");
+    let r = c.call(Method::POST, &admin, &[], None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body: Value = r.body;
     assert_eq!(body["requeuedTasks"], 1);
     let done = completed(&c, "m", "survivor").await;
     let info = &done["executionInfo"];

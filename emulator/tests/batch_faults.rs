@@ -8,22 +8,17 @@ use axum::http::Method;
 use common::emulator;
 use serde_json::json;
 
-async fn admin(base: &str, path: &str, body: serde_json::Value) -> u16 {
-    let r = common::http()
-        .post(format!("{base}/_emulator/{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
+async fn admin(c: &common::Client, path: &str, body: serde_json::Value) -> u16 {
+    c.call(Method::POST, &format!("/_emulator/{path}"), &[], Some(body))
         .await
-        .unwrap();
-    r.status().as_u16()
+        .status
 }
 
 #[tokio::test]
 async fn a_pool_whose_allocation_fails_gets_no_nodes_and_says_why() {
     let (_emu, c) = emulator().await;
     let status = admin(
-        &c.base,
+        &c,
         "pools/doomed/allocation-failure",
         json!({"code": "AccountCoreQuotaReached"}),
     )
@@ -64,14 +59,14 @@ async fn a_pool_whose_allocation_fails_gets_no_nodes_and_says_why() {
 async fn api_faults_and_latency_are_injected_at_the_set_rate() {
     let (_emu, c) = emulator().await;
     assert_eq!(
-        admin(&c.base, "faults", json!({"rate": 1.0, "status": 503})).await,
+        admin(&c, "faults", json!({"rate": 1.0, "status": 503})).await,
         204
     );
     let r = c.call(Method::GET, "/pools", &[], None).await;
     assert_eq!((r.status, r.code()), (503, "ServerBusy"));
 
     assert_eq!(
-        admin(&c.base, "faults", json!({"rate": 0.5, "status": 500})).await,
+        admin(&c, "faults", json!({"rate": 0.5, "status": 500})).await,
         204
     );
     let mut failed = 0;
@@ -92,14 +87,14 @@ async fn api_faults_and_latency_are_injected_at_the_set_rate() {
     );
 
     assert_eq!(
-        admin(&c.base, "faults", json!({"rate": 0, "latencyMs": 80})).await,
+        admin(&c, "faults", json!({"rate": 0, "latencyMs": 80})).await,
         204
     );
     let started = Instant::now();
     let r = c.call(Method::GET, "/pools", &[], None).await;
     assert_eq!(r.status, 200);
     assert!(started.elapsed() >= Duration::from_millis(80));
-    assert_eq!(admin(&c.base, "faults", json!({"rate": 2})).await, 400);
+    assert_eq!(admin(&c, "faults", json!({"rate": 2})).await, 400);
 }
 
 #[tokio::test]

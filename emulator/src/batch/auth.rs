@@ -106,7 +106,34 @@ pub fn verify(
     })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// How far a signed request's date may be from now (the service allows 15 minutes).
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Checks the date a SharedKey request signed (`ocp-date`, else `x-ms-date`, else `date`):
+/// missing, unreadable or further than [`MAX_CLOCK_SKEW`] from now is an error saying which.
+pub fn check_date(headers: &HeaderMap, now: std::time::SystemTime) -> Result<(), String> {
+    let Some(text) = ["ocp-date", "x-ms-date", "date"]
+        .iter()
+        .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+    else {
+        return Err("The request has no ocp-date, x-ms-date or date header.".into());
+    };
+    let date = httpdate::parse_http_date(text)
+        .map_err(|_| format!("The request date `{text}` is not an HTTP date."))?;
+    let skew = match now.duration_since(date) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    if skew > MAX_CLOCK_SKEW {
+        return Err(format!(
+            "The request date `{text}` is more than 15 minutes from the server's time."
+        ));
+    }
+    Ok(())
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -144,6 +171,26 @@ mod tests {
             "/pools",
             &q
         ));
+    }
+
+    #[test]
+    fn request_dates_far_from_now_are_refused() {
+        let now = std::time::SystemTime::now();
+        let at = |t: std::time::SystemTime| {
+            let mut h = HeaderMap::new();
+            h.insert("ocp-date", httpdate::fmt_http_date(t).parse().unwrap());
+            h
+        };
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        assert!(check_date(&at(now), now).is_ok());
+        assert!(check_date(&at(now - minutes(14)), now).is_ok());
+        assert!(check_date(&at(now + minutes(14)), now).is_ok());
+        assert!(check_date(&at(now - minutes(16)), now).is_err());
+        assert!(check_date(&at(now + minutes(16)), now).is_err());
+        assert!(check_date(&HeaderMap::new(), now).is_err());
+        let mut garbage = HeaderMap::new();
+        garbage.insert("ocp-date", "yesterday".parse().unwrap());
+        assert!(check_date(&garbage, now).is_err());
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub async fn upload(
 }
 
 /// `path` under `root`, refusing absolute paths and `..`.
-fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
+pub(super) fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
     let relative = Path::new(path);
     if relative
         .components()

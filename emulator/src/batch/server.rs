@@ -291,10 +291,12 @@ fn percent_decode(s: &str) -> String {
 async fn check_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let client_request_id = request.headers().get("client-request-id").cloned();
     let request_id = format!("{:032x}", rand_id());
-    // The emulator's own admin calls are outside the Azure API surface (loopback only).
+    // The emulator's own admin calls are outside the Azure API surface, but signed like it
+    // (the account's key or bearer token), with JSON bodies only: no other local process and no
+    // web page (a form post) can drive them.
     let admin = request.uri().path().starts_with("/_emulator/");
     let checked = if admin {
-        Ok(())
+        authorize(&state, &request).and_then(|()| json_only(&request))
     } else {
         match injected_fault(&state).await {
             Some(fault) => Err(fault),
@@ -394,7 +396,9 @@ fn authorize(state: &AccountState, request: &Request) -> Result<(), BatchError> 
         })?;
     if let Some(token) = header.strip_prefix("Bearer ") {
         return match &state.data().bearer_token {
-            Some(expected) if expected == token => Ok(()),
+            Some(expected) if auth::constant_time_eq(expected.as_bytes(), token.as_bytes()) => {
+                Ok(())
+            }
             Some(_) => Err(failed("The access token is not valid for this account.")),
             None => Err(failed(
                 "Bearer tokens are not configured for this emulated account.",
@@ -415,6 +419,8 @@ fn authorize(state: &AccountState, request: &Request) -> Result<(), BatchError> 
             state.account.name
         )));
     }
+    auth::check_date(request.headers(), std::time::SystemTime::now())
+        .map_err(|why| failed(&why))?;
     let ok = auth::verify(
         &state.account.key,
         signature,
@@ -430,6 +436,29 @@ fn authorize(state: &AccountState, request: &Request) -> Result<(), BatchError> 
         Err(failed(
             "The MAC signature found in the HTTP request is not the same as any computed signature.",
         ))
+    }
+}
+
+/// Refuses a request with a body that is not declared JSON.
+fn json_only(request: &Request) -> Result<(), BatchError> {
+    let declared = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    let has_body = request
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|n| n != "0")
+        || request.headers().contains_key("transfer-encoding");
+    match declared {
+        Some(t) if t.trim_start().starts_with("application/json") => Ok(()),
+        None if !has_body => Ok(()),
+        _ => Err(BatchError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "InvalidContentType",
+            "The emulator's admin calls take application/json bodies only.",
+        )),
     }
 }
 
@@ -1512,16 +1541,18 @@ async fn list_task_files(
 async fn get_task_file(
     State(state): State<Shared>,
     Path((job, task, path)): Path<(String, String, String)>,
+    request: Request,
 ) -> Result<Response, BatchError> {
     let folder = task_folder(&state.data(), &job, &task)?;
     let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", state.url);
-    file_response(&folder, &path, url)
+    file_response(&folder, &path, url, &request)
 }
 
 /// A file of a node (e.g. `startup/stderr.txt`, the start task's), relative to its root folder.
 async fn get_node_file(
     State(state): State<Shared>,
     Path((pool, node, path)): Path<(String, String, String)>,
+    request: Request,
 ) -> Result<Response, BatchError> {
     let folder = {
         let data = state.data();
@@ -1535,16 +1566,19 @@ async fn get_node_file(
             .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?
     };
     let url = format!("{}/pools/{pool}/nodes/{node}/files/{path}", state.url);
-    file_response(&folder, &path, url)
+    file_response(&folder, &path, url, &request)
 }
 
-/// The file at `path` inside `folder` (never `..` out of it), with the service's file headers.
+/// The file at `path` inside `folder`, with the service's file headers: never a file outside
+/// the folder (an absolute path, `..`, or a link that leads out is not found), only the bytes
+/// an `ocp-range: bytes=<first>-<last>` asks for, and no body for `HEAD`.
 fn file_response(
     folder: &std::path::Path,
     path: &str,
     url: String,
+    request: &Request,
 ) -> Result<Response, BatchError> {
-    let file = folder.join(path);
+    use std::io::{Read, Seek};
     let missing = || {
         BatchError::new(
             StatusCode::NOT_FOUND,
@@ -1553,21 +1587,60 @@ fn file_response(
         )
         .with("FilePath", path.to_string())
     };
-    // Only files inside the task's folder, never `..` out of it.
-    if path.split('/').any(|part| part == "..") || !file.is_file() {
+    let file = super::files::inside(folder, path).map_err(|_| missing())?;
+    let (Ok(real), Ok(real_folder)) = (file.canonicalize(), folder.canonicalize()) else {
+        return Err(missing());
+    };
+    if !real.starts_with(&real_folder) || !real.is_file() {
         return Err(missing());
     }
-    let bytes = std::fs::read(&file).map_err(|_| missing())?;
-    let created = std::fs::metadata(&file)
-        .and_then(|m| m.modified())
+    let mut opened = std::fs::File::open(&real).map_err(|_| missing())?;
+    let meta = opened.metadata().map_err(|_| missing())?;
+    let size = meta.len();
+    let range = match request.headers().get("ocp-range").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(text)) => Some(parse_range(text, size).ok_or_else(|| {
+            BatchError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                "The range specified is invalid for the current size of the resource.",
+            )
+            .with("Range", text.to_string())
+        })?),
+        Some(Err(_)) => {
+            return Err(BatchError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidHeaderValue",
+                "The value for one of the HTTP headers is not in the correct format.",
+            )
+            .with("HeaderName", "ocp-range"));
+        }
+    };
+    let (start, len) = range.unwrap_or((0, size));
+    let body = if request.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        let mut bytes = Vec::new();
+        opened
+            .seek(std::io::SeekFrom::Start(start))
+            .and_then(|_| opened.by_ref().take(len).read_to_end(&mut bytes))
+            .map_err(|_| missing())?;
+        Body::from(bytes)
+    };
+    let created = meta
+        .modified()
         .map(httpdate::fmt_http_date)
         .unwrap_or_default();
-    let mut response = Body::from(bytes).into_response();
+    let mut response = body.into_response();
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     let headers = response.headers_mut();
     headers.insert(
         "content-type",
         HeaderValue::from_static("application/octet-stream"),
     );
+    headers.insert("content-length", HeaderValue::from(len));
     headers.insert(
         "ocp-batch-file-isdirectory",
         HeaderValue::from_static("false"),
@@ -1585,9 +1658,32 @@ fn file_response(
     Ok(response)
 }
 
+/// `bytes=<first>-<last>` (or `bytes=<first>-`) of a file of `size` bytes, as (start, length).
+fn parse_range(text: &str, size: u64) -> Option<(u64, u64)> {
+    let (first, last) = text.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let first: u64 = first.trim().parse().ok()?;
+    let last: u64 = match last.trim() {
+        "" => size.checked_sub(1)?,
+        l => l.parse::<u64>().ok()?.min(size.checked_sub(1)?),
+    };
+    (first <= last).then(|| (first, last - first + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 10)));
+        assert_eq!(parse_range("bytes=90-1000", 100), Some((90, 10)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-0", 0), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=18446744073709551615-", 100), None);
+    }
 
     #[test]
     fn percent_decoding() {

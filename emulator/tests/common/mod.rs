@@ -48,6 +48,11 @@ impl Client {
         .await
     }
 
+    /// A signed body-less call with extra headers (signed too, e.g. `ocp-range`).
+    pub async fn call_with_headers(&self, method: Method, path: &str, extra: HeaderMap) -> Reply {
+        self.send(method, path, &[], None, true, extra).await
+    }
+
     pub async fn call_raw(
         &self,
         method: Method,
@@ -56,6 +61,26 @@ impl Client {
         body: Option<Vec<u8>>,
         with_api_version: bool,
     ) -> Reply {
+        self.send(
+            method,
+            path,
+            query,
+            body,
+            with_api_version,
+            HeaderMap::new(),
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        with_api_version: bool,
+        extra: HeaderMap,
+    ) -> Reply {
         let mut pairs: Vec<(String, String)> = query
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -63,7 +88,7 @@ impl Client {
         if with_api_version {
             pairs.push(("api-version".into(), API.into()));
         }
-        let mut headers = HeaderMap::new();
+        let mut headers = extra;
         headers.insert(
             "ocp-date",
             HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())).unwrap(),
