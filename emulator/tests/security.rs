@@ -172,3 +172,71 @@ async fn file_reads_never_leave_their_folder_and_honour_ranges() {
     assert_eq!(head.status, 200);
     assert_eq!(head.headers["content-length"], "11");
 }
+
+#[tokio::test]
+async fn hostile_requests_get_errors_and_the_emulator_keeps_serving() {
+    let (_emu, c) = emulator().await;
+    let pool = json!({"id": "auto", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 0});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let deep = format!(
+        "$TargetDedicatedNodes = {}1{};",
+        "(".repeat(200_000),
+        ")".repeat(200_000)
+    );
+    for formula in [
+        deep.as_str(),
+        "$TargetDedicatedNodes = (0 - 9223372036854775807 - 1) / (0 - 1);",
+    ] {
+        let r = c
+            .call(
+                Method::POST,
+                "/pools/auto/enableautoscale",
+                &[],
+                Some(json!({"autoScaleFormula": formula})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+    // A huge target is clamped, not allocated.
+    let r = c
+        .call(
+            Method::POST,
+            "/pools/auto/enableautoscale",
+            &[],
+            Some(json!({"autoScaleFormula": "$TargetDedicatedNodes = 9000000000000000000;"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = c.call(Method::GET, "/pools/auto", &[], None).await;
+    assert_eq!(r.body["targetDedicatedNodes"], 10_000, "{}", r.text);
+    c.call(Method::POST, "/pools/auto/disableautoscale", &[], None)
+        .await;
+    c.call(Method::DELETE, "/pools/auto", &[], None).await;
+
+    let job = json!({"id": "j", "poolInfo": {"poolId": "auto"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    for task in [
+        json!({"id": "a", "commandLine": "true", "constraints": {"maxWallClockTime": "P99999999999999999999D"}}),
+        json!({"id": "b", "commandLine": "true", "requiredSlots": -1}),
+        json!({"id": "c", "commandLine": "true", "constraints": {"maxTaskRetryCount": -5}}),
+    ] {
+        let r = c.call(Method::POST, "/jobs/j/tasks", &[], Some(task)).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.code(), "InvalidPropertyValue", "{}", r.text);
+    }
+    for query in [
+        [("$filter", "é eq 'x'")],
+        [("$skiptoken", "18446744073709551615")],
+    ] {
+        let r = c.call(Method::GET, "/jobs/j/tasks", &query, None).await;
+        assert!(r.status == 200 || r.status == 400, "{query:?}: {}", r.text);
+    }
+    // Still serving.
+    assert_eq!(c.call(Method::GET, "/pools", &[], None).await.status, 200);
+}

@@ -41,9 +41,13 @@ pub fn evaluate(formula: &str, vars: &HashMap<&str, i64>) -> Result<Targets, Str
     Ok(targets)
 }
 
+/// How deeply parentheses, `min`/`max` and unary minus may nest (the stack stays small).
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     tokens: Vec<String>,
     at: usize,
+    depth: usize,
     vars: &'a HashMap<&'a str, i64>,
     locals: &'a HashMap<String, i64>,
 }
@@ -70,6 +74,7 @@ impl<'a> Parser<'a> {
         Parser {
             tokens,
             at: 0,
+            depth: 0,
             vars,
             locals,
         }
@@ -99,7 +104,12 @@ impl<'a> Parser<'a> {
             let op = op.to_string();
             self.at += 1;
             let rhs = self.product()?;
-            value = if op == "+" { value + rhs } else { value - rhs };
+            value = if op == "+" {
+                value.checked_add(rhs)
+            } else {
+                value.checked_sub(rhs)
+            }
+            .ok_or_else(overflow)?;
         }
         Ok(value)
     }
@@ -111,24 +121,37 @@ impl<'a> Parser<'a> {
             self.at += 1;
             let rhs = self.atom()?;
             value = if op == "*" {
-                value * rhs
+                value.checked_mul(rhs).ok_or_else(overflow)?
             } else if rhs == 0 {
                 return Err("division by zero in an autoscale formula".into());
             } else {
-                value / rhs
+                value.checked_div(rhs).ok_or_else(overflow)?
             };
         }
         Ok(value)
     }
 
+    /// An atom, one level deeper than the caller.
     fn atom(&mut self) -> Result<i64, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "an autoscale formula nests more than {MAX_DEPTH} levels deep"
+            ));
+        }
+        let value = self.atom_inner();
+        self.depth -= 1;
+        value
+    }
+
+    fn atom_inner(&mut self) -> Result<i64, String> {
         let token = self.next().ok_or("an autoscale formula ends too early")?;
         if token == "(" {
             let value = self.sum()?;
             return self.expect(")").map(|_| value);
         }
         if token == "-" {
-            return self.atom().map(|v| -v);
+            return self.atom()?.checked_neg().ok_or_else(overflow);
         }
         if let Ok(n) = token.parse::<i64>() {
             return Ok(n);
@@ -173,12 +196,17 @@ impl<'a> Parser<'a> {
     }
 
     fn expect(&mut self, what: &str) -> Result<(), String> {
+        // (Every nested `sum` starts at an atom, so the depth check covers parentheses too.)
         match self.next() {
             Some(t) if t == what => Ok(()),
             Some(t) => Err(format!("expected `{what}`, found `{t}`")),
             None => Err(format!("expected `{what}` at the end")),
         }
     }
+}
+
+fn overflow() -> String {
+    "an autoscale formula overflows 64-bit integers".into()
 }
 
 #[cfg(test)]
@@ -212,6 +240,29 @@ mod tests {
                 .contains("$Nope")
         );
         assert!(evaluate("$TargetDedicatedNodes = 1 / 0;", &vars).is_err());
+        // Hostile formulas are errors, not crashes.
+        let deep = format!(
+            "$TargetDedicatedNodes = {}1{};",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(evaluate(&deep, &vars).unwrap_err().contains("nests"));
+        let minus = format!("$TargetDedicatedNodes = {}1;", "-".repeat(100_000));
+        assert!(evaluate(&minus, &vars).unwrap_err().contains("nests"));
+        let min = format!(
+            "$TargetDedicatedNodes = {}1{};",
+            "min(1,".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(evaluate(&min, &vars).is_err());
+        for f in [
+            "$TargetDedicatedNodes = (0 - 9223372036854775807 - 1) / (0 - 1);",
+            "$TargetDedicatedNodes = 9223372036854775807 + 1;",
+            "$TargetDedicatedNodes = 9223372036854775807 * 2;",
+            "$TargetDedicatedNodes = -(0 - 9223372036854775807 - 1);",
+        ] {
+            assert!(evaluate(f, &vars).unwrap_err().contains("overflows"), "{f}");
+        }
         assert!(evaluate("$CurrentDedicatedNodes = 1;", &vars).is_err());
     }
 }

@@ -247,7 +247,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     };
     take(date, &[('D', 86_400.0), ('W', 604_800.0)])?;
     take(time, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
-    Some(Duration::from_secs_f64(secs))
+    // Too large for a Duration (or not a number): not a duration this emulator takes.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// A task placed on a node, ready to run.

@@ -99,7 +99,10 @@ impl ListOptions {
         let matching: Vec<&Map<String, Value>> = items
             .filter(|item| self.filter.as_ref().is_none_or(|f| matches(f, item)))
             .collect();
-        let end = (self.skip + self.max_results).min(matching.len());
+        let end = self
+            .skip
+            .saturating_add(self.max_results)
+            .min(matching.len());
         let page = matching
             .get(self.skip..end)
             .unwrap_or_default()
@@ -232,7 +235,7 @@ fn split_keyword<'a>(text: &'a str, keyword: &str) -> Vec<&'a str> {
     while i < bytes.len() {
         if bytes[i] == b'\'' {
             quoted = !quoted;
-        } else if !quoted && text[i..].starts_with(keyword) {
+        } else if !quoted && bytes[i..].starts_with(keyword.as_bytes()) {
             parts.push(&text[start..i]);
             i += keyword.len();
             start = i;
@@ -253,6 +256,29 @@ mod tests {
         m.insert("id".into(), Value::from(id));
         m.insert("state".into(), Value::from(state));
         m
+    }
+
+    #[test]
+    fn hostile_queries_are_errors_or_empty_pages_not_panics() {
+        let items: Vec<Map<String, Value>> =
+            vec![serde_json::from_value(serde_json::json!({"id": "a"})).unwrap()];
+        for pairs in [
+            vec![("$filter", "é eq 'x'")],
+            vec![("$filter", "id eq 'é' and é eq 'x'")],
+            vec![("$skiptoken", "18446744073709551615")],
+            vec![
+                ("$skiptoken", "18446744073709551615"),
+                ("maxresults", "1000"),
+            ],
+        ] {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if let Ok(q) = ListOptions::parse(&pairs) {
+                let _ = q.page(items.iter());
+            }
+        }
     }
 
     #[test]

@@ -183,8 +183,14 @@ async fn scheduler(state: std::sync::Weak<AccountState>) {
         let Some(strong) = state.upgrade() else {
             return;
         };
-        autoscale_pools(&strong);
-        exec::schedule(&strong);
+        // A bug met here must not stop the account's scheduling for good.
+        let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            autoscale_pools(&strong);
+            exec::schedule(&strong);
+        }));
+        if pass.is_err() {
+            tracing::error!(account = %strong.account.name, "a scheduling pass panicked; going on");
+        }
         let wait = async {
             tokio::select! {
                 () = strong.changed.notified() => {}
@@ -243,7 +249,30 @@ fn router(state: Shared) -> Router {
         .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .fallback(unknown_path)
         .layer(middleware::from_fn_with_state(state.clone(), check_request))
+        .layer(middleware::from_fn(catch_panics))
         .with_state(state)
+}
+
+/// Turns a handler's panic into the service's 500 `InternalError`, so one request can never
+/// take the emulator down or leave its connection hanging.
+async fn catch_panics(request: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    let path = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%path, "a request handler panicked");
+            BatchError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "The server encountered an internal error. Please retry the request.",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// The query pairs of a request, decoded.
@@ -565,8 +594,8 @@ async fn add_pool(State(state): State<Shared>, request: Request) -> Result<Respo
     check_known(&body, POOL_PROPERTIES)?;
     let id = check_id(&body)?;
     require_str(&body, "vmSize")?;
-    let dedicated = optional_int(&body, "targetDedicatedNodes", 0, 10_000)?.unwrap_or(0);
-    let spot = optional_int(&body, "targetLowPriorityNodes", 0, 10_000)?.unwrap_or(0);
+    let dedicated = optional_int(&body, "targetDedicatedNodes", 0, MAX_POOL_NODES)?.unwrap_or(0);
+    let spot = optional_int(&body, "targetLowPriorityNodes", 0, MAX_POOL_NODES)?.unwrap_or(0);
     optional_int(&body, "taskSlotsPerNode", 1, 256)?;
     let url = format!("{}/pools/{id}", state.url);
     body.insert("url".into(), Value::String(url));
@@ -630,8 +659,8 @@ async fn resize_pool(
 ) -> Result<Response, BatchError> {
     let body = json_body(request).await?;
     check_known(&body, RESIZE_PROPERTIES)?;
-    let dedicated = optional_int(&body, "targetDedicatedNodes", 0, 10_000)?;
-    let spot = optional_int(&body, "targetLowPriorityNodes", 0, 10_000)?;
+    let dedicated = optional_int(&body, "targetDedicatedNodes", 0, MAX_POOL_NODES)?;
+    let spot = optional_int(&body, "targetLowPriorityNodes", 0, MAX_POOL_NODES)?;
     let mut data = state.data();
     let resource = data
         .pools
@@ -856,6 +885,7 @@ fn prepare_task(
     check_known(&body, TASK_PROPERTIES)?;
     let id = check_id(&body)?;
     require_str(&body, "commandLine")?;
+    check_task_limits(&body)?;
     body.insert(
         "url".into(),
         Value::String(format!("{}/jobs/{job}/tasks/{id}", state.url)),
@@ -866,6 +896,40 @@ fn prepare_task(
         json!({"retryCount": 0, "requeueCount": 0}),
     );
     Ok((id, body))
+}
+
+/// Numbers a task body gives the scheduler, checked on the way in as the service does:
+/// `requiredSlots`, the instances of a multi-instance task, and the constraints' durations.
+fn check_task_limits(body: &Map<String, Value>) -> Result<(), BatchError> {
+    optional_int(body, "requiredSlots", 1, 256)?;
+    if let Some(multi) = body.get("multiInstanceSettings").and_then(Value::as_object) {
+        optional_int(multi, "numberOfInstances", 1, MAX_POOL_NODES)?;
+    }
+    let Some(constraints) = body.get("constraints") else {
+        return Ok(());
+    };
+    let Some(constraints) = constraints.as_object() else {
+        return Err(BatchError::invalid_property(
+            "constraints",
+            &constraints.to_string(),
+            "The value must be an object.",
+        ));
+    };
+    optional_int(constraints, "maxTaskRetryCount", -1, i64::from(i32::MAX))?;
+    for name in ["maxWallClockTime", "retentionTime"] {
+        match constraints.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(text)) if exec::parse_duration(text).is_some() => {}
+            Some(other) => {
+                return Err(BatchError::invalid_property(
+                    name,
+                    &other.to_string(),
+                    "The value must be an ISO 8601 duration (e.g. PT1H30M).",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn add_task(
@@ -1308,6 +1372,9 @@ fn task_counts(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
 }
 
 /// Evaluates the formula of every autoscale pool and resizes it to the targets.
+/// The most nodes of each kind a pool may have here (the service's default quota is lower).
+const MAX_POOL_NODES: i64 = 10_000;
+
 fn autoscale_pools(state: &AccountState) {
     let mut data = state.data();
     let pools: Vec<(String, String)> = data
@@ -1339,9 +1406,10 @@ fn autoscale_pools(state: &AccountState) {
             resource.body.insert("autoScaleRun".into(), run);
             continue;
         };
+        // As on the service, targets are clamped to what a pool may have.
         let (d, l) = (
-            targets.dedicated.unwrap_or(0),
-            targets.low_priority.unwrap_or(0),
+            targets.dedicated.unwrap_or(0).clamp(0, MAX_POOL_NODES),
+            targets.low_priority.unwrap_or(0).clamp(0, MAX_POOL_NODES),
         );
         let changed = resource
             .body
@@ -1361,7 +1429,7 @@ fn autoscale_pools(state: &AccountState) {
                 ("currentDedicatedNodes", Value::from(d)),
                 ("currentLowPriorityNodes", Value::from(l)),
             ]);
-            allocate(&mut data, state, &pool, (d + l) as usize);
+            allocate(&mut data, state, &pool, usize::try_from(d + l).unwrap_or(0));
             state.changed.notify_one();
         }
     }
