@@ -39,7 +39,9 @@ pub struct AzureBatchBackend {
     pool: PoolConfig,
     settings: Settings,
     state: tokio::sync::Mutex<Ready>,
-    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<CancelSignal>>>,
+    /// The cancel switches of the monitors following each job (a job attached to in the same
+    /// process has two).
+    jobs: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<CancelSignal>>>>,
     polls: Arc<AtomicU64>,
 }
 
@@ -296,8 +298,11 @@ impl AzureBatchBackend {
         let (events, receiver) = futures::channel::mpsc::unbounded();
         let (cancel_tx, cancel) = mpsc::unbounded_channel();
         if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.retain(|_, tx| !tx.is_closed());
-            jobs.insert(job.clone(), cancel_tx);
+            jobs.retain(|_, switches| {
+                switches.retain(|tx| !tx.is_closed());
+                !switches.is_empty()
+            });
+            jobs.entry(job.clone()).or_default().push(cancel_tx);
         }
         let monitor = Monitor {
             client: self.client.clone(),
@@ -573,36 +578,35 @@ impl ComputeBackend for AzureBatchBackend {
     async fn cancel(&self, request: CancelRequest) -> Result<CancelReply> {
         let span = tracing::info_span!("batch.cancel", job = %request.job);
         async {
-            let signal = self
+            let switches = self
                 .jobs
                 .lock()
                 .ok()
-                .and_then(|mut jobs| jobs.remove(&request.job));
+                .and_then(|mut jobs| jobs.remove(&request.job))
+                .unwrap_or_default();
             let mut reply = CancelReply::default();
-            match signal {
-                Some(tx) => {
-                    let (done, rx) = tokio::sync::oneshot::channel();
-                    if tx.send(done).is_ok() {
-                        reply.cancelled = rx.await.unwrap_or(0);
-                    }
+            for tx in &switches {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                if tx.send(done).is_ok() {
+                    reply.cancelled = reply.cancelled.max(rx.await.unwrap_or(0));
                 }
-                None => {
-                    // Not watched by this process: end the Batch job all the same.
-                    match self
-                        .client
-                        .post(
-                            "terminate_job",
-                            &format!("/jobs/{}/terminate", request.job),
-                            &json!({}),
-                        )
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e)
-                            if e.kind() == ErrorKind::NotFound
-                                || e.to_string().contains("JobCompleted") => {}
-                        Err(e) => return Err(e),
-                    }
+            }
+            if switches.is_empty() {
+                // Not watched by this process: end the Batch job all the same.
+                match self
+                    .client
+                    .post(
+                        "terminate_job",
+                        &format!("/jobs/{}/terminate", request.job),
+                        &json!({}),
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e)
+                        if e.kind() == ErrorKind::NotFound
+                            || e.to_string().contains("JobCompleted") => {}
+                    Err(e) => return Err(e),
                 }
             }
             Ok(reply)
