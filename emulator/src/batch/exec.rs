@@ -660,11 +660,11 @@ async fn execute(
     let waited = tokio::select! {
         status = child.wait() => status,
         () = wall_clock => {
-            let _ = child.kill().await;
+            kill_group(&mut child).await;
             return RunEnd::TimedOut(p.wall_clock.unwrap_or_default());
         }
         why = stopped => {
-            let _ = child.kill().await;
+            kill_group(&mut child).await;
             return RunEnd::Stopped(why);
         }
     };
@@ -801,6 +801,8 @@ fn shell(
         .arg(command_line)
         .current_dir(&wd)
         .stdin(Stdio::null())
+        // Its own process group: stopping the task stops what its shell started too.
+        .process_group(0)
         .kill_on_drop(true)
         .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
         .env("AZ_BATCH_ACCOUNT_URL", &state.url)
@@ -902,8 +904,45 @@ fn back_to_queue(task: &mut super::resources::Resource, now: String, info: Value
     ]);
 }
 
-/// Records the end of a run: completed, or back to active for a retry.
+/// Kills a task's process group (its shell and everything it started) and reaps the shell.
+pub(super) async fn kill_group(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: signalling the process group our child leads (it was spawned with
+        // `process_group(0)` and is not reaped yet, so the id is still its own).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill().await;
+}
+
+/// Ends a task that is not running any more or never will: completed, failed with
+/// `TaskEnded` and `message` (a terminated task or job).
+pub(super) fn end_task(task: &mut super::resources::Resource, message: &str) {
+    let now = now_string();
+    let mut info = task
+        .body
+        .get("executionInfo")
+        .cloned()
+        .unwrap_or_else(|| json!({"retryCount": 0, "requeueCount": 0}));
+    info["endTime"] = Value::from(now.clone());
+    info["result"] = Value::from("failure");
+    info["failureInfo"] = json!({"category": "UserError", "code": "TaskEnded", "message": message});
+    let previous = task.str("state").unwrap_or("active").to_string();
+    task.update([
+        ("state", Value::from("completed")),
+        ("previousState", Value::from(previous)),
+        ("stateTransitionTime", Value::from(now)),
+        ("executionInfo", info),
+    ]);
+}
+
+/// Records the end of a run: completed, or back to active for a retry. A task already
+/// completed (terminated while it ran) stays as it is.
 fn finish(task: &mut super::resources::Resource, end: RunEnd) {
+    if task.str("state") == Some("completed") {
+        return;
+    }
     let info = task
         .body
         .get("executionInfo")

@@ -159,6 +159,11 @@ impl Collection {
     pub fn all(&self) -> impl Iterator<Item = &Resource> {
         self.items.values()
     }
+
+    /// Every resource, to change.
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut Resource> {
+        self.items.values_mut()
+    }
 }
 
 /// The properties a pool-add body may have (azure-batch 15.1.0's `BatchPoolCreateOptions`,

@@ -649,6 +649,25 @@ async fn delete_pool(
         .remove(&pool)
         .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
     data.nodes.remove(&pool.to_lowercase());
+    // Its nodes are gone, and with them the processes of the tasks they ran.
+    let running: Vec<(String, String)> = data
+        .tasks
+        .iter()
+        .flat_map(|(job, tasks)| tasks.all().map(move |t| (job, t)))
+        .filter(|(_, t)| t.str("state") == Some("running"))
+        .filter(|(_, t)| {
+            t.body
+                .get("nodeInfo")
+                .and_then(|n| n.get("poolId"))
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.eq_ignore_ascii_case(&pool))
+        })
+        .filter_map(|(job, t)| Some((job.clone(), t.str("id")?.to_string())))
+        .collect();
+    drop(data);
+    for (job, task) in running {
+        exec::stop_task(&state, &job, &task, exec::Stop::Requeue);
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -746,6 +765,23 @@ async fn terminate_job(
     ]);
     let mut response = StatusCode::ACCEPTED.into_response();
     set_resource_headers(response.headers_mut(), resource);
+    // As on the service, the job's unfinished tasks end with it, and running ones are stopped.
+    let mut stopped = Vec::new();
+    if let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) {
+        for task in tasks.all_mut() {
+            if task.str("state") != Some("completed") {
+                exec::end_task(
+                    task,
+                    "The task was terminated because its job was terminated",
+                );
+                stopped.extend(task.str("id").map(str::to_string));
+            }
+        }
+    }
+    drop(data);
+    for task in stopped {
+        exec::stop_task(&state, &job, &task, exec::Stop::Terminate);
+    }
     Ok(response)
 }
 
@@ -1065,38 +1101,20 @@ async fn terminate_task(
     State(state): State<Shared>,
     Path((job, task)): Path<(String, String)>,
 ) -> Result<Response, BatchError> {
-    let running = {
+    {
         let mut data = state.data();
         let resource = task_mut(&mut data, &job, &task)?;
-        match resource.str("state") {
-            Some("completed") => {
-                return Err(BatchError::new(
-                    StatusCode::CONFLICT,
-                    "TaskCompleted",
-                    "The specified task is already completed.",
-                ));
-            }
-            Some("running") => true,
-            _ => {
-                // Not started: it ends without running.
-                let now = now_string();
-                resource.update([
-                    ("state", Value::from("completed")),
-                    ("stateTransitionTime", Value::from(now.clone())),
-                    (
-                        "executionInfo",
-                        json!({"endTime": now, "retryCount": 0, "requeueCount": 0, "result": "failure",
-                            "failureInfo": {"category": "UserError", "code": "TaskEnded",
-                                "message": "The task was terminated by a request"}}),
-                    ),
-                ]);
-                false
-            }
+        if resource.str("state") == Some("completed") {
+            return Err(BatchError::new(
+                StatusCode::CONFLICT,
+                "TaskCompleted",
+                "The specified task is already completed.",
+            ));
         }
-    };
-    if running {
-        exec::stop_task(&state, &job, &task, exec::Stop::Terminate);
+        // Completed now, whether it runs or not: its end can no longer change that.
+        exec::end_task(resource, "The task was terminated by a request");
     }
+    exec::stop_task(&state, &job, &task, exec::Stop::Terminate);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
