@@ -184,7 +184,20 @@ impl Azurite {
     pub async fn start_process() -> Result<Azurite, AzuriteError> {
         let script = install().await?;
         let accounts = default_accounts();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        // Azurite ends with the thread that started it even when this process is killed
+        // outright (SIGKILL), instead of living on under PID 1.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .arg(&script)
             .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             .args(["--queueHost", "127.0.0.1", "--queuePort", "0"])

@@ -69,6 +69,22 @@ fn parse_account(spec: &str, bearer: &Option<String>) -> Result<BatchAccount, St
     })
 }
 
+/// Returns at Ctrl-C (SIGINT) or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -135,10 +151,13 @@ async fn main() -> ExitCode {
             );
         }
     }
-    println!("# running until Ctrl-C");
-    let _ = tokio::signal::ctrl_c().await;
+    println!("# running until Ctrl-C or SIGTERM");
+    stopped().await;
+    // Stop as cleanly on SIGTERM as on Ctrl-C: Azurite, then the Batch endpoints, whose
+    // tasks' processes are killed and whose node folders are removed.
     if let Some(az) = azurite {
         az.stop().await;
     }
+    drop(batch);
     ExitCode::SUCCESS
 }

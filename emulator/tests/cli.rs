@@ -65,3 +65,91 @@ async fn bad_flags_are_clear_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--account"));
 }
+
+/// The direct children of a process (Linux).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sigterm_stops_azurite_and_removes_the_node_folders() {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--account", "sigterm"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut env = std::collections::HashMap::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("# running") {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    let client = common::Client {
+        http: common::http(),
+        base: env["REDWOOD_BATCH_URL"].clone(),
+        account: env["REDWOOD_BATCH_ACCOUNT"].clone(),
+        key: env["REDWOOD_BATCH_KEY"].clone(),
+    };
+    let pool = serde_json::json!({"id": "p", "vmSize": "x", "targetDedicatedNodes": 1});
+    assert_eq!(
+        client
+            .call(Method::POST, "/pools", &[], Some(pool))
+            .await
+            .status,
+        201
+    );
+    let folders = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("redwood-batch-sigterm-"))
+            })
+            .collect()
+    };
+    let ours = folders();
+    assert!(!ours.is_empty(), "no node folder");
+    let azurite = children(pid);
+    assert!(!azurite.is_empty(), "no Azurite child");
+
+    // SAFETY: signalling the child process this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("the emulator did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    for p in azurite {
+        let alive = std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
+        assert!(!alive, "Azurite ({p}) outlived the emulator");
+    }
+    for folder in ours {
+        assert!(!folder.exists(), "{} is left behind", folder.display());
+    }
+}
