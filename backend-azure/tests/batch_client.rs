@@ -160,3 +160,27 @@ async fn errors_are_mapped_and_busy_requests_are_retried() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_file_tail_reads_only_the_end_of_the_file() {
+    let (_emu, c, _) = setup().await;
+    let pool = json!({"id": "tp", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1});
+    c.post("create_pool", "/pools", &pool).await.unwrap();
+    let job = json!({"id": "tj", "poolInfo": {"poolId": "tp"}});
+    c.post("create_job", "/jobs", &job).await.unwrap();
+    // 3 MB on one line, then a short last line.
+    let task = json!({"id": "loud", "commandLine":
+        "/bin/sh -c \"head -c 3000000 /dev/zero | tr '\\\\0' x >&2; echo >&2; echo 'last line sig=SECRET' >&2\""});
+    c.post("add_task", "/jobs/tj/tasks", &task).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.get("get_task", "/jobs/tj/tasks/loud").await.unwrap()["state"] != "completed" {
+        assert!(Instant::now() < deadline, "the task never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tail = c
+        .file_tail("task_file", "/jobs/tj/tasks/loud/files/stderr.txt", 2)
+        .await
+        .expect("a tail");
+    // Reading the whole file would bring the 3 MB line along.
+    assert_eq!(tail, "last line sig=<redacted>");
+}

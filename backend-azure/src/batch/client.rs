@@ -30,6 +30,15 @@ use super::error::{is_retryable, parse_error};
 /// The api-version this client speaks.
 pub const API_VERSION: &str = "2025-06-01";
 
+/// How much of the end of a task's file [`BatchClient::file_tail`] reads.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// A successful answer: its headers and body.
+struct Answer {
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
 /// A failed attempt at a request, with the `Retry-After` the service asked for, if any.
 struct Failed {
     error: Error,
@@ -250,13 +259,36 @@ impl BatchClient {
         url: Url,
         body: Option<&Value>,
     ) -> Result<Value> {
-        let span = tracing::debug_span!("batch.request", operation, account = %self.account, %method, path = url.path());
         let body = body.map(|b| b.to_string().into_bytes());
+        let answer = self
+            .send(operation, method, url, body, HeaderMap::new())
+            .await?;
+        let bytes = answer.body;
+        Ok(if bytes.is_empty() {
+            Value::Null
+        } else {
+            // A task file is text, not JSON.
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        })
+    }
+
+    /// Sends a request with extra (signed) headers, retried as the policy says; the answer's
+    /// headers and body as they came.
+    async fn send(
+        &self,
+        operation: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        extra: HeaderMap,
+    ) -> Result<Answer> {
+        let span = tracing::debug_span!("batch.request", operation, account = %self.account, %method, path = url.path());
         let attempts = AtomicU32::new(0);
         self.retry
             .run(operation, || {
                 attempts.fetch_add(1, Ordering::Relaxed);
-                self.send_once(operation, &method, &url, body.as_deref())
+                self.send_once(operation, &method, &url, body.as_deref(), &extra)
             })
             .instrument(span)
             .await
@@ -273,8 +305,9 @@ impl BatchClient {
         method: &Method,
         url: &Url,
         body: Option<&[u8]>,
-    ) -> std::result::Result<Value, Failed> {
-        let mut headers = HeaderMap::new();
+        extra: &HeaderMap,
+    ) -> std::result::Result<Answer, Failed> {
+        let mut headers = extra.clone();
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         if let Ok(v) = HeaderValue::from_str(&date) {
             headers.insert("ocp-date", v);
@@ -333,6 +366,7 @@ impl BatchClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
+        let answer_headers = response.headers().clone();
         let request_id = response
             .headers()
             .get("request-id")
@@ -352,12 +386,9 @@ impl BatchClient {
             )
         })?;
         if status.is_success() {
-            return Ok(if bytes.is_empty() {
-                Value::Null
-            } else {
-                // A task file is text, not JSON.
-                serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            return Ok(Answer {
+                headers: answer_headers,
+                body: bytes,
             });
         }
         let mut error = parse_error(
@@ -389,17 +420,45 @@ impl BatchClient {
 
     /// The last `lines` lines of a text file read through a file API path (a task's or a
     /// node's), or `None` when it cannot be read or is empty.
-    pub(crate) async fn file_tail(
+    pub async fn file_tail(
         &self,
         operation: &'static str,
         path: &str,
         lines: usize,
     ) -> Option<String> {
-        let Ok(Value::String(text)) = self.get(operation, path).await else {
-            return None;
-        };
+        // Only the end of the file is read (`ocp-range`): a task may have printed gigabytes.
+        let url = self.url(path, &[]).ok()?;
+        let head = self
+            .send(operation, Method::HEAD, url.clone(), None, HeaderMap::new())
+            .await
+            .ok()?;
+        let size: u64 = head
+            .headers
+            .get("content-length")?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        let last = size.checked_sub(1)?;
+        let first = size.saturating_sub(TAIL_BYTES);
+        let mut range = HeaderMap::new();
+        range.insert(
+            "ocp-range",
+            HeaderValue::from_str(&format!("bytes={first}-{last}")).ok()?,
+        );
+        let got = self
+            .send(operation, Method::GET, url, None, range)
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&got.body);
         let all: Vec<&str> = text.lines().collect();
-        let tail = redact::secrets(&all[all.len().saturating_sub(lines)..].join("\n"));
+        // A read that starts mid-file starts mid-line: that piece is dropped.
+        let whole = if first > 0 {
+            &all[1.min(all.len())..]
+        } else {
+            &all[..]
+        };
+        let tail = redact::secrets(&whole[whole.len().saturating_sub(lines)..].join("\n"));
         (!tail.trim().is_empty()).then_some(tail)
     }
 
