@@ -436,7 +436,9 @@ impl Storage {
 
     /// Writes an object unless one exists, in one conditional request (object_store's
     /// `PutMode::Create`), so a concurrent writer is never overwritten; returns whether it
-    /// wrote. (A retried request whose first try was stored answers `false`.)
+    /// wrote. An object already there that holds exactly these bytes counts as written: an
+    /// earlier try of this request may have been stored and its answer lost (give each writer
+    /// distinct bytes where that matters).
     pub async fn put_if_absent(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<bool> {
         let bytes: Bytes = bytes.into();
         let create = || {
@@ -450,10 +452,12 @@ impl Storage {
                     let payload = PutPayload::from_bytes(bytes.clone());
                     match self.store.put_opts(key, payload, options).await {
                         Ok(_) => Ok(true),
+                        // Someone's object is there; ours if an earlier try of this very
+                        // request was stored but its answer was lost.
                         Err(
                             object_store::Error::AlreadyExists { .. }
                             | object_store::Error::Precondition { .. },
-                        ) => Ok(false),
+                        ) => Ok(self.get(key).await? == bytes),
                         Err(e) => Err(self.error("store.put_if_absent", key, e)),
                     }
                 })
