@@ -5,7 +5,6 @@ mod common;
 use std::process::Stdio;
 
 use axum::http::Method;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_redwood-emulator");
 
@@ -17,16 +16,7 @@ async fn prints_endpoints_that_answer_with_the_printed_keys() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut env = std::collections::HashMap::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if line.starts_with("# running") {
-            break;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            env.insert(k.to_string(), v.to_string());
-        }
-    }
+    let env = common::printed_env(child.stdout.take().unwrap()).await;
     for name in ["alpha", "beta"] {
         let upper = name.to_uppercase();
         let client = common::Client {
@@ -91,16 +81,7 @@ async fn sigterm_stops_azurite_and_removes_the_node_folders() {
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut env = std::collections::HashMap::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if line.starts_with("# running") {
-            break;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            env.insert(k.to_string(), v.to_string());
-        }
-    }
+    let env = common::printed_env(child.stdout.take().unwrap()).await;
     let client = common::Client {
         http: common::http(),
         base: env["REDWOOD_BATCH_URL"].clone(),

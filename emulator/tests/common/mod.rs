@@ -179,3 +179,33 @@ pub async fn completed(c: &Client, job: &str, task: &str) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Whether a process of this machine runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Reads the `KEY=value` lines `redwood-emulator` prints until `# running`.
+pub async fn printed_env(
+    stdout: tokio::process::ChildStdout,
+) -> std::collections::HashMap<String, String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut env = std::collections::HashMap::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("# running") {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    env
+}
