@@ -441,11 +441,17 @@ impl Session {
         })
     }
 
-    /// Waits until the job records `call` stores in the background are written.
+    /// Waits (at most 30 s) until the job records `call` stores in the background are written;
+    /// a call whose task still runs keeps its record from being written until it ends.
     async fn flush_records(&self) {
         let all = BACKGROUND_WRITES as u32;
-        // Closed only if the session is gone, which `&self` rules out.
-        let _ = self.inner.background_writes.acquire_many(all).await;
+        let wait = self.inner.background_writes.acquire_many(all);
+        if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("calls still running: their job records are stored when they end");
+        }
     }
 
     fn made(&self) -> std::sync::MutexGuard<'_, Made> {
