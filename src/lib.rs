@@ -63,7 +63,8 @@ pub mod azure {
 /// Everything a program usually needs: `use redwood::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Blob, Broadcast, Job, ResultRef, Session, Task, TaskOptions, WaitFor, context,
+        Blob, Broadcast, ErrorKind, Job, ResultRef, Session, Task, TaskErrorKind, TaskOptions,
+        WaitFor, WaitSummary, context,
     };
 }
 
