@@ -2,10 +2,12 @@
 //! SharedKey and bearer auth, OData errors, `$filter`/`$select`/paging, one endpoint per
 //! account. Resources are kept in memory.
 
+mod admin;
 pub mod auth;
 mod autoscale;
 pub mod error;
 mod exec;
+mod file_api;
 mod files;
 mod node_task;
 mod query;

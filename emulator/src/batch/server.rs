@@ -3,7 +3,6 @@
 //! tasks.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::{Body, Bytes};
@@ -19,10 +18,12 @@ use tokio::sync::oneshot;
 
 use std::collections::HashMap;
 
+use super::admin;
 use super::auth;
 use super::autoscale;
 use super::error::BatchError;
 use super::exec;
+use super::file_api;
 use super::query::ListOptions;
 use super::resources::{
     AUTOSCALE_PROPERTIES, Collection, JOB_PROPERTIES, POOL_PROPERTIES, RESIZE_PROPERTIES, Resource,
@@ -150,16 +151,16 @@ pub(super) struct Data {
     pub(super) tasks: std::collections::HashMap<String, Collection>,
     pub(super) nodes: exec::Nodes,
     /// Pools (lower-cased ids) whose allocation fails, with the error to report.
-    failing_pools: std::collections::HashMap<String, (String, String)>,
+    pub(super) failing_pools: std::collections::HashMap<String, (String, String)>,
     /// Pools (lower-cased ids) whose nodes storage refuses, with the HTTP status it answers.
     pub(super) storage_refused: std::collections::HashMap<String, u16>,
     /// API faults: the share of requests (per million) answered with `fault_status`.
-    fault_ppm: u64,
-    fault_status: u16,
-    latency_ms: u64,
-    fault_rng: u64,
+    pub(super) fault_ppm: u64,
+    pub(super) fault_status: u16,
+    pub(super) latency_ms: u64,
+    pub(super) fault_rng: u64,
     /// The bearer token accepted now (the account's, until an admin call rotates it).
-    bearer_token: Option<String>,
+    pub(super) bearer_token: Option<String>,
 }
 
 impl AccountState {
@@ -201,7 +202,7 @@ async fn scheduler(state: std::sync::Weak<AccountState>) {
     }
 }
 
-type Shared = Arc<AccountState>;
+pub(super) type Shared = Arc<AccountState>;
 
 fn router(state: Shared) -> Router {
     Router::new()
@@ -212,10 +213,16 @@ fn router(state: Shared) -> Router {
         .route("/pools/{pool}/nodes/{node}", get(get_node))
         .route(
             "/pools/{pool}/nodes/{node}/files/{*path}",
-            get(get_node_file),
+            get(file_api::get_node_file),
         )
-        .route("/jobs/{job}/tasks/{task}/files", get(list_task_files))
-        .route("/jobs/{job}/tasks/{task}/files/{*path}", get(get_task_file))
+        .route(
+            "/jobs/{job}/tasks/{task}/files",
+            get(file_api::list_task_files),
+        )
+        .route(
+            "/jobs/{job}/tasks/{task}/files/{*path}",
+            get(file_api::get_task_file),
+        )
         .route("/jobs", post(add_job).get(list_jobs))
         .route("/jobs/{job}", get(get_job).delete(delete_job))
         .route("/jobs/{job}/terminate", post(terminate_job))
@@ -233,18 +240,18 @@ fn router(state: Shared) -> Router {
         .route("/jobs/{job}/tasks/{task}/reactivate", post(reactivate_task))
         .route(
             "/_emulator/pools/{pool}/nodes/{node}/remove",
-            post(remove_node),
+            post(admin::remove_node),
         )
         .route(
             "/_emulator/pools/{pool}/allocation-failure",
-            post(fail_allocation),
+            post(admin::fail_allocation),
         )
         .route(
             "/_emulator/pools/{pool}/storage-firewall",
-            post(set_storage_firewall),
+            post(admin::set_storage_firewall),
         )
-        .route("/_emulator/faults", post(set_faults))
-        .route("/_emulator/bearer-token", post(rotate_bearer_token))
+        .route("/_emulator/faults", post(admin::set_faults))
+        .route("/_emulator/bearer-token", post(admin::rotate_bearer_token))
         .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
         .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .fallback(unknown_path)
@@ -276,7 +283,7 @@ async fn catch_panics(request: Request, next: Next) -> Response {
 }
 
 /// The query pairs of a request, decoded.
-fn query_pairs(request: &Request) -> Vec<(String, String)> {
+pub(super) fn query_pairs(request: &Request) -> Vec<(String, String)> {
     request
         .uri()
         .query()
@@ -327,7 +334,7 @@ async fn check_request(State(state): State<Shared>, request: Request, next: Next
     let checked = if admin {
         authorize(&state, &request).and_then(|()| json_only(&request))
     } else {
-        match injected_fault(&state).await {
+        match admin::injected_fault(&state).await {
             Some(fault) => Err(fault),
             None => authorize(&state, &request),
         }
@@ -500,7 +507,7 @@ async fn unknown_path(method: Method) -> BatchError {
 }
 
 /// Reads a JSON object body (malformed JSON, a non-object or an oversize body are OData errors).
-async fn json_body(request: Request) -> Result<Map<String, Value>, BatchError> {
+pub(super) async fn json_body(request: Request) -> Result<Map<String, Value>, BatchError> {
     let bytes: Bytes = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .map_err(|_| {
@@ -549,7 +556,7 @@ fn one(state: &AccountState, entity: &str, resource: &Resource) -> Response {
     response
 }
 
-fn list<'a>(
+pub(super) fn list<'a>(
     state: &AccountState,
     entity: &str,
     path: &str,
@@ -1162,63 +1169,9 @@ async fn reactivate_task(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Admin: the node is lost. Its running tasks go back to the queue (as on real node loss) and
-/// a fresh node replaces it.
-async fn remove_node(
-    State(state): State<Shared>,
-    Path((pool, node)): Path<(String, String)>,
-) -> Result<Response, BatchError> {
-    let on_node: Vec<(String, String)> = {
-        let mut data = state.data();
-        let nodes = data
-            .nodes
-            .get_mut(&pool.to_lowercase())
-            .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
-        let before = nodes.len();
-        nodes.retain(|n| n.id != node);
-        if nodes.len() == before {
-            return Err(BatchError::not_found("NodeNotFound", "node"));
-        }
-        let start_task = data
-            .pools
-            .get(&pool)
-            .and_then(|p| p.body.get("startTask").cloned());
-        exec::replace_lost_node(
-            &mut data.nodes,
-            state.root.path(),
-            &pool,
-            start_task.as_ref(),
-        );
-        data.tasks
-            .values()
-            .flat_map(|tasks| tasks.all())
-            .filter(|t| t.state() == "running")
-            .filter(|t| {
-                t.body
-                    .get("nodeInfo")
-                    .and_then(|i| i.get("nodeId"))
-                    .and_then(Value::as_str)
-                    == Some(node.as_str())
-            })
-            .filter_map(|t| {
-                let url = t.str("url")?;
-                let mut parts = url.rsplit('/');
-                let task = parts.next()?.to_string();
-                parts.next(); // "tasks"
-                Some((parts.next()?.to_string(), task))
-            })
-            .collect()
-    };
-    for (job, task) in &on_node {
-        exec::stop_task(&state, job, task, exec::Stop::Requeue);
-    }
-    tracing::info!(pool, node, requeued = on_node.len(), "node removed");
-    Ok(Json(json!({"requeuedTasks": on_node.len()})).into_response())
-}
-
 /// Gives a pool its nodes, unless its allocation was made to fail: then it has none and
 /// reports the error in `resizeErrors`, as the service does.
-fn allocate(data: &mut Data, state: &AccountState, pool: &str, count: usize) {
+pub(super) fn allocate(data: &mut Data, state: &AccountState, pool: &str, count: usize) {
     let start_task = data
         .pools
         .get(pool)
@@ -1242,122 +1195,6 @@ fn allocate(data: &mut Data, state: &AccountState, pool: &str, count: usize) {
             }
         }
     }
-}
-
-/// A fault to answer instead of the request, at the configured rate (after any latency).
-async fn injected_fault(state: &AccountState) -> Option<BatchError> {
-    let (latency, fault) = {
-        let mut data = state.data();
-        let latency = data.latency_ms;
-        data.fault_rng ^= data.fault_rng << 13;
-        data.fault_rng ^= data.fault_rng >> 7;
-        data.fault_rng ^= data.fault_rng << 17;
-        let hit = data.fault_ppm > 0 && data.fault_rng % 1_000_000 < data.fault_ppm;
-        (latency, hit.then_some(data.fault_status))
-    };
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-    }
-    let status = StatusCode::from_u16(fault?).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let code = match status.as_u16() {
-        503 => "ServerBusy",
-        429 => "TooManyRequests",
-        _ => "InternalError",
-    };
-    Some(BatchError::new(
-        status,
-        code,
-        "Injected by the emulator (/_emulator/faults).",
-    ))
-}
-
-/// Admin: the allocation of pool `pool` (now or when created) fails with a code and message.
-async fn fail_allocation(
-    State(state): State<Shared>,
-    Path(pool): Path<String>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let body = json_body(request).await.unwrap_or_default();
-    let text = |name: &str, default: &str| {
-        body.get(name)
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-            .to_string()
-    };
-    let code = text("code", "AllocationFailed");
-    let message = text(
-        "message",
-        "Desired number of dedicated nodes could not be allocated",
-    );
-    let mut data = state.data();
-    data.failing_pools
-        .insert(pool.to_lowercase(), (code, message));
-    allocate(&mut data, &state, &pool, 0);
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Admin: `{"status": 403}` makes storage refuse the pool's nodes (as a storage firewall that
-/// does not let their network in does): every resource-file download there fails with that
-/// status. `{"status": 0}` lets them in again.
-async fn set_storage_firewall(
-    State(state): State<Shared>,
-    Path(pool): Path<String>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let body = json_body(request).await?;
-    let status = body.get("status").and_then(Value::as_u64).unwrap_or(403);
-    let mut data = state.data();
-    if status == 0 {
-        data.storage_refused.remove(&pool.to_lowercase());
-    } else if (400..600).contains(&status) {
-        data.storage_refused
-            .insert(pool.to_lowercase(), status as u16);
-    } else {
-        return Err(BatchError::invalid_property(
-            "status",
-            &status.to_string(),
-            "0, or an HTTP error status from 400 to 599",
-        ));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Admin: `{"rate": 0.1, "status": 503, "latencyMs": 20}` makes that share of API requests
-/// fail (and every request slower); `{"rate": 0}` stops it.
-async fn set_faults(State(state): State<Shared>, request: Request) -> Result<Response, BatchError> {
-    let body = json_body(request).await?;
-    let rate = body.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
-    if !(0.0..=1.0).contains(&rate) {
-        return Err(BatchError::invalid_property(
-            "rate",
-            &rate.to_string(),
-            "from 0 to 1",
-        ));
-    }
-    let mut data = state.data();
-    data.fault_ppm = (rate * 1_000_000.0) as u64;
-    data.fault_status = body.get("status").and_then(Value::as_u64).unwrap_or(503) as u16;
-    data.latency_ms = body.get("latencyMs").and_then(Value::as_u64).unwrap_or(0);
-
-    if data.fault_rng == 0 {
-        data.fault_rng = 0x5EED_1234_ABCD;
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Admin: `{"token": "..."}` makes that the only bearer token accepted from now on, as if the
-/// previous one had been revoked.
-async fn rotate_bearer_token(
-    State(state): State<Shared>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let body = json_body(request).await?;
-    let token = body
-        .get("token")
-        .and_then(Value::as_str)
-        .ok_or_else(|| BatchError::invalid_property("token", "", "a string"))?;
-    state.data().bearer_token = Some(token.to_string());
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The pending (active or running), active and running tasks of jobs on a pool.
@@ -1389,10 +1226,10 @@ fn task_counts(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
     ])
 }
 
-/// Evaluates the formula of every autoscale pool and resizes it to the targets.
 /// The most nodes of each kind a pool may have here (the service's default quota is lower).
 const MAX_POOL_NODES: i64 = 10_000;
 
+/// Evaluates the formula of every autoscale pool and resizes it to the targets.
 fn autoscale_pools(state: &AccountState) {
     let mut data = state.data();
     let pools: Vec<(String, String)> = data
@@ -1545,231 +1382,9 @@ async fn get_node(
     Ok(Json(body).into_response())
 }
 
-/// The folder of a task that ran (or runs), from its `nodeInfo`.
-fn task_folder(data: &Data, job: &str, task: &str) -> Result<PathBuf, BatchError> {
-    if data.jobs.get(job).is_none() {
-        return Err(BatchError::not_found("JobNotFound", "job"));
-    }
-    let resource = data
-        .tasks
-        .get(&job.to_lowercase())
-        .and_then(|t| t.get(task))
-        .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
-    let info = resource.body.get("nodeInfo");
-    let field = |name: &str| info.and_then(|i| i.get(name)).and_then(Value::as_str);
-    let (Some(pool), Some(node), Some(root)) =
-        (field("poolId"), field("nodeId"), field("taskRootDirectory"))
-    else {
-        return Err(BatchError::new(
-            StatusCode::CONFLICT,
-            "TaskNotStarted",
-            "The specified task has not started on a node yet.",
-        ));
-    };
-    let node = data
-        .nodes
-        .get(&pool.to_lowercase())
-        .and_then(|list| list.iter().find(|n| n.id == node))
-        .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?;
-    Ok(node.dir.join(root))
-}
-
-async fn list_task_files(
-    State(state): State<Shared>,
-    Path((job, task)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let query = query_pairs(&request);
-    let recursive = query.iter().any(|(k, v)| k == "recursive" && v == "true");
-    let folder = task_folder(&state.data(), &job, &task)?;
-    let mut files = Vec::new();
-    let mut pending = vec![folder.clone()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            let name = path
-                .strip_prefix(&folder)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            if meta.is_dir() && recursive {
-                pending.push(path.clone());
-            }
-            let modified = meta
-                .modified()
-                .map(httpdate::fmt_http_date)
-                .unwrap_or_default();
-            let mut body = Map::new();
-            body.insert("name".into(), Value::from(name.clone()));
-            body.insert(
-                "url".into(),
-                Value::from(format!(
-                    "{}/jobs/{job}/tasks/{task}/files/{name}",
-                    state.url
-                )),
-            );
-            body.insert("isDirectory".into(), Value::from(meta.is_dir()));
-            body.insert(
-                "properties".into(),
-                json!({"contentLength": meta.len(), "lastModified": modified, "contentType": "application/octet-stream"}),
-            );
-            files.push(Resource::new(body, std::time::SystemTime::now()));
-        }
-    }
-    files.sort_by(|a, b| a.str("name").cmp(&b.str("name")));
-    let path = format!("/jobs/{job}/tasks/{task}/files");
-    list(&state, "files", &path, &query, files.iter())
-}
-
-async fn get_task_file(
-    State(state): State<Shared>,
-    Path((job, task, path)): Path<(String, String, String)>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let folder = task_folder(&state.data(), &job, &task)?;
-    let url = format!("{}/jobs/{job}/tasks/{task}/files/{path}", state.url);
-    file_response(&folder, &path, url, &request)
-}
-
-/// A file of a node (e.g. `startup/stderr.txt`, the start task's), relative to its root folder.
-async fn get_node_file(
-    State(state): State<Shared>,
-    Path((pool, node, path)): Path<(String, String, String)>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let folder = {
-        let data = state.data();
-        if data.pools.get(&pool).is_none() {
-            return Err(BatchError::not_found("PoolNotFound", "pool"));
-        }
-        data.nodes
-            .get(&pool.to_lowercase())
-            .and_then(|nodes| nodes.iter().find(|n| n.id == node))
-            .map(|n| n.dir.clone())
-            .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?
-    };
-    let url = format!("{}/pools/{pool}/nodes/{node}/files/{path}", state.url);
-    file_response(&folder, &path, url, &request)
-}
-
-/// The file at `path` inside `folder`, with the service's file headers: never a file outside
-/// the folder (an absolute path, `..`, or a link that leads out is not found), only the bytes
-/// an `ocp-range: bytes=<first>-<last>` asks for, and no body for `HEAD`.
-fn file_response(
-    folder: &std::path::Path,
-    path: &str,
-    url: String,
-    request: &Request,
-) -> Result<Response, BatchError> {
-    use std::io::{Read, Seek};
-    let missing = || {
-        BatchError::new(
-            StatusCode::NOT_FOUND,
-            "FileNotFound",
-            "The specified file does not exist.",
-        )
-        .with("FilePath", path.to_string())
-    };
-    let file = super::files::inside(folder, path).map_err(|_| missing())?;
-    let (Ok(real), Ok(real_folder)) = (file.canonicalize(), folder.canonicalize()) else {
-        return Err(missing());
-    };
-    if !real.starts_with(&real_folder) || !real.is_file() {
-        return Err(missing());
-    }
-    let mut opened = std::fs::File::open(&real).map_err(|_| missing())?;
-    let meta = opened.metadata().map_err(|_| missing())?;
-    let size = meta.len();
-    let range = match request.headers().get("ocp-range").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(text)) => Some(parse_range(text, size).ok_or_else(|| {
-            BatchError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "InvalidRange",
-                "The range specified is invalid for the current size of the resource.",
-            )
-            .with("Range", text.to_string())
-        })?),
-        Some(Err(_)) => {
-            return Err(BatchError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidHeaderValue",
-                "The value for one of the HTTP headers is not in the correct format.",
-            )
-            .with("HeaderName", "ocp-range"));
-        }
-    };
-    let (start, len) = range.unwrap_or((0, size));
-    let body = if request.method() == Method::HEAD {
-        Body::empty()
-    } else {
-        let mut bytes = Vec::new();
-        opened
-            .seek(std::io::SeekFrom::Start(start))
-            .and_then(|_| opened.by_ref().take(len).read_to_end(&mut bytes))
-            .map_err(|_| missing())?;
-        Body::from(bytes)
-    };
-    let created = meta
-        .modified()
-        .map(httpdate::fmt_http_date)
-        .unwrap_or_default();
-    let mut response = body.into_response();
-    if range.is_some() {
-        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-    }
-    let headers = response.headers_mut();
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert("content-length", HeaderValue::from(len));
-    headers.insert(
-        "ocp-batch-file-isdirectory",
-        HeaderValue::from_static("false"),
-    );
-    headers.insert("ocp-batch-file-mode", HeaderValue::from_static("0100644"));
-    for (name, value) in [
-        ("ocp-batch-file-url", url),
-        ("ocp-creation-time", created.clone()),
-        ("last-modified", created),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    }
-    Ok(response)
-}
-
-/// `bytes=<first>-<last>` (or `bytes=<first>-`) of a file of `size` bytes, as (start, length).
-fn parse_range(text: &str, size: u64) -> Option<(u64, u64)> {
-    let (first, last) = text.trim().strip_prefix("bytes=")?.split_once('-')?;
-    let first: u64 = first.trim().parse().ok()?;
-    let last: u64 = match last.trim() {
-        "" => size.checked_sub(1)?,
-        l => l.parse::<u64>().ok()?.min(size.checked_sub(1)?),
-    };
-    (first <= last).then(|| (first, last - first + 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 10)));
-        assert_eq!(parse_range("bytes=90-1000", 100), Some((90, 10)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-        assert_eq!(parse_range("bytes=18446744073709551615-", 100), None);
-    }
 
     #[test]
     fn percent_decoding() {
