@@ -34,7 +34,7 @@ fn url_queries(text: &str) -> String {
         let (before, url) = rest.split_at(at);
         out.push_str(before);
         let end = url
-            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ']'))
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ']'))
             .unwrap_or(url.len());
         let (url, after) = url.split_at(end);
         match url.split_once('?') {
