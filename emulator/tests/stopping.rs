@@ -37,14 +37,7 @@ async fn child_pid(c: &Client, job: &str, task: &str) -> u32 {
 
 async fn gone(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    }) {
+    while common::alive(pid) {
         assert!(Instant::now() < deadline, "process {pid} outlived its task");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
