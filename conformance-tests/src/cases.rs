@@ -617,16 +617,21 @@ async fn wait_variants(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
-/// Runs this test binary as a second client process with `role`, returning its stdout.
-async fn run_child(ctx: &Ctx, role: &str) -> Result<String, crate::CaseError> {
-    let out = tokio::process::Command::new(&ctx.exe)
+/// This test binary as a second client process with `role`, on the same store and backend.
+fn child_command(ctx: &Ctx, role: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&ctx.exe);
+    command
         .env("REDWOOD_CONFORMANCE_CHILD", role)
         .env("REDWOOD_STORAGE", &ctx.storage_url)
         .env("REDWOOD_NAMESPACE", &ctx.namespace)
         .env("REDWOOD_BACKEND", ctx.session.backend().name())
-        .envs(ctx.child_env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .await?;
+        .envs(ctx.child_env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+/// Runs this test binary as a second client process with `role`, returning its stdout.
+async fn run_child(ctx: &Ctx, role: &str) -> Result<String, crate::CaseError> {
+    let out = child_command(ctx, role).output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(format!(
@@ -764,15 +769,7 @@ async fn workers_die_with_a_killed_client(ctx: Ctx) -> CaseResult {
         return Ok(());
     }
     let dir = tempfile_dir()?;
-    let mut child = tokio::process::Command::new(&ctx.exe)
-        .env(
-            "REDWOOD_CONFORMANCE_CHILD",
-            format!("hang:{}", dir.display()),
-        )
-        .env("REDWOOD_STORAGE", &ctx.storage_url)
-        .env("REDWOOD_NAMESPACE", &ctx.namespace)
-        .env("REDWOOD_BACKEND", ctx.session.backend().name())
-        .envs(ctx.child_env.iter().map(|(k, v)| (k, v)))
+    let mut child = child_command(&ctx, &format!("hang:{}", dir.display()))
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()?;

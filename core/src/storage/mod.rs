@@ -230,18 +230,8 @@ impl Storage {
         }
     }
 
-    /// The same store with another policy for the retries `Storage` makes itself (default
-    /// [`RetryPolicy::STORAGE`]): of whole operations that failed with a transient error the
-    /// store's client did not retry already (a cut or malformed answer, a broken body). An
-    /// `az://` store's client retries each request with [`RetryPolicy::STORAGE`]'s numbers.
-    pub fn with_retry_policy(&self, retry: RetryPolicy) -> Storage {
-        Storage {
-            retry,
-            ..self.clone()
-        }
-    }
-
-    /// The retry policy of this store's requests.
+    /// The policy of the retries `Storage` makes itself ([`RetryPolicy::STORAGE`]): of whole
+    /// operations that failed with a transient error the store's client did not retry already.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry
     }
