@@ -25,8 +25,8 @@
 
 pub use redwood_core::{
     Blob, Broadcast, ByteVector, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats,
-    MpiShape, MpiWorld, RemoteFn, Result, ResultRef, Session, SessionBuilder, Storage, Task,
-    TaskError, TaskErrorKind, TaskOptions, WaitFor, WaitSummary, context,
+    MpiShape, MpiWorld, RemoteFn, Result, ResultRef, ResultStream, Session, SessionBuilder,
+    Storage, Task, TaskError, TaskErrorKind, TaskOptions, WaitFor, WaitSummary, context,
 };
 pub use redwood_macros::{main, remote};
 
@@ -101,19 +101,35 @@ pub mod __entry {
         crate::worker_entry();
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,redwood::worker=info"));
+        // Colour codes only where a person reads them: a terminal, and no `NO_COLOR`.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(ansi)
             .try_init();
     }
 
-    /// Runs the async main on a multi-threaded Tokio runtime.
+    /// Runs the async main on a multi-threaded Tokio runtime, then waits (at most 30 s) for
+    /// the records of finished jobs still being written, so none is lost when main returns.
     pub fn block_on<F: Future>(future: F) -> F::Output {
         match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(future),
+            Ok(rt) => {
+                let out = rt.block_on(future);
+                let limit = std::time::Duration::from_secs(30);
+                let left = rt.block_on(redwood_core::__private::flush_all_records(limit));
+                if left > 0 {
+                    tracing::warn!(
+                        left,
+                        "job records still being written after {limit:?} when main returned: they may be missing"
+                    );
+                }
+                out
+            }
             Err(e) => {
                 eprintln!("redwood: cannot start the Tokio runtime: {e}");
                 std::process::exit(70);

@@ -265,7 +265,7 @@ impl Pool {
                 self.queue.extend(tasks.into_iter().map(|t| Pending {
                     job: job.clone(),
                     task: t.index,
-                    attempt: 0,
+                    attempt: 1,
                     args: t.args,
                 }));
                 // New work gets fresh workers even after start-up failures.
@@ -446,7 +446,7 @@ impl Pool {
         };
         if let Outcome::Err(error) = &outcome {
             let options = &job.spec.options;
-            if error.is_retryable() && pending.attempt < options.retries {
+            if error.is_retryable() && pending.attempt <= options.retries {
                 let next = Pending {
                     attempt: pending.attempt + 1,
                     ..pending

@@ -14,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
+use redwood_core::raw::worker::parse_task_marker;
+
 use crate::protocol::{FromWorker, MAX_FRAME, decode_body};
 use crate::worker::{WORKER_ENV, WORKER_MODE};
 
@@ -216,27 +218,40 @@ async fn read_loop(
 /// without newlines) is forwarded in pieces of this size, never buffered whole.
 const MAX_LINE: usize = 16 * 1024;
 
-/// Forwards the worker's stderr lines to ours and keeps the tail.
+/// Forwards the worker's stderr lines to ours, each with the task that wrote it, and keeps the
+/// tail of what the current task wrote: the worker marks where each task starts
+/// ([`TASK_MARKER`](redwood_core::raw::worker::TASK_MARKER)), and a marker empties the tail, so a crashed task's error carries its own
+/// output only.
 async fn stderr_loop(id: u32, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<u8>>>) {
     let mut lines = BufReader::new(stderr);
     let mut line = Vec::with_capacity(256);
+    let mut task: Option<u64> = None;
     loop {
         line.clear();
         match read_piece(&mut lines, &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        {
-            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-            for &b in &line {
-                if t.len() == TAIL_BYTES {
-                    t.pop_front();
-                }
-                t.push_back(b);
-            }
-        }
         let text = String::from_utf8_lossy(&line);
-        tracing::info!(target: "redwood::worker", worker = id, "{}", text.trim_end());
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, index, _)) = parse_task_marker(&text) {
+            t.clear();
+            task = Some(index);
+            continue;
+        }
+        for &b in &line {
+            if t.len() == TAIL_BYTES {
+                t.pop_front();
+            }
+            t.push_back(b);
+        }
+        drop(t);
+        match task {
+            Some(task) => {
+                tracing::info!(target: "redwood::worker", worker = id, task, "{}", text.trim_end())
+            }
+            None => tracing::info!(target: "redwood::worker", worker = id, "{}", text.trim_end()),
+        }
     }
 }
 

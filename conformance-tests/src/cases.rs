@@ -395,6 +395,10 @@ async fn remote_err_is_a_task_error(ctx: Ctx) -> CaseResult {
 }
 
 async fn worker_crash_is_a_task_error(ctx: Ctx) -> CaseResult {
+    // Earlier tasks on the same workers write to stderr (a panic, a line): none of it may
+    // show in the crashed task's stderr tail.
+    let earlier = ctx.session.map(panics, 0..16u32).await?;
+    let _ = earlier.collect_outcomes().await;
     let err = ctx
         .session
         .call(abort_worker, 3)
@@ -412,6 +416,14 @@ async fn worker_crash_is_a_task_error(ctx: Ctx) -> CaseResult {
     check!(
         tail.contains("about to abort for input 3"),
         "stderr tail {tail:?}"
+    );
+    check!(
+        !tail.contains("conformance panic"),
+        "the stderr tail holds an earlier task's output: {tail:?}"
+    );
+    check!(
+        !tail.contains("redwood-task"),
+        "a task marker shows: {tail:?}"
     );
     check!(err.to_string().contains("crashed"), "display {err}");
 
@@ -478,7 +490,7 @@ async fn endless_timeouts_and_backoffs_mean_never(ctx: Ctx) -> CaseResult {
         .retries(1)
         .backoff(Duration::MAX)
         .max_backoff(Duration::MAX);
-    let job = ctx.session.map_with(flaky, vec![1u32], options).await?;
+    let job = ctx.session.map_with(flaky, vec![2u32], options).await?;
     let waited = job.wait_timeout(WaitFor::All, Duration::from_secs(3)).await;
     check!(waited.is_err(), "the retry ran before its endless backoff");
     job.cancel().await?;
@@ -496,11 +508,12 @@ async fn retry_then_succeed(ctx: Ctx) -> CaseResult {
         .backoff(Duration::from_millis(10));
     let job = ctx
         .session
-        .map_with(flaky, vec![2u32; 4], options.clone())
+        .map_with(flaky, vec![3u32; 4], options.clone())
         .await?;
     let stats_job = job.clone();
     let got = job.collect().await?;
-    check!(got == vec![2; 4], "succeeded on attempts {got:?}");
+    // Attempts count from 1: two failures, then attempt 3 succeeds.
+    check!(got == vec![3; 4], "succeeded on attempts {got:?}");
     check!(
         stats_job.stats().retries == 8,
         "retries {}",
@@ -518,7 +531,11 @@ async fn retry_then_succeed(ctx: Ctx) -> CaseResult {
         .err()
         .ok_or("expected failure")?;
     let te = err.task_error().ok_or("no task error")?;
-    check!(te.attempt == 1, "attempt {}", te.attempt);
+    check!(te.attempt == 2, "attempt {}", te.attempt);
+    check!(
+        err.to_string().contains("attempt 2)"),
+        "the text names another attempt than TaskError::attempt: {err}"
+    );
     Ok(())
 }
 

@@ -124,7 +124,7 @@ pub fn abort_worker(x: u32) -> u32 {
     std::process::abort()
 }
 
-/// Fails until attempt `succeed_on`, then returns the attempt number.
+/// Fails until attempt `succeed_on` (1 is the first), then returns the attempt number.
 #[redwood::remote]
 pub fn flaky(succeed_on: u32) -> Result<u32, String> {
     let attempt = redwood::context::attempt();
@@ -138,7 +138,7 @@ pub fn flaky(succeed_on: u32) -> Result<u32, String> {
 /// Aborts its worker on the first attempt, succeeds on a retry.
 #[redwood::remote]
 pub fn crash_once(x: u32) -> u32 {
-    if redwood::context::attempt() == 0 {
+    if redwood::context::attempt() == 1 {
         std::process::abort();
     }
     x + 1

@@ -581,7 +581,7 @@ async fn start_task_failure_is_a_clear_error(env: Env) -> TrialResult {
 /// job's storage URLs (or a retry's own).
 #[redwood::remote]
 fn slow_first_sum(table: Broadcast<Vec<u64>>, ms: u64) -> Result<u64, redwood::Error> {
-    if redwood::context::attempt() == 0 {
+    if redwood::context::attempt() == 1 {
         std::thread::sleep(Duration::from_millis(ms));
     }
     Ok(table.get()?.iter().sum())

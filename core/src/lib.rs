@@ -17,7 +17,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use storage::Storage;
 pub use types::blob::Blob;
 pub use types::broadcast::{Broadcast, ByteVector};
-pub use types::job::{Job, WaitFor, WaitSummary};
+pub use types::job::{Job, ResultStream, WaitFor, WaitSummary};
 pub use types::mpi::{MpiShape, MpiWorld};
 pub use types::options::TaskOptions;
 pub use types::remote::{IntoArgs, RemoteFn};
@@ -31,7 +31,8 @@ pub use types::task_error::{TaskError, TaskErrorKind};
 pub mod context {
     use crate::raw::worker::current_task;
 
-    /// The attempt of the running task (0 is the first; retries count up), or 0 outside a task.
+    /// The attempt of the running task: 1 is the first, 2 the first retry, and so on; 0 outside
+    /// a task. The same number as [`TaskError::attempt`](crate::TaskError::attempt).
     pub fn attempt() -> u32 {
         current_task().map(|t| t.attempt).unwrap_or(0)
     }
@@ -65,5 +66,6 @@ pub mod __private {
         InvokeError, Registration, decode_args, encode_fallible, encode_output,
     };
     pub use crate::types::remote::{Fallible, RemoteFn};
+    pub use crate::types::session::flush_all_records;
     pub use inventory;
 }

@@ -511,8 +511,8 @@ impl ComputeBackend for AzureBatchBackend {
             let mut bodies = Vec::with_capacity(request.tasks.len());
             let mut pending = HashMap::with_capacity(request.tasks.len());
             for (t, range) in request.tasks.iter().zip(ranges) {
-                bodies.push(template.task_body(&storage, t.index, 0, range, Some(&t.args))?);
-                pending.insert(t.index, (0u32, range));
+                bodies.push(template.task_body(&storage, t.index, 1, range, Some(&t.args))?);
+                pending.insert(t.index, (1u32, range));
             }
             self.add_job(&template).await?;
             self.state.lock().await.jobs.push(job.clone());
@@ -559,8 +559,8 @@ impl ComputeBackend for AzureBatchBackend {
                 let attempt = match latest.get(&t.index) {
                     Some(&a) => a,
                     None => {
-                        bodies.push(template.task_body(&request.storage, t.index, 0, range, Some(&t.args))?);
-                        0
+                        bodies.push(template.task_body(&request.storage, t.index, 1, range, Some(&t.args))?);
+                        1
                     }
                 };
                 pending.insert(t.index, (attempt, range));

@@ -281,7 +281,7 @@ impl Monitor {
         let options = &self.template.spec.options;
         if let Outcome::Err(e) = &outcome
             && e.is_retryable()
-            && c.attempt < options.retries
+            && c.attempt <= options.retries
         {
             let next = c.attempt + 1;
             if let Some(p) = self.pending.get_mut(&c.index) {
@@ -402,7 +402,8 @@ impl Monitor {
             item: Value::Null,
             mpi: false,
         };
-        let options_retries = self.template.spec.options.retries;
+        // The last attempt the options allow.
+        let options_retries = self.template.spec.options.retries.saturating_add(1);
         // No retry of a retry that could not be added.
         let mut outcome = lost(&job, index, attempt.max(options_retries), why);
         if let Outcome::Err(e) = &mut outcome {
@@ -467,7 +468,13 @@ impl Monitor {
             };
             let c = Completed {
                 index,
-                attempt: self.template.spec.options.retries.max(attempt),
+                attempt: self
+                    .template
+                    .spec
+                    .options
+                    .retries
+                    .saturating_add(1)
+                    .max(attempt),
                 item: Value::Null,
                 mpi: false,
             };
@@ -598,7 +605,8 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
                 &format!("/jobs/{job}/tasks/{id}/files/stderr.txt"),
                 20,
             )
-            .await;
+            .await
+            .map(|tail| redwood_core::raw::worker::since_last_task_marker(&tail).to_string());
     }
     Outcome::Err(e)
 }

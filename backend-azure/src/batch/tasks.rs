@@ -65,12 +65,12 @@ const WALL_CLOCK_GRACE: Duration = Duration::from_secs(120);
 /// Arguments up to this size travel in the task itself, saving the worker a read.
 const INLINE_ARGS: usize = 4096;
 
-/// The Batch task id of an attempt: `t<index>` first, then `t<index>-r<attempt>`.
+/// The Batch task id of an attempt (1 is the first): `t<index>` first, then
+/// `t<index>-r<retry>` (`-r1` is attempt 2).
 pub(crate) fn task_id(index: u64, attempt: u32) -> String {
-    if attempt == 0 {
-        format!("t{index}")
-    } else {
-        format!("t{index}-r{attempt}")
+    match attempt {
+        0 | 1 => format!("t{index}"),
+        _ => format!("t{index}-r{}", attempt - 1),
     }
 }
 
@@ -78,8 +78,8 @@ pub(crate) fn task_id(index: u64, attempt: u32) -> String {
 pub(crate) fn parse_task_id(id: &str) -> Option<(u64, u32)> {
     let rest = id.strip_prefix('t')?;
     match rest.split_once("-r") {
-        None => Some((rest.parse().ok()?, 0)),
-        Some((i, a)) => Some((i.parse().ok()?, a.parse().ok()?)),
+        None => Some((rest.parse().ok()?, 1)),
+        Some((i, r)) => Some((i.parse().ok()?, r.parse::<u32>().ok()?.checked_add(1)?)),
     }
 }
 
@@ -285,10 +285,11 @@ mod tests {
 
     #[test]
     fn task_ids_round_trip() {
-        assert_eq!(task_id(7, 0), "t7");
-        assert_eq!(task_id(7, 2), "t7-r2");
-        assert_eq!(parse_task_id("t7"), Some((7, 0)));
-        assert_eq!(parse_task_id("t7-r2"), Some((7, 2)));
+        assert_eq!(task_id(7, 1), "t7");
+        assert_eq!(task_id(7, 3), "t7-r2");
+        assert_eq!(parse_task_id("t7"), Some((7, 1)));
+        assert_eq!(parse_task_id("t7-r2"), Some((7, 3)));
+        assert_eq!(parse_task_id("t7-r4294967295"), None);
         assert_eq!(parse_task_id("x7"), None);
     }
 

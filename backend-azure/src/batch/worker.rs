@@ -38,7 +38,7 @@ pub struct TaskSpec {
     pub job: String,
     /// The task's index in its job.
     pub task: u64,
-    /// Which attempt this is (0 is the first).
+    /// Which attempt this is (1 is the first).
     pub attempt: u32,
     /// The remote function's id.
     pub function: String,

@@ -226,7 +226,7 @@ pub enum TaskEvent {
 pub struct Finished {
     /// The task's index.
     pub task: u64,
-    /// The attempt that finished (0 is the first).
+    /// The attempt that finished (1 is the first; 0 when the task never started).
     pub attempt: u32,
     /// The value or the error.
     pub outcome: Outcome,

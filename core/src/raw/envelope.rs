@@ -13,7 +13,7 @@ pub struct TaskEnvelope {
     pub job: String,
     /// The task's index in its job.
     pub task: u64,
-    /// Which attempt this is (0 is the first).
+    /// Which attempt this is (1 is the first).
     pub attempt: u32,
     /// The remote function's id.
     pub function: String,

@@ -13,7 +13,7 @@ use crate::storage::Storage;
 pub struct TaskRecord {
     /// The task index.
     pub task: u64,
-    /// The final attempt (0 is the first).
+    /// The final attempt (1 is the first; 0 when the task never started).
     pub attempt: u32,
     /// The worker that ran it, if known.
     pub worker: Option<u32>,

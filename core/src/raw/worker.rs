@@ -57,7 +57,7 @@ pub struct TaskContext {
     pub job: String,
     /// The task's index in its job.
     pub task: u64,
-    /// Which attempt this is (0 is the first).
+    /// Which attempt this is (1 is the first).
     pub attempt: u32,
     /// The remote function's id.
     pub function: String,
@@ -95,17 +95,59 @@ pub(crate) fn broadcast_cache() -> &'static Mutex<HashMap<String, Arc<dyn Any + 
     CACHE.get_or_init(Default::default)
 }
 
-thread_local! {
-    static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+/// What the panic hook saw of a panic inside a task: message, location, backtrace.
+struct PanicReport {
+    message: String,
+    location: Option<String>,
+    backtrace: Option<String>,
 }
 
-/// Installs the panic hook that records a panic's message and location for the task error,
-/// keeping the previous hook (so the message still reaches stderr).
+thread_local! {
+    static LAST_PANIC: RefCell<Option<PanicReport>> = const { RefCell::new(None) };
+}
+
+/// The marker a worker writes on its stderr, on a line of its own, when it starts a task:
+/// `MARK job task attempt`. A client reading the worker's stderr keeps only the lines after the
+/// last marker as a crashed task's stderr tail, and does not show the marker itself.
+pub const TASK_MARKER: &str = "\u{1e}redwood-task";
+
+/// The task a [`TASK_MARKER`] line announces: `(job, task, attempt)`, or `None` for another line.
+pub fn parse_task_marker(line: &str) -> Option<(&str, u64, u32)> {
+    let rest = line
+        .trim_end()
+        .strip_prefix(TASK_MARKER)?
+        .strip_prefix(' ')?;
+    let mut parts = rest.split(' ');
+    let job = parts.next()?;
+    let task = parts.next()?.parse().ok()?;
+    let attempt = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((job, task, attempt))
+}
+
+/// What a worker wrote on stderr since it started its last task (the text after the last
+/// [`TASK_MARKER`] line); all of `text` when it has no marker.
+pub fn since_last_task_marker(text: &str) -> &str {
+    match text.rfind(TASK_MARKER) {
+        Some(at) => {
+            let after = &text[at..];
+            after.find('\n').map_or("", |nl| &after[nl + 1..])
+        }
+        None => text,
+    }
+}
+
+/// Installs the panic hook that records a panic's message, location and backtrace for the
+/// task error. A panic inside a task writes one line to stderr (the backtrace goes to the task
+/// error only); a panic elsewhere goes to the previous hook as usual.
 pub fn install_panic_hook() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
+            if current_task().is_none() {
+                previous(info);
+                return;
+            }
             let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
                 (*s).to_string()
             } else if let Some(s) = info.payload().downcast_ref::<String>() {
@@ -116,8 +158,20 @@ pub fn install_panic_hook() {
             let location = info
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
-            previous(info);
+            let trace = std::backtrace::Backtrace::capture();
+            let backtrace = (trace.status() == std::backtrace::BacktraceStatus::Captured)
+                .then(|| trace.to_string());
+            eprintln!(
+                "panicked at {}: {message}",
+                location.as_deref().unwrap_or("an unknown location")
+            );
+            LAST_PANIC.with(|p| {
+                *p.borrow_mut() = Some(PanicReport {
+                    message,
+                    location,
+                    backtrace,
+                })
+            });
         }));
     });
 }
@@ -166,6 +220,11 @@ pub fn execute(envelope: &TaskEnvelope, own_binary: &str) -> Outcome {
             None,
         );
     }
+    // The boundary between this task's stderr and the previous one's (see TASK_MARKER).
+    eprintln!(
+        "{TASK_MARKER} {} {} {}",
+        envelope.job, envelope.task, envelope.attempt
+    );
     set_current(Some(TaskContext {
         job: envelope.job.clone(),
         task: envelope.task,
@@ -174,28 +233,58 @@ pub fn execute(envelope: &TaskEnvelope, own_binary: &str) -> Outcome {
     }));
     LAST_PANIC.with(|p| p.borrow_mut().take());
     let result = panic::catch_unwind(AssertUnwindSafe(|| (registration.invoke)(&envelope.args)));
+    // What the task printed without a newline reaches stderr before the next task's marker.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     set_current(None);
     match result {
         Ok(Ok(bytes)) => Outcome::Ok(bytes),
         Ok(Err(InvokeError::User(message))) => fail(TaskErrorKind::Error, message, None),
         Ok(Err(InvokeError::Codec(message))) => fail(TaskErrorKind::Decode, message, None),
         Err(payload) => {
-            let (message, location) =
-                LAST_PANIC
-                    .with(|p| p.borrow_mut().take())
-                    .unwrap_or_else(|| {
-                        let msg = payload
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| payload.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "panic".to_string());
-                        (msg, None)
-                    });
-            fail(TaskErrorKind::Panic, message, location)
+            let report = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| PanicReport {
+                    message: payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".to_string()),
+                    location: None,
+                    backtrace: None,
+                });
+            let mut outcome = fail(TaskErrorKind::Panic, report.message, report.location);
+            if let Outcome::Err(e) = &mut outcome {
+                e.backtrace = report.backtrace;
+            }
+            outcome
         }
     }
 }
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_markers_split_a_workers_stderr() {
+        let line = format!("{TASK_MARKER} job-1 7 2");
+        assert_eq!(parse_task_marker(&line), Some(("job-1", 7, 2)));
+        assert_eq!(
+            parse_task_marker(&format!("{line}\n")),
+            Some(("job-1", 7, 2))
+        );
+        assert_eq!(parse_task_marker("redwood-task job-1 7 2"), None);
+        assert_eq!(parse_task_marker(&format!("{line} extra")), None);
+        let text = format!("{TASK_MARKER} j 0 1\nfirst task\n{TASK_MARKER} j 1 1\nsecond\n");
+        assert_eq!(since_last_task_marker(&text), "second\n");
+        assert_eq!(since_last_task_marker("no marker\n"), "no marker\n");
+        assert_eq!(
+            since_last_task_marker(&format!("x\n{TASK_MARKER} j 1 1")),
+            ""
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -17,6 +17,7 @@ use crate::raw::events::write_events;
 use crate::raw::manifest::JobManifest;
 use crate::raw::pack::read_pack;
 use crate::types::lease::Lease;
+use crate::types::pending;
 use crate::types::progress::Progress;
 use crate::types::result_ref::{ResultLocation, ResultRef};
 use crate::types::session::Session;
@@ -45,8 +46,14 @@ pub struct WaitSummary {
     pub failed: u64,
 }
 
+/// The results of a job as its tasks finish, from [`Job::results`]: `(task index, result)` in
+/// completion order. A boxed stream, so it is `Unpin`: call `.next().await` on it directly.
+pub type ResultStream<T> = futures::stream::BoxStream<'static, (u64, Result<T>)>;
+
 /// The tasks of one `map` (or one `call`). Results stream as tasks finish
 /// ([`Job::results`]), or come in task order ([`Job::collect`]), or fold ([`Job::reduce`]).
+/// Every method takes `&self`: the job's [`Job::stats`] stay available after a `collect`, and a
+/// `Job` is cheap to clone (clones share one state).
 /// Dropping a `Job` does not cancel it; its results stay in storage for [`Job::attach`].
 pub struct Job<T> {
     shared: Arc<JobShared>,
@@ -103,6 +110,16 @@ impl JobShared {
 
     fn total(&self) -> u64 {
         self.spec.task_count
+    }
+
+    /// A test of whether every task of the job has finished.
+    fn finished_probe(self: &Arc<Self>) -> impl Fn() -> bool + Send + Sync + 'static {
+        let shared = Arc::downgrade(self);
+        move || {
+            shared
+                .upgrade()
+                .is_none_or(|s| s.state().finished >= s.total())
+        }
     }
 
     fn apply(&self, event: TaskEvent) {
@@ -258,6 +275,8 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         for finished in known {
             shared.apply(TaskEvent::Finished(Box::new(finished)));
         }
+        // Registered now, so a flush right after the last task finished waits for the record.
+        let pending = pending::register(shared.session.id(), shared.finished_probe());
         let driver = shared.clone();
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
@@ -282,6 +301,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             }
             driver.state().recorded = true;
             driver.changed.send_modify(|v| *v += 1);
+            drop(pending);
         });
         Job {
             shared,
@@ -418,11 +438,13 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         &self.shared.spec
     }
 
-    /// The results as tasks finish (completion order): `(task index, result)`.
-    pub fn results(&self) -> impl Stream<Item = (u64, Result<T>)> + Send + 'static {
+    /// The results as tasks finish (completion order): `(task index, result)`; a failed task
+    /// is an `Err` item and the stream goes on. The stream starts from the first finished task
+    /// each time it is called, and ends after the last task.
+    pub fn results(&self) -> ResultStream<T> {
         let shared = self.shared.clone();
         let rx = shared.changed.subscribe();
-        futures::stream::unfold(
+        Box::pin(futures::stream::unfold(
             (shared, 0usize, rx),
             |(shared, cursor, mut rx)| async move {
                 loop {
@@ -450,11 +472,11 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                     }
                 }
             },
-        )
+        ))
     }
 
     /// Every result in task order; the first failed task (lowest index) is the error.
-    pub async fn collect(self) -> Result<Vec<T>> {
+    pub async fn collect(&self) -> Result<Vec<T>> {
         self.shared.wait_until(self.shared.total(), "collect").await;
         (0..self.shared.total())
             .map(|i| self.shared.decode(i))
@@ -462,7 +484,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     }
 
     /// Every result in task order, each its own `Result`.
-    pub async fn collect_outcomes(self) -> Vec<Result<T>> {
+    pub async fn collect_outcomes(&self) -> Vec<Result<T>> {
         self.shared.wait_until(self.shared.total(), "collect").await;
         (0..self.shared.total())
             .map(|i| self.shared.decode(i))
@@ -470,7 +492,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     }
 
     /// Folds the results as they finish; the first failed task stops the fold with its error.
-    pub async fn reduce<A>(self, init: A, mut op: impl FnMut(A, T) -> A) -> Result<A> {
+    pub async fn reduce<A>(&self, init: A, mut op: impl FnMut(A, T) -> A) -> Result<A> {
         let mut progress = Progress::new(
             self.shared.session.progress_enabled(),
             self.len(),
@@ -478,7 +500,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             "reduce",
         );
         let mut acc = init;
-        let mut results = std::pin::pin!(self.results());
+        let mut results = self.results();
         let mut seen = 0;
         while let Some((_, value)) = results.next().await {
             acc = op(acc, value?);
@@ -606,6 +628,11 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 ))
             })
             .collect()
+    }
+
+    /// A test of whether every task of the job has finished.
+    pub(crate) fn finished_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        self.shared.finished_probe()
     }
 
     /// Waits until every task finished, without the events record.

@@ -6,6 +6,7 @@ pub mod job;
 pub(crate) mod lease;
 pub mod mpi;
 pub mod options;
+pub(crate) mod pending;
 pub(crate) mod progress;
 pub mod remote;
 pub mod result_ref;

@@ -87,9 +87,10 @@ impl TaskOptions {
         self
     }
 
-    /// The wait before attempt `attempt` (1 is the first retry).
+    /// The wait before `attempt` (2 is the first retry, which waits `backoff`; each later one
+    /// waits twice as long as the one before, up to `max_backoff`).
     pub fn backoff_for(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(2));
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
@@ -123,10 +124,10 @@ mod tests {
         let o = TaskOptions::new()
             .backoff(Duration::from_millis(10))
             .max_backoff(Duration::from_millis(50));
-        assert_eq!(o.backoff_for(1), Duration::from_millis(10));
-        assert_eq!(o.backoff_for(2), Duration::from_millis(20));
-        assert_eq!(o.backoff_for(3), Duration::from_millis(40));
-        assert_eq!(o.backoff_for(4), Duration::from_millis(50));
+        assert_eq!(o.backoff_for(2), Duration::from_millis(10));
+        assert_eq!(o.backoff_for(3), Duration::from_millis(20));
+        assert_eq!(o.backoff_for(4), Duration::from_millis(40));
+        assert_eq!(o.backoff_for(5), Duration::from_millis(50));
         assert_eq!(o.backoff_for(40), Duration::from_millis(50));
     }
 }

@@ -23,6 +23,7 @@ use crate::types::broadcast::Broadcast;
 use crate::types::job::Job;
 use crate::types::lease::Lease;
 use crate::types::options::TaskOptions;
+use crate::types::pending;
 use crate::types::remote::{IntoArgs, RemoteFn};
 use crate::types::result_ref::{ResultRef, decode_stored_result};
 use crate::types::task::Task;
@@ -53,6 +54,15 @@ struct Made {
 /// How many single-call job records may be stored in the background at once; past that,
 /// `call` waits, so a loop of calls cannot pile up unbounded work.
 const BACKGROUND_WRITES: usize = 64;
+
+/// How long [`Session::close`] waits for record writes.
+const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (at most `limit`) until the records of every session's finished jobs are stored; what
+/// `#[redwood::main]` does when the program's main returns. Returns how many were left.
+pub async fn flush_all_records(limit: std::time::Duration) -> usize {
+    pending::wait_written(None, limit).await
+}
 
 /// Broadcast values larger than this are encoded and uploaded in parts (see `broadcast`).
 const STREAM_BROADCAST_ABOVE: u64 = 32 << 20;
@@ -110,6 +120,32 @@ impl Session {
 
     pub(crate) fn progress_enabled(&self) -> bool {
         self.inner.progress
+    }
+
+    /// This session's identity among the sessions of the process (shared by its clones).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// Waits until the records of this session's finished jobs are stored: each `call` stores
+    /// its job record, and each job its events record, in the background once it ends. A
+    /// program that returns from `#[tokio::main]` right after its last result would lose
+    /// them (the runtime drops background work), so it ends with `rw.close().await`;
+    /// `#[redwood::main]` does this for every session on its own. Deletes nothing and keeps
+    /// the session usable; jobs still running are not waited for. A `Timeout` error when
+    /// records are still being written after 30 s.
+    pub async fn close(&self) -> Result<()> {
+        match pending::wait_written(Some(self.id()), CLOSE_LIMIT).await {
+            0 => Ok(()),
+            left => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{left} job record(s) were still being written after {CLOSE_LIMIT:?};                      they may be missing from {}",
+                    self.inner.storage.url()
+                ),
+            )
+            .with_operation("Session::close")),
+        }
     }
 
     /// Runs `f(args)` as one remote task. The returned [`Task`] is a future of the result; the
@@ -265,13 +301,14 @@ impl Session {
                 lease,
             );
             if let Some((permit, tasks)) = deferred_record {
+                let pending = pending::register(self.id(), job.finished_probe());
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
                 tokio::spawn(async move {
                     job.wait_finished().await;
                     if let Err(e) = session.write_job(&spec, &tasks).await {
                         tracing::warn!(job = %spec.id, error = %e, "could not store the job record");
                     }
-                    drop(permit);
+                    drop((permit, pending));
                 });
             }
             Ok(job)

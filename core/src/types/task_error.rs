@@ -52,7 +52,8 @@ pub struct TaskError {
     pub job: String,
     /// The task's index in its job.
     pub task: u64,
-    /// The attempt that failed (0 is the first).
+    /// The attempt that failed: 1 is the first, 2 the first retry; 0 when the task never started
+    /// (cancelled while queued, or lost before the backend ran it).
     pub attempt: u32,
     /// The panic message, the `Err` text, or what the backend saw.
     pub message: String,
@@ -62,8 +63,12 @@ pub struct TaskError {
     pub exit_code: Option<i32>,
     /// The signal that killed the worker, when one did.
     pub signal: Option<i32>,
-    /// The last lines the worker wrote to stderr.
+    /// The last lines the worker wrote to stderr while running this task (a crashed worker's
+    /// earlier tasks are not in it).
     pub stderr_tail: Option<String>,
+    /// A panic's backtrace, when the worker ran with `RUST_BACKTRACE` set. It is kept here and
+    /// not written to the worker's stderr, so the client's log shows each panic in one line.
+    pub backtrace: Option<String>,
 }
 
 impl TaskError {
@@ -80,6 +85,7 @@ impl TaskError {
             exit_code: None,
             signal: None,
             stderr_tail: None,
+            backtrace: None,
         }
     }
 
@@ -109,13 +115,13 @@ impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "task {} of job {} ({}, attempt {}) {}",
-            self.task,
-            self.job,
-            self.function,
-            self.attempt + 1,
-            self.kind
+            "task {} of job {} ({}",
+            self.task, self.job, self.function
         )?;
+        if self.attempt > 0 {
+            write!(f, ", attempt {}", self.attempt)?;
+        }
+        write!(f, ") {}", self.kind)?;
         if let Some(loc) = &self.location {
             write!(f, " at {loc}")?;
         }
@@ -125,6 +131,9 @@ impl fmt::Display for TaskError {
         }
         if let Some(sig) = self.signal {
             write!(f, " (signal {sig})")?;
+        }
+        if let Some(trace) = self.backtrace.as_deref().filter(|t| !t.trim().is_empty()) {
+            write!(f, "\n--- backtrace ---\n{}", trace.trim_end())?;
         }
         if let Some(tail) = self.stderr_tail.as_deref().filter(|t| !t.trim().is_empty()) {
             write!(f, "\n--- worker stderr (tail) ---\n{}", tail.trim_end())?;
