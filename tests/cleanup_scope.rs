@@ -59,3 +59,30 @@ async fn cleanup_deletes_only_this_sessions_jobs_and_cleanup_all_everything() {
     assert!(storage.list(&layout.jobs()).await.unwrap().is_empty());
     assert!(storage.list(&layout.broadcasts()).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn cleanup_leaves_no_empty_folders_on_a_file_store() {
+    let folder = std::env::temp_dir().join(format!("redwood-cleanup-{}", std::process::id()));
+    let rw = session(&format!("file://{}", folder.display()));
+    let kept = rw.upload("kept.txt", b"stays".to_vec()).await.unwrap();
+    let job = rw.map(square, Vec::<u64>::new()).await.unwrap();
+    rw.broadcast(&vec![7u64; 10]).await.unwrap();
+    assert!(folder.join("jobs").join(job.id()).is_dir());
+    rw.cleanup().await.unwrap();
+    let mut left = Vec::new();
+    let mut stack = vec![folder.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                left.push(path);
+            }
+        }
+    }
+    assert_eq!(left, vec![folder.join(kept.key())], "files left after cleanup");
+    assert!(!folder.join("jobs").exists(), "an empty jobs folder is left");
+    assert!(!folder.join("bcast").exists(), "an empty bcast folder is left");
+    std::fs::remove_dir_all(&folder).unwrap();
+}

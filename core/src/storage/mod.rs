@@ -175,13 +175,16 @@ impl Storage {
                     folder.display()
                 ))
             })?;
-            let fs =
-                object_store::local::LocalFileSystem::new_with_prefix(&folder).map_err(|e| {
+            // A delete also removes the folders it leaves empty (a job's folders, after
+            // `cleanup`), up to the storage folder itself.
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&folder)
+                .map_err(|e| {
                     bad(format!(
                         "cannot open storage folder {}: {e}",
                         folder.display()
                     ))
-                })?;
+                })?
+                .with_automatic_cleanup(true);
             Ok(Storage {
                 store: Arc::new(fs),
                 url: url.to_string(),
