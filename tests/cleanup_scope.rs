@@ -81,8 +81,18 @@ async fn cleanup_leaves_no_empty_folders_on_a_file_store() {
             }
         }
     }
-    assert_eq!(left, vec![folder.join(kept.key())], "files left after cleanup");
-    assert!(!folder.join("jobs").exists(), "an empty jobs folder is left");
-    assert!(!folder.join("bcast").exists(), "an empty bcast folder is left");
+    assert_eq!(
+        left,
+        vec![folder.join(kept.key())],
+        "files left after cleanup"
+    );
+    assert!(
+        !folder.join("jobs").exists(),
+        "an empty jobs folder is left"
+    );
+    assert!(
+        !folder.join("bcast").exists(),
+        "an empty bcast folder is left"
+    );
     std::fs::remove_dir_all(&folder).unwrap();
 }

@@ -19,4 +19,25 @@ fn a_missing_or_folder_config_file_is_named() {
         );
         assert!(text.contains(why), "{text}");
     }
+
+    // A value of the wrong type from the environment names the variable, in words.
+    let file = dir.join(format!("redwood-config-{}.toml", std::process::id()));
+    std::fs::write(&file, "[default]\nprogress = false\n").unwrap();
+    // SAFETY: as above.
+    unsafe {
+        std::env::set_var("REDWOOD_CONFIG", &file);
+        std::env::set_var("REDWOOD_WORKERS", "abc");
+    }
+    let err = Session::from_config().expect_err("REDWOOD_WORKERS=abc");
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+    assert!(
+        text.contains("`workers` must be a whole number")
+            && text.contains("\"abc\"")
+            && text.contains("REDWOOD_WORKERS"),
+        "{text}"
+    );
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("REDWOOD_WORKERS") };
+    std::fs::remove_file(&file).unwrap();
 }

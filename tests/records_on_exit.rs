@@ -96,7 +96,10 @@ fn check_records(store: &Path, role: &str, run: usize) {
         );
         let manifest = std::fs::read_to_string(job.join("job.json")).expect("job.json");
         if manifest.contains("\"task_count\": 3") {
-            assert!(has("events"), "{role} run {run}: the map has no events record");
+            assert!(
+                has("events"),
+                "{role} run {run}: the map has no events record"
+            );
         }
         seen += 1;
     }

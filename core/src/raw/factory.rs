@@ -31,7 +31,11 @@ pub fn backend_names() -> Vec<&'static str> {
     names
 }
 
-/// Builds the backend the configuration names; an unknown name lists the known ones.
+/// Every backend Redwood has, and the feature of the `redwood` crate that links it in.
+const BACKEND_FEATURES: &[(&str, &str)] = &[("local", "local"), ("azure-batch", "azure")];
+
+/// Builds the backend the configuration names; an unknown name lists the known ones, and a
+/// backend this build lacks names the feature that adds it.
 pub fn build_backend(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
     let name = config.config.backend.as_str();
     match inventory::iter::<BackendFactory>
@@ -39,6 +43,15 @@ pub fn build_backend(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
         .find(|f| f.name == name)
     {
         Some(factory) => (factory.build)(config),
+        None if let Some((_, feature)) = BACKEND_FEATURES.iter().find(|(n, _)| *n == name) => {
+            Err(config.error(
+                "backend",
+                name,
+                format!(
+                    "backend `{name}` is not in this build: enable the `{feature}` feature of                      the `redwood` crate (`cargo run --features {feature}`, or                      `redwood = {{ version = \"…\", features = [\"{feature}\"] }}` in Cargo.toml)"
+                ),
+            ))
+        }
         None => {
             let known = backend_names();
             let known = if known.is_empty() {
@@ -52,5 +65,31 @@ pub fn build_backend(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
                 format!("unknown backend `{name}` (this build knows: {known})"),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, LoadedConfig};
+
+    fn error_for(backend: &str) -> String {
+        let config = LoadedConfig::from_config(Config {
+            backend: backend.into(),
+            ..Config::default()
+        });
+        match build_backend(&config) {
+            Ok(_) => panic!("backend `{backend}` was built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_backend_missing_from_the_build_names_its_feature() {
+        // redwood-core alone links no backend.
+        let text = error_for("azure-batch");
+        assert!(text.contains("enable the `azure` feature"), "{text}");
+        let text = error_for("lokal");
+        assert!(text.contains("unknown backend `lokal`"), "{text}");
     }
 }

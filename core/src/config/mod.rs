@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod file_check;
+use file_check::config_error;
+
 /// The environment variable that selects the profile.
 pub const PROFILE_ENV: &str = "REDWOOD_PROFILE";
 /// The environment variable that names the config file (default: `Redwood.toml`, searched in
@@ -287,6 +290,11 @@ impl LoadedConfig {
         let mut file_shown = String::from("(no file)");
         if let Some(file) = &file {
             file_shown = file.display().to_string();
+            if let Ok(text) = std::fs::read_to_string(file) {
+                for warning in file_check::check(file, &text, profile)? {
+                    tracing::warn!("{warning}");
+                }
+            }
             figment = figment.merge(Toml::file(file).nested());
         }
         if env {
@@ -350,14 +358,6 @@ impl LoadedConfig {
             .with_context("value", format!("`{value}`"))
             .with_context("from", self.origin(key))
     }
-}
-
-fn config_error(err: figment::Error) -> Error {
-    let mut messages = Vec::new();
-    for e in err {
-        messages.push(e.to_string());
-    }
-    Error::new(ErrorKind::Config, messages.join("; "))
 }
 
 #[cfg(test)]
