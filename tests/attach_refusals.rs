@@ -21,7 +21,7 @@ async fn session_with_job(name: &str, claimed_tasks: u64, stored_tasks: u64) -> 
         task_count: claimed_tasks,
         options: TaskOptions::default(),
     };
-    let manifest = JobManifest::new(&spec, "local", "memory://");
+    let manifest = JobManifest::new(&spec, "local", "memory://").with_result_type("u64");
     let layout = storage.layout();
     storage
         .put(&layout.manifest("job-1"), manifest.to_json().unwrap())
@@ -90,4 +90,22 @@ async fn a_job_of_another_binary_is_not_rerun_without_opting_in() {
         rw.storage().list(&leases).await.unwrap().is_empty(),
         "a lease was taken"
     );
+}
+
+#[tokio::test]
+async fn attaching_as_another_result_type_is_refused_before_anything_runs() {
+    let rw = session_with_job("wrong-type", 3, 3).await;
+    let err = Job::<String>::attach(&rw, "job-1")
+        .await
+        .expect_err("the job returns u64");
+    assert_eq!(err.kind(), ErrorKind::Mismatch, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("returns `u64`, not `alloc::string::String`"),
+        "{text}"
+    );
+    // Nothing ran: no lease was taken, no result stored.
+    let storage = rw.storage().clone();
+    let keys = storage.list(&storage.layout().job("job-1")).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
 }

@@ -22,6 +22,10 @@ pub struct JobManifest {
     pub storage: String,
     /// When it was submitted, in milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
+    /// The Rust type of the tasks' results (`std::any::type_name`), so `attach` as another type
+    /// is refused before anything runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_type: Option<String>,
 }
 
 impl JobManifest {
@@ -37,6 +41,29 @@ impl JobManifest {
             backend: backend.to_string(),
             storage: storage.to_string(),
             created_unix_ms,
+            result_type: None,
+        }
+    }
+
+    /// Records the Rust type of the tasks' results.
+    pub fn with_result_type(mut self, name: &str) -> Self {
+        self.result_type = Some(name.to_string());
+        self
+    }
+
+    /// Refuses to read the job's results as `T` when the job records another result type.
+    pub fn check_result_type<T>(&self) -> Result<()> {
+        let wanted = std::any::type_name::<T>();
+        match &self.result_type {
+            Some(stored) if stored != wanted => Err(Error::new(
+                ErrorKind::Mismatch,
+                format!(
+                    "job `{}` ({}) returns `{stored}`, not `{wanted}`: attach with \
+                     `Job::<{stored}>::attach`",
+                    self.spec.id, self.spec.function
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

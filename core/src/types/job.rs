@@ -337,6 +337,9 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             }
         })?;
         let manifest = JobManifest::from_json(&manifest_bytes)?;
+        manifest
+            .check_result_type::<T>()
+            .map_err(|e| e.with_operation("Job::attach"))?;
         session.remember_job(job_id);
         // The input holds every task's arguments: its entry count checks the manifest's count.
         let input = storage.get(&layout.input(job_id)).await?;

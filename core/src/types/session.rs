@@ -271,7 +271,7 @@ impl Session {
             // does not run its tasks a second time.
             let (deferred_record, lease) = match durability {
                 Durability::Attachable => {
-                    self.write_job(&spec, &tasks).await?;
+                    self.write_job::<Out>(&spec, &tasks).await?;
                     let lease = Lease::take_new(&self.inner.storage, &spec.id).await?;
                     (None, Some(lease))
                 }
@@ -305,7 +305,7 @@ impl Session {
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
                 tokio::spawn(async move {
                     job.wait_finished().await;
-                    if let Err(e) = session.write_job(&spec, &tasks).await {
+                    if let Err(e) = session.write_job::<Out>(&spec, &tasks).await {
                         tracing::warn!(job = %spec.id, error = %e, "could not store the job record");
                     }
                     drop((permit, pending));
@@ -327,11 +327,12 @@ impl Session {
             .map_err(|_| Error::new(ErrorKind::Unexpected, "the session is closed"))
     }
 
-    /// Stores the manifest and the packed inputs of a job, concurrently.
-    async fn write_job(&self, spec: &JobSpec, tasks: &[TaskInput]) -> Result<()> {
+    /// Stores the manifest and the packed inputs of a job whose results are `Out`, concurrently.
+    async fn write_job<Out>(&self, spec: &JobSpec, tasks: &[TaskInput]) -> Result<()> {
         let storage = &self.inner.storage;
         let layout = storage.layout();
-        let manifest = JobManifest::new(spec, self.inner.backend.name(), storage.url());
+        let manifest = JobManifest::new(spec, self.inner.backend.name(), storage.url())
+            .with_result_type(std::any::type_name::<Out>());
         let mut pack = PackWriter::new();
         for t in tasks {
             pack.push(t.index, &t.args);
