@@ -13,10 +13,21 @@
 //!     x * x
 //! }
 //!
+//! /// Associated functions (no `self`) can be remote too: `Geometry::cube` is the handle.
+//! struct Geometry;
+//!
+//! impl Geometry {
+//!     #[redwood::remote]
+//!     fn cube(side: u64) -> u64 {
+//!         side * side * side
+//!     }
+//! }
+//!
 //! #[redwood::main]
 //! async fn main() -> redwood::Result<()> {
 //!     let rw = Session::builder().storage_url("memory://doc").workers(2).build()?;
 //!     assert_eq!(rw.call(square, 7).await?, 49);
+//!     assert_eq!(rw.call(Geometry::cube, 3).await?, 27);
 //!     let squares = rw.map(square, 0..10u64).await?.collect().await?;
 //!     assert_eq!(squares[9], 81);
 //!     Ok(())

@@ -45,19 +45,41 @@ impl Registration {
 
 inventory::collect!(Registration);
 
-fn table() -> &'static HashMap<&'static str, &'static Registration> {
-    static TABLE: OnceLock<HashMap<&'static str, &'static Registration>> = OnceLock::new();
+/// Every id registered, with its registrations (more than one when two remote functions of a
+/// module share a name, e.g. associated functions of two types).
+fn table() -> &'static HashMap<&'static str, Vec<&'static Registration>> {
+    static TABLE: OnceLock<HashMap<&'static str, Vec<&'static Registration>>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        inventory::iter::<Registration>
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect()
+        let mut table: HashMap<&'static str, Vec<&'static Registration>> = HashMap::new();
+        for r in inventory::iter::<Registration> {
+            table.entry(r.id).or_default().push(r);
+        }
+        table
     })
 }
 
-/// The registration of a function id, if this binary has it.
+/// The registration of a function id, if this binary has exactly one.
 pub fn lookup(id: &str) -> Option<&'static Registration> {
-    table().get(id).copied()
+    match table().get(id).map(Vec::as_slice) {
+        Some([one]) => Some(*one),
+        _ => None,
+    }
+}
+
+/// Refuses a function id that two remote functions of this binary share (the worker could not
+/// tell which to run).
+pub fn check_unique(id: &str) -> crate::error::Result<()> {
+    match table().get(id) {
+        Some(all) if all.len() > 1 => Err(crate::error::Error::new(
+            crate::error::ErrorKind::InvalidInput,
+            format!(
+                "{} remote functions are named `{id}` (a remote function's id is its module path \
+                 and name, also inside an `impl`): rename one of them",
+                all.len()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The ids of every remote function in this binary, sorted.

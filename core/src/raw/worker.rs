@@ -200,6 +200,9 @@ pub fn execute(envelope: &TaskEnvelope, own_binary: &str) -> Outcome {
             None,
         );
     }
+    if let Err(e) = registry::check_unique(&envelope.function) {
+        return fail(TaskErrorKind::Refused, e.message().to_string(), None);
+    }
     let Some(registration) = registry::lookup(&envelope.function) else {
         return fail(
             TaskErrorKind::Refused,

@@ -242,6 +242,7 @@ impl Session {
     where
         Out: DeserializeOwned + Send + 'static,
     {
+        crate::raw::registry::check_unique(function)?;
         let spec = Arc::new(JobSpec {
             id: new_job_id(function),
             function: function.to_string(),

@@ -1,0 +1,6 @@
+#[redwood::remote]
+fn name() -> &'static str {
+    "redwood"
+}
+
+fn main() {}

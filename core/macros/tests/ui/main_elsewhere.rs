@@ -1,0 +1,4 @@
+#[redwood::main]
+fn start() {}
+
+fn main() {}

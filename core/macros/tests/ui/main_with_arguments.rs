@@ -1,0 +1,4 @@
+#[redwood::main]
+fn main(args: Vec<String>) {
+    let _ = args;
+}

@@ -1,0 +1,6 @@
+#[redwood::remote]
+fn shout(text: &str) -> String {
+    text.to_uppercase()
+}
+
+fn main() {}
