@@ -31,7 +31,7 @@ pub(crate) fn check(file: &Path, text: &str, selected: &str) -> Result<Vec<Strin
             let fix = if name == "regions" {
                 "write `[[default.regions]]`".to_string()
             } else {
-                format!("put it under `[default]` (or another profile's section)")
+                "put it under `[default]` (or another profile's section)".to_string()
             };
             return Err(Error::new(
                 ErrorKind::Config,
