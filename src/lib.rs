@@ -71,12 +71,14 @@ pub mod azure {
     };
 }
 
-/// Everything a program usually needs: `use redwood::prelude::*;`.
+/// Everything a program usually needs: `use redwood::prelude::*;` (also `StreamExt`, for
+/// `job.results().next().await`).
 pub mod prelude {
     pub use crate::{
         Blob, Broadcast, ErrorKind, Job, ResultRef, Session, Task, TaskErrorKind, TaskOptions,
         WaitFor, WaitSummary, context,
     };
+    pub use futures::StreamExt;
 }
 
 #[doc(hidden)]

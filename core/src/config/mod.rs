@@ -249,6 +249,22 @@ impl Default for Config {
     }
 }
 
+/// What is suspicious in the config file `file` for `profile` (misspelt sections, keys written
+/// as sections, unknown keys in other profiles), in words; loading logs these as warnings.
+/// An error for what loading refuses (a key outside any profile, a file that cannot be read).
+pub fn file_warnings(file: &std::path::Path, profile: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "cannot read the configuration file `{}`: {e}",
+                file.display()
+            ),
+        )
+    })?;
+    file_check::check(file, &text, profile)
+}
+
 /// A loaded configuration and the record of where each value came from.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
