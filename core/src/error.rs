@@ -68,6 +68,8 @@ pub struct Error {
     operation: &'static str,
     context: Vec<(&'static str, String)>,
     retryable: bool,
+    /// The error code a remote service answered with (`JobExists`, `ServerBusy`, …).
+    service_code: Option<String>,
     /// The store's client retried this request already (see [`Error::storage`]).
     transport_retried: bool,
     task: Option<Box<TaskError>>,
@@ -83,10 +85,23 @@ impl Error {
             operation: "",
             context: Vec::new(),
             retryable: false,
+            service_code: None,
             transport_retried: false,
             task: None,
             source: None,
         }
+    }
+
+    /// Records the error code a remote service answered with, so callers branch on it as data
+    /// rather than on the message text.
+    pub fn with_service_code(mut self, code: impl Into<String>) -> Self {
+        self.service_code = Some(code.into());
+        self
+    }
+
+    /// The error code the remote service answered with, when one did (`JobExists`, say).
+    pub fn service_code(&self) -> Option<&str> {
+        self.service_code.as_deref()
     }
 
     /// The error for a failed remote task.

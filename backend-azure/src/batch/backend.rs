@@ -401,7 +401,7 @@ impl AzureBatchBackend {
         }
         match self.client.post("add_job", "/jobs", &body).await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("JobExists") => Ok(()),
+            Err(e) if e.service_code() == Some("JobExists") => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -605,7 +605,7 @@ impl ComputeBackend for AzureBatchBackend {
                     Ok(_) => {}
                     Err(e)
                         if e.kind() == ErrorKind::NotFound
-                            || e.to_string().contains("JobCompleted") => {}
+                            || e.service_code() == Some("JobCompleted") => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -400,7 +400,7 @@ impl BatchClient {
         );
         let refused = status == reqwest::StatusCode::UNAUTHORIZED
             || (status == reqwest::StatusCode::FORBIDDEN
-                && String::from_utf8_lossy(&bytes).contains("AuthenticationFailed"));
+                && error.service_code() == Some("AuthenticationFailed"));
         if refused && let Some(source) = cached_token {
             source.forget().await;
             error = error.set_retryable(true);

@@ -54,6 +54,9 @@ pub(crate) fn parse_error(
     if let Some(id) = request_id {
         error = error.with_context("request-id", id);
     }
+    if !code.is_empty() {
+        error = error.with_service_code(code);
+    }
     error
 }
 
@@ -66,6 +69,7 @@ mod tests {
         let body = br#"{"odata.metadata":"x","code":"PoolNotFound","message":{"lang":"en-US","value":"The specified pool does not exist."},"values":[]}"#;
         let e = parse_error("acct", "get_pool", StatusCode::NOT_FOUND, Some("r1"), body);
         assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.service_code(), Some("PoolNotFound"));
         assert!(!e.is_retryable());
         let s = e.to_string();
         assert!(
@@ -75,7 +79,8 @@ mod tests {
 
         let busy = br#"{"code":"ServerBusy","message":{"lang":"en-US","value":"busy"}}"#;
         assert!(parse_error("a", "op", StatusCode::SERVICE_UNAVAILABLE, None, busy).is_retryable());
-        assert!(parse_error("a", "op", StatusCode::TOO_MANY_REQUESTS, None, b"").is_retryable());
+        let bare = parse_error("a", "op", StatusCode::TOO_MANY_REQUESTS, None, b"");
+        assert!(bare.is_retryable() && bare.service_code().is_none());
         let auth = br#"{"code":"AuthenticationFailed","message":{"lang":"en-US","value":"no"}}"#;
         let e = parse_error("a", "op", StatusCode::FORBIDDEN, None, auth);
         assert_eq!(e.kind(), ErrorKind::Config);

@@ -119,7 +119,7 @@ pub(crate) async fn ensure_pool(client: &BatchClient, pool: &PoolConfig) -> Resu
             match client.post("add_pool", "/pools", &pool_body(pool)).await {
                 Ok(_) => Ok(true),
                 // Created meanwhile (or by a first try whose reply was lost).
-                Err(e) if e.to_string().contains("PoolExists") => Ok(false),
+                Err(e) if e.service_code() == Some("PoolExists") => Ok(false),
                 Err(e) => Err(e.with_context("pool", &pool.id)),
             }
         }

@@ -286,7 +286,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 TaskErrorKind::Lost,
                 "the backend stopped reporting before this task finished",
             );
-            if record_events {
+            if record_events && driver.session.keeps_job(&driver.spec.id) {
                 let records: Vec<Finished> = {
                     let s = driver.state();
                     s.slots.iter().flatten().cloned().collect()

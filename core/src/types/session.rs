@@ -480,17 +480,22 @@ impl Session {
         })
     }
 
-    /// Waits (at most 30 s) until the job records `call` stores in the background are written;
-    /// a call whose task still runs keeps its record from being written until it ends.
+    /// Waits (at most 30 s) until the job records `call` stores in the background are written
+    /// (a call whose task still runs keeps its record from being written until it ends), and
+    /// the events records of finished jobs, so a cleanup after them leaves nothing behind.
     async fn flush_records(&self) {
         let all = BACKGROUND_WRITES as u32;
         let wait = self.inner.background_writes.acquire_many(all);
-        if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(CLOSE_LIMIT, wait).await.is_err() {
             tracing::warn!("calls still running: their job records are stored when they end");
         }
+        pending::wait_written(Some(self.id()), CLOSE_LIMIT).await;
+    }
+
+    /// Whether this session still keeps `job` (submitted or attached, and not cleaned up): a
+    /// job cleaned up while it ran stores no events record afterwards.
+    pub(crate) fn keeps_job(&self, job: &str) -> bool {
+        self.made().jobs.contains(job)
     }
 
     fn made(&self) -> std::sync::MutexGuard<'_, Made> {
