@@ -69,7 +69,7 @@ pub struct Error {
     context: Vec<(&'static str, String)>,
     retryable: bool,
     /// The error code a remote service answered with (`JobExists`, `ServerBusy`, …).
-    service_code: Option<String>,
+    service_code: Option<Box<str>>,
     /// The store's client retried this request already (see [`Error::storage`]).
     transport_retried: bool,
     task: Option<Box<TaskError>>,
@@ -95,7 +95,7 @@ impl Error {
     /// Records the error code a remote service answered with, so callers branch on it as data
     /// rather than on the message text.
     pub fn with_service_code(mut self, code: impl Into<String>) -> Self {
-        self.service_code = Some(code.into());
+        self.service_code = Some(code.into().into_boxed_str());
         self
     }
 
