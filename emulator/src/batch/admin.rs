@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 
 use super::error::BatchError;
 use super::exec;
-use super::server::{AccountState, Shared, allocate, json_body};
+use super::nodes;
+use super::odata::json_body;
+use super::pools::allocate;
+use super::server::{AccountState, Shared};
 
 /// Admin: the node is lost. Its running tasks go back to the queue (as on real node loss) and
 /// a fresh node replaces it.
@@ -32,7 +35,7 @@ pub(super) async fn remove_node(
             .pools
             .get(&pool)
             .and_then(|p| p.body.get("startTask").cloned());
-        exec::replace_lost_node(
+        nodes::replace_lost_node(
             &mut data.nodes,
             state.root.path(),
             &pool,

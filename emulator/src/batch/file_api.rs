@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::error::BatchError;
+use super::middleware::query_pairs;
+use super::odata::list;
 use super::resources::Resource;
-use super::server::{Data, Shared, list, query_pairs};
+use super::server::{Data, Shared};
 
 /// The folder of a task that ran (or runs), from its `nodeInfo`.
 fn task_folder(data: &Data, job: &str, task: &str) -> Result<PathBuf, BatchError> {

@@ -92,7 +92,7 @@ impl NodeTask<'_> {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if let Err(why) = super::exec::download(self.state, self.pool, &files, &wd).await {
+        if let Err(why) = super::preparation::download(self.state, self.pool, &files, &wd).await {
             return (
                 None,
                 Some(
@@ -109,7 +109,7 @@ impl NodeTask<'_> {
             return not_started("cannot create its stdout.txt/stderr.txt".into());
         };
         command.stdout(stdout).stderr(stderr);
-        for (name, value) in super::exec::env_list(self.spec.get("environmentSettings")) {
+        for (name, value) in super::placement::env_list(self.spec.get("environmentSettings")) {
             command.env(name, value);
         }
         match command.status().await {

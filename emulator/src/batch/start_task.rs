@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::exec::Startup;
 use super::node_task::NodeTask;
+use super::nodes::Startup;
 use super::server::AccountState;
 
 /// A start task to launch on one node.
