@@ -58,6 +58,17 @@ pub struct Case {
     pub run: fn(Ctx) -> CaseFuture,
 }
 
+impl Needs {
+    /// Nothing beyond running tasks.
+    pub const NOTHING: Needs = Needs {
+        cancel: false,
+        timeout: false,
+        retries: false,
+        concurrency: false,
+        shared_store: false,
+    };
+}
+
 impl Case {
     /// Why this case cannot run on `session`, or `None` when it can.
     pub fn skip_reason(&self, session: &Session) -> Option<String> {
