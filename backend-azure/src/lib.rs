@@ -1,5 +1,7 @@
 #![deny(missing_docs)]
-//! Redwood's Azure backends: `azure-batch` ([`batch::AzureBatchBackend`]), with its own Batch
-//! REST client ([`batch::client`]) and the worker mode its tasks start in ([`batch::worker`]).
+//! Redwood's Azure pieces: Azure Blob storage (`az://`, [`blob`]), and the `azure-batch` backend
+//! ([`batch::AzureBatchBackend`]) with its own Batch REST client ([`batch::client`]) and the
+//! worker mode its tasks start in ([`batch::worker`]).
 
 pub mod batch;
+pub mod blob;

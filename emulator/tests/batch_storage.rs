@@ -18,7 +18,7 @@ async fn resource_files_in_and_output_files_out_through_azurite() {
     let conn = azurite.connection_string(&azurite.accounts()[0]);
     let mut options = std::collections::BTreeMap::new();
     options.insert("connection_string".to_string(), conn);
-    let storage = Storage::open_with("az://batchio", &options).unwrap();
+    let storage: Storage = redwood_azure::blob::open("az://batchio", &options).unwrap();
     storage
         .put(&Path::from("inputs/data.txt"), "hello batch")
         .await

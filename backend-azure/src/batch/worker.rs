@@ -323,7 +323,7 @@ impl BlobIo {
         let url = format!(
             "{}/{}?{}",
             self.container,
-            redwood_core::storage::encode_blob_path(key),
+            crate::blob::encode_path(key),
             self.read_sas
         );
         self.with_retries("read", key, || {

@@ -1,10 +1,7 @@
 //! Object storage: opening a store from a URL, and the key layout every reader and writer shares
 //! (DESIGN §3). All access goes through `Arc<dyn ObjectStore>`.
 
-#[cfg(feature = "azure")]
-mod azure;
-#[cfg(feature = "azure")]
-pub use azure::encode_path as encode_blob_path;
+pub mod scheme;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -37,6 +34,11 @@ pub trait Container: Send + Sync + fmt::Debug {
         permissions: &str,
         expiry: std::time::SystemTime,
     ) -> Result<String>;
+    /// Whether `e` (from the store) means the container itself is missing, which a read treats
+    /// as "no such object" (default: only object_store's `NotFound`).
+    fn is_missing(&self, e: &object_store::Error) -> bool {
+        matches!(e, object_store::Error::NotFound { .. })
+    }
     /// Whether deleting many objects should use the store's bulk delete (default true).
     fn bulk_delete(&self) -> bool {
         true
@@ -130,29 +132,41 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 
 impl Storage {
     /// Opens the store a URL names: `file://<folder>` (relative to the working directory, or
-    /// absolute as `file:///abs`), `memory://[name]` (this process only), or, with the `azure`
-    /// feature, `az://<container>/<prefix>`.
+    /// absolute as `file:///abs`), `memory://[name]` (this process only), or a scheme another
+    /// crate registers ([`scheme::StorageScheme`]; `az://<container>/<prefix>` with the `azure`
+    /// feature).
     pub fn open(url: &str) -> Result<Storage> {
         Storage::open_with(url, &BTreeMap::new())
     }
 
     /// [`Storage::open`] with options for the store (credentials, endpoint; see the README).
     pub fn open_with(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
-        if url.starts_with("az://") || url.starts_with("azure://") {
-            #[cfg(feature = "azure")]
-            return azure::open(url, options);
-            #[cfg(not(feature = "azure"))]
-            return Err(Error::new(
-                ErrorKind::Config,
-                "this build has no Azure storage: enable the `azure` feature of the redwood crate",
-            )
-            .with_context("storage", url));
+        let scheme_name = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+        if !matches!(scheme_name, "file" | "memory") {
+            if let Some(registered) = scheme::find(scheme_name) {
+                return (registered.open)(url, options);
+            }
+            let why = match scheme::feature_for(scheme_name) {
+                None if scheme_name.is_empty() => format!(
+                    "`{url}` is not a storage URL: write file://{url} for a folder, or one of {}",
+                    scheme::known().join(", ")
+                ),
+                Some(feature) => format!(
+                    "this build has no `{scheme_name}://` storage: enable the `{feature}` feature \
+                     of the redwood crate"
+                ),
+                None => format!(
+                    "unsupported storage scheme `{scheme_name}`: this build knows {}",
+                    scheme::known().join(", ")
+                ),
+            };
+            return Err(Error::new(ErrorKind::Config, why).with_context("storage", url));
         }
         if !options.is_empty() {
             let keys: Vec<&str> = options.keys().map(String::as_str).collect();
             return Err(Error::new(
                 ErrorKind::Config,
-                format!("storage options {keys:?} are for az:// storage only"),
+                format!("storage options {keys:?} are not for {scheme_name}:// storage"),
             )
             .with_context("storage", url));
         }
@@ -209,11 +223,18 @@ impl Storage {
                 retry: RetryPolicy::STORAGE,
             })
         } else {
-            let scheme = url.split("://").next().unwrap_or(url);
             Err(bad(format!(
-                "unsupported storage scheme `{scheme}`: known are file://, memory:// and az://"
+                "unsupported storage scheme `{scheme_name}`: this build knows {}",
+                scheme::known().join(", ")
             )))
         }
+    }
+
+    /// The same storage with a container that creates itself when missing and signs URLs
+    /// (for a store crate's `open`).
+    pub fn with_container(mut self, container: Arc<dyn Container>) -> Storage {
+        self.container = Some(container);
+        self
     }
 
     /// Wraps any object store; `root` is the prefix Redwood writes under.
@@ -419,7 +440,9 @@ impl Storage {
                 match self.store.head(key).await {
                     Ok(_) => Ok(true),
                     Err(object_store::Error::NotFound { .. }) => Ok(false),
-                    Err(e) if self.container.is_some() && is_missing_container(&e) => Ok(false),
+                    Err(e) if self.container.as_ref().is_some_and(|c| c.is_missing(&e)) => {
+                        Ok(false)
+                    }
                     Err(e) => Err(self.error("store.head", key, e)),
                 }
             })
@@ -499,7 +522,7 @@ impl Storage {
                 match read.await {
                     Ok(found) => Ok(Some(found)),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) if self.container.is_some() && is_missing_container(&e) => Ok(None),
+                    Err(e) if self.container.as_ref().is_some_and(|c| c.is_missing(&e)) => Ok(None),
                     Err(e) => Err(self.error("store.get", key, e)),
                 }
             })
@@ -548,7 +571,7 @@ impl Storage {
                     // A container that does not exist yet holds nothing. (object_store reports
                     // Azure's list of a missing container as a generic error carrying
                     // `ContainerNotFound`.)
-                    Err(e) if self.container.is_some() && is_missing_container(&e) => {
+                    Err(e) if self.container.as_ref().is_some_and(|c| c.is_missing(&e)) => {
                         Ok(Vec::new())
                     }
                     Err(e) => Err(self.error("store.list", prefix, e)),
@@ -623,10 +646,6 @@ impl Storage {
                 .with_context("not deleted", failed)),
         }
     }
-}
-
-fn is_missing_container(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("ContainerNotFound")
 }
 
 /// The storage layout (DESIGN §3): where each kind of object lives under the root.

@@ -15,9 +15,17 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use sha2::Sha256;
 use tracing::Instrument;
 
-use super::{Container, Storage};
-use crate::error::{Error, ErrorKind, Result};
-use crate::retry::RetryPolicy;
+use redwood_core::retry::RetryPolicy;
+use redwood_core::storage::scheme::StorageScheme;
+use redwood_core::storage::{Container, Storage};
+use redwood_core::{Error, ErrorKind, Result};
+
+inventory::submit! {
+    StorageScheme {
+        schemes: &["az", "azure"],
+        open,
+    }
+}
 
 /// The REST API version of the container-create call (supported by Azure and Azurite).
 const API_VERSION: &str = "2021-08-06";
@@ -91,7 +99,7 @@ fn redact_part(part: &str) -> String {
 }
 
 /// Opens `az://<container>/<prefix>`.
-pub(super) fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
+pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
     let bad = |why: String| {
         Error::new(ErrorKind::Config, why)
             .with_operation("Storage::open")
@@ -199,9 +207,7 @@ pub(super) fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Stor
         sas: settings.sas.clone(),
         http: reqwest::Client::new(),
     });
-    let mut storage = Storage::from_store(Arc::new(store), redact_url(url), prefix, true);
-    storage.container = Some(creator);
-    Ok(storage)
+    Ok(Storage::from_store(Arc::new(store), redact_url(url), prefix, true).with_container(creator))
 }
 
 /// The SAS version minted (the 2020-12-06 string-to-sign layout).
@@ -340,6 +346,11 @@ impl AzureContainer {
 
 #[async_trait]
 impl Container for AzureContainer {
+    fn is_missing(&self, e: &object_store::Error) -> bool {
+        matches!(e, object_store::Error::NotFound { .. })
+            || e.to_string().contains("ContainerNotFound")
+    }
+
     /// Azurite answers a batch delete (which object_store also uses for a single delete) too
     /// slowly under load for the client's timeout, so on a loopback endpoint objects are
     /// deleted with plain `DELETE` requests instead.
@@ -382,7 +393,7 @@ impl Container for AzureContainer {
                                 format!("HTTP {}", r.status()),
                                 is_transient_status(r.status().as_u16()),
                             )),
-                            Err(e) => Err(failed(crate::redact::transport_error(&e), true)),
+                            Err(e) => Err(failed(redwood_core::redact::transport_error(&e), true)),
                         }
                     }
                 })
@@ -473,7 +484,7 @@ impl AzureContainer {
                 ErrorKind::Storage,
                 format!(
                     "cannot reach {base}: {}",
-                    crate::redact::transport_error(&e)
+                    redwood_core::redact::transport_error(&e)
                 ),
             )
             .set_retryable(true)
