@@ -155,7 +155,7 @@ async fn main() -> redwood::Result<()> {
     .await
     .map_err(|e| redwood::Error::new(redwood::ErrorKind::Backend, e.to_string()))?;
     let url = emulator.url(ACCOUNT).unwrap_or_default();
-    let pool = redwood::config::PoolConfig {
+    let pool = redwood::azure::PoolConfig {
         dedicated: nodes,
         task_slots_per_node: slots,
         ..Default::default()

@@ -41,6 +41,18 @@ fn every_readme_toml_block_loads() {
                 "README TOML block {n}, profile `{profile}`: {}\n{block}",
                 loaded.unwrap_err()
             );
+            // Each backend reads its own keys of a region.
+            #[cfg(feature = "azure")]
+            if let Ok(loaded) = &loaded
+                && loaded.config.backend == "azure-batch"
+            {
+                let regions = redwood::azure::regions(loaded);
+                assert!(
+                    regions.is_ok(),
+                    "README TOML block {n}, profile `{profile}`: {}\n{block}",
+                    regions.unwrap_err()
+                );
+            }
             let warnings = file_warnings(&file, profile).unwrap();
             assert!(
                 warnings.is_empty(),

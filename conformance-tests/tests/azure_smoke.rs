@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
+use redwood::azure::PoolConfig;
 use redwood::azure::{AzureBatchBackendBuilder, CredentialKind};
-use redwood::config::PoolConfig;
 
 /// Counts pseudo-random points of the unit square inside the quarter circle (as `pi` does).
 #[redwood::remote]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use redwood::azure::PoolConfig;
 use redwood::azure::{AzureBatchBackendBuilder, BatchClient, BatchClientBuilder};
-use redwood::config::PoolConfig;
 use redwood::{Broadcast, Session, TaskOptions, WaitFor};
 use redwood_conformance::functions::{mpi_world, sleep_echo, square};
 use redwood_emulator::azurite::Azurite;
@@ -227,17 +227,21 @@ async fn entra_id_tokens_sign_requests(env: Env) -> TrialResult {
     let calls = az_calls()?;
     let config = redwood::config::Config {
         backend: "azure-batch".into(),
-        regions: vec![redwood::config::RegionConfig {
-            batch_url: Some(env.url.clone()),
-            batch_account: Some(ACCOUNT.into()),
-            batch_auth: Some("azure-cli".into()),
-            pool: PoolConfig {
-                id: "entra".into(),
+        regions: vec![
+            redwood::azure::RegionConfig {
+                batch_url: Some(env.url.clone()),
+                batch_account: Some(ACCOUNT.into()),
+                batch_auth: Some("azure-cli".into()),
+                pool: PoolConfig {
+                    id: "entra".into(),
+                    ..Default::default()
+                },
+                poll_interval: Some("100ms".into()),
                 ..Default::default()
-            },
-            poll_interval: Some("100ms".into()),
-            ..Default::default()
-        }],
+            }
+            .try_into()
+            .map_err(fail)?,
+        ],
         ..Default::default()
     };
     let loaded = redwood::config::LoadedConfig::from_config(config);

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redwood_core::config::{LoadedConfig, PoolConfig, RegionConfig};
+use redwood_core::config::LoadedConfig;
+
+use super::config::{PoolConfig, RegionConfig};
 use redwood_core::raw::backend::{
     CancelReply, CancelRequest, Capabilities, CleanupReply, CleanupRequest, ComputeBackend,
     SubmitReply, SubmitRequest,
@@ -752,7 +754,7 @@ fn from_env_or(value: &Option<String>, env: &str) -> Option<String> {
 }
 
 fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
-    let regions = &config.config.regions;
+    let regions = super::config::regions(config)?;
     if regions.len() > 1 {
         return Err(config.error(
             "regions",

@@ -4,6 +4,7 @@
 mod auth;
 pub mod backend;
 pub mod client;
+pub mod config;
 pub mod credential;
 mod error;
 mod monitor;

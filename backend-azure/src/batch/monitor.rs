@@ -606,7 +606,7 @@ async fn crash_error(client: &BatchClient, job: &str, function: &str, c: &Comple
                 20,
             )
             .await
-            .map(|tail| redwood_core::raw::worker::since_last_task_marker(&tail).to_string());
+            .map(|tail| redwood_core::raw::worker::without_task_markers(&tail));
     }
     Outcome::Err(e)
 }

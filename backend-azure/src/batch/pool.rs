@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use redwood_core::config::{ImageConfig, PoolConfig};
+use super::config::{ImageConfig, PoolConfig};
 use redwood_core::{Error, ErrorKind, MpiShape, Result};
 use serde_json::{Value, json};
 

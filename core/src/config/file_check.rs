@@ -82,9 +82,14 @@ fn looks_like_default(name: &str) -> bool {
     lower == "default" || strsim::levenshtein(&lower, "default") <= 2
 }
 
-/// ` (did you mean `workers`?)` when `key` is close to a known key, else nothing.
+/// ` (did you mean `workers`?)` when `key` is close to a profile key, else nothing.
 fn did_you_mean(key: &str) -> String {
-    PROFILE_KEYS
+    did_you_mean_among(key, PROFILE_KEYS)
+}
+
+/// ` (did you mean `pool`?)` when `key` is close to one of `known`, else nothing.
+fn did_you_mean_among(key: &str, known: &[&str]) -> String {
+    known
         .iter()
         .map(|k| (strsim::levenshtein(key, k), k))
         .filter(|(d, _)| *d <= 2)
@@ -124,10 +129,10 @@ pub(crate) fn config_error(err: figment::Error) -> Error {
             figment::error::Kind::InvalidType(actual, expected) => {
                 format!("`{key}` must be {}, not {actual}", friendly(expected))
             }
-            figment::error::Kind::UnknownField(field, _) => format!(
-                "unknown key `{field}`{}; a profile may hold: {}",
-                did_you_mean(field),
-                PROFILE_KEYS.join(", ")
+            figment::error::Kind::UnknownField(field, expected) => format!(
+                "unknown key `{field}`{}; known here: {}",
+                did_you_mean_among(field, expected),
+                expected.join(", ")
             ),
             other => other.to_string(),
         };

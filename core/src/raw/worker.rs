@@ -124,16 +124,12 @@ pub fn parse_task_marker(line: &str) -> Option<(&str, u64, u32)> {
     parts.next().is_none().then_some((job, task, attempt))
 }
 
-/// What a worker wrote on stderr since it started its last task (the text after the last
-/// [`TASK_MARKER`] line); all of `text` when it has no marker.
-pub fn since_last_task_marker(text: &str) -> &str {
-    match text.rfind(TASK_MARKER) {
-        Some(at) => {
-            let after = &text[at..];
-            after.find('\n').map_or("", |nl| &after[nl + 1..])
-        }
-        None => text,
-    }
+/// `text` without its [`TASK_MARKER`] lines (for a stderr that belongs to one task, where
+/// the markers say nothing; an MPI task's ranks each write one).
+pub fn without_task_markers(text: &str) -> String {
+    text.split_inclusive('\n')
+        .filter(|line| parse_task_marker(line).is_none())
+        .collect()
 }
 
 /// Installs the panic hook that records a panic's message, location and backtrace for the
@@ -282,12 +278,8 @@ mod tests {
         );
         assert_eq!(parse_task_marker("redwood-task job-1 7 2"), None);
         assert_eq!(parse_task_marker(&format!("{line} extra")), None);
-        let text = format!("{TASK_MARKER} j 0 1\nfirst task\n{TASK_MARKER} j 1 1\nsecond\n");
-        assert_eq!(since_last_task_marker(&text), "second\n");
-        assert_eq!(since_last_task_marker("no marker\n"), "no marker\n");
-        assert_eq!(
-            since_last_task_marker(&format!("x\n{TASK_MARKER} j 1 1")),
-            ""
-        );
+        let text = format!("{TASK_MARKER} j 0 1\nrank 0\n{TASK_MARKER} j 0 1\nrank 1\n");
+        assert_eq!(without_task_markers(&text), "rank 0\nrank 1\n");
+        assert_eq!(without_task_markers("no marker"), "no marker");
     }
 }
