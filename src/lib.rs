@@ -90,18 +90,12 @@ pub use redwood_core::__private;
 /// `#[redwood::main]` calls it first thing. A program with its own `main` (a custom test
 /// harness, say) calls it before anything else.
 pub fn worker_entry() {
+    // Each backend crate registers its worker mode; naming them links them in.
     #[cfg(feature = "local")]
-    if redwood_local::worker::is_worker() {
-        redwood_local::worker::serve();
-    }
+    let _ = redwood_local::worker::serve as fn() -> !;
     #[cfg(feature = "azure")]
-    if redwood_azure::batch::worker::is_worker() {
-        redwood_azure::batch::worker::serve();
-    }
-    if let Ok(mode) = std::env::var("REDWOOD_WORKER") {
-        eprintln!("redwood: this build cannot act as a `{mode}` worker (REDWOOD_WORKER)");
-        std::process::exit(64);
-    }
+    let _ = redwood_azure::batch::worker::serve as fn() -> !;
+    redwood_core::raw::worker::enter_worker_mode();
 }
 
 /// Used by `#[redwood::main]`. Not a public API.

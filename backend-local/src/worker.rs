@@ -167,6 +167,13 @@ impl WorkerIo for PipeIo {
     }
 }
 
+inventory::submit! {
+    redwood_core::raw::worker::WorkerMode {
+        name: WORKER_MODE,
+        serve,
+    }
+}
+
 /// Whether this process was started as a local worker.
 pub fn is_worker() -> bool {
     std::env::var(WORKER_ENV).is_ok_and(|v| v == WORKER_MODE)

@@ -66,6 +66,10 @@ pub struct TaskSpec {
     pub mpi: Option<MpiShape>,
 }
 
+inventory::submit! {
+    redwood_core::raw::worker::WorkerMode { name: MODE, serve }
+}
+
 /// Whether this process was started as a Batch worker.
 pub fn is_worker() -> bool {
     std::env::var(WORKER_ENV).is_ok_and(|v| v == MODE)

@@ -106,6 +106,35 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<PanicReport>> = const { RefCell::new(None) };
 }
 
+/// A worker mode a backend crate registers at link time: the value of `REDWOOD_WORKER` that
+/// selects it, and what the process does then (serve its tasks and exit).
+#[derive(Debug)]
+pub struct WorkerMode {
+    /// The value of [`WORKER_ENV`] (`local`, `batch`).
+    pub name: &'static str,
+    /// Serves tasks and exits the process.
+    pub serve: fn() -> !,
+}
+
+inventory::collect!(WorkerMode);
+
+/// Runs this process as the worker `REDWOOD_WORKER` names, if it is set, and never returns
+/// then: a mode this build lacks is an error on stderr and exit code 64. Returns when the
+/// variable is not set.
+pub fn enter_worker_mode() {
+    let Ok(mode) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    if let Some(found) = inventory::iter::<WorkerMode>
+        .into_iter()
+        .find(|m| m.name == mode)
+    {
+        (found.serve)();
+    }
+    eprintln!("redwood: this build cannot act as a `{mode}` worker ({WORKER_ENV})");
+    std::process::exit(64);
+}
+
 /// The marker a worker writes on its stderr, on a line of its own, when it starts a task:
 /// `MARK job task attempt`. A client reading the worker's stderr keeps only the lines after the
 /// last marker as a crashed task's stderr tail, and does not show the marker itself.
