@@ -161,6 +161,56 @@ pub fn without_task_markers(text: &str) -> String {
         .collect()
 }
 
+/// The frames of a captured backtrace that belong to the task: after the panic machinery
+/// (the hook, `panic_fmt`, `rust_begin_unwind`) and before the worker's (`execute`,
+/// `catch_unwind`), numbered from 0. All of it when those frames are not found.
+fn task_frames(full: &str) -> String {
+    // A frame is its numbered line and the `at file:line` lines after it.
+    let mut frames: Vec<Vec<&str>> = Vec::new();
+    for line in full.lines() {
+        let numbered = line
+            .trim_start()
+            .split_once(": ")
+            .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty());
+        match frames.last_mut() {
+            Some(frame) if !numbered => frame.push(line),
+            _ => frames.push(vec![line]),
+        }
+    }
+    fn name<'a>(frame: &[&'a str]) -> &'a str {
+        frame.first().copied().unwrap_or_default()
+    }
+    let machinery = ["core::panicking::", "rust_begin_unwind", "std::panicking::"];
+    let end = frames
+        .iter()
+        .position(|f| {
+            name(f).contains("redwood_core::raw::worker::execute")
+                || name(f).contains("catch_unwind")
+        })
+        .unwrap_or(frames.len());
+    let start = frames[..end]
+        .iter()
+        .rposition(|f| machinery.iter().any(|m| name(f).contains(m)))
+        .map_or(0, |i| i + 1);
+    if start >= end || (start == 0 && end == frames.len()) {
+        return full.to_string();
+    }
+    let mut out = String::new();
+    for (n, frame) in frames[start..end].iter().enumerate() {
+        let first = name(frame);
+        let text = first
+            .trim_start()
+            .split_once(": ")
+            .map_or(first, |(_, t)| t);
+        out.push_str(&format!("{n:4}: {text}\n"));
+        for line in &frame[1..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Installs the panic hook that records a panic's message, location and backtrace for the
 /// task error. A panic inside a task writes one line to stderr (the backtrace goes to the task
 /// error only); a panic elsewhere goes to the previous hook as usual.
@@ -185,7 +235,7 @@ pub fn install_panic_hook() {
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
             let trace = std::backtrace::Backtrace::capture();
             let backtrace = (trace.status() == std::backtrace::BacktraceStatus::Captured)
-                .then(|| trace.to_string());
+                .then(|| task_frames(&trace.to_string()));
             eprintln!(
                 "panicked at {}: {message}",
                 location.as_deref().unwrap_or("an unknown location")
@@ -310,5 +360,27 @@ mod tests {
         let text = format!("{TASK_MARKER} j 0 1\nrank 0\n{TASK_MARKER} j 0 1\nrank 1\n");
         assert_eq!(without_task_markers(&text), "rank 0\nrank 1\n");
         assert_eq!(without_task_markers("no marker"), "no marker");
+    }
+
+    #[test]
+    fn a_backtrace_keeps_the_tasks_frames() {
+        let full = "   0: redwood_core::raw::worker::install_panic_hook::{{closure}}
+             at /w/core/src/raw/worker.rs:186:25
+   1: std::panicking::panic_with_hook
+   2: core::panicking::panic_fmt
+             at /rustc/x/library/core/src/panicking.rs:80:14
+   3: app::boom::__redwood_fn_boom
+             at ./src/main.rs:18:17
+   4: app::boom::__redwood_invoke_boom
+             at ./src/main.rs:16:1
+   5: redwood_core::raw::worker::execute::{{closure}}
+   6: std::panic::catch_unwind
+   7: main
+";
+        assert_eq!(
+            task_frames(full),
+            "   0: app::boom::__redwood_fn_boom\n             at ./src/main.rs:18:17\n   1: app::boom::__redwood_invoke_boom\n             at ./src/main.rs:16:1\n"
+        );
+        assert_eq!(task_frames("no frames here"), "no frames here");
     }
 }
