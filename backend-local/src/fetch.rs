@@ -265,7 +265,16 @@ mod tests {
 
     #[tokio::test]
     async fn large_objects_go_through_one_shared_file_that_is_removed() {
-        let storage = Storage::open("memory://fetch-test").unwrap();
+        // Reads take 50 ms, so the two requests below overlap for certain (with an instant
+        // store the first could finish before the second asks, and rightly read again).
+        let slow = object_store::throttle::ThrottledStore::new(
+            object_store::memory::InMemory::new(),
+            object_store::throttle::ThrottleConfig {
+                wait_get_per_call: std::time::Duration::from_millis(50),
+                ..Default::default()
+            },
+        );
+        let storage = Storage::from_store(Arc::new(slow), "memory://fetch-test", "", false);
         let key = storage.layout().broadcast("big");
         storage
             .put(&key, vec![7u8; SHARED_ABOVE + 1])

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::os::fd::AsRawFd;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
@@ -119,10 +119,13 @@ pub(crate) fn spawn_worker(
         };
     widen_pipe(stdin.as_raw_fd());
     widen_pipe(stdout.as_raw_fd());
+    widen_pipe(stderr.as_raw_fd());
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(write_loop(stdin, rx));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
-    let stderr_task = tokio::spawn(stderr_loop(id, stderr, tail.clone()));
+    let stderr = blocking_pipe(stderr)?;
+    let stderr_tail = tail.clone();
+    let stderr_task = tokio::task::spawn_blocking(move || stderr_loop(id, stderr, stderr_tail));
     tokio::spawn(async move {
         let error = read_loop(id, stdout, &events).await.err();
         let status = child.wait().await.ok();
@@ -218,17 +221,39 @@ async fn read_loop(
 /// without newlines) is forwarded in pieces of this size, never buffered whole.
 const MAX_LINE: usize = 16 * 1024;
 
+/// How long the stderr reader waits once it has read all there was, so a worker running many
+/// short tasks (each writes its task marker) costs a few wake-ups a second, not one a task.
+/// Lines reach the log at most this much later; a crash's last lines are drained at its exit.
+const STDERR_PAUSE: Duration = Duration::from_millis(10);
+
+/// The worker's stderr as a plain blocking pipe, read on a thread of its own: while that thread
+/// pauses, the worker's writes wake nothing.
+fn blocking_pipe(stderr: ChildStderr) -> std::io::Result<std::fs::File> {
+    let fd = stderr.into_owned_fd()?;
+    // SAFETY: fcntl on a pipe fd this process owns.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 /// Forwards the worker's stderr lines to ours, each with the task that wrote it, and keeps the
 /// tail of what the current task wrote: the worker marks where each task starts
-/// ([`TASK_MARKER`](redwood_core::raw::worker::TASK_MARKER)), and a marker empties the tail, so a crashed task's error carries its own
-/// output only.
-async fn stderr_loop(id: u32, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<u8>>>) {
-    let mut lines = BufReader::new(stderr);
+/// ([`TASK_MARKER`](redwood_core::raw::worker::TASK_MARKER)), and a marker empties the tail,
+/// so a crashed task's error carries its own output only. Runs until the pipe closes.
+fn stderr_loop(id: u32, stderr: std::fs::File, tail: Arc<Mutex<VecDeque<u8>>>) {
+    let mut lines = std::io::BufReader::with_capacity(1 << 16, stderr);
     let mut line = Vec::with_capacity(256);
     let mut task: Option<u64> = None;
     loop {
+        if lines.buffer().is_empty() {
+            std::thread::sleep(STDERR_PAUSE);
+        }
         line.clear();
-        match read_piece(&mut lines, &mut line).await {
+        match read_piece(&mut lines, &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -256,12 +281,9 @@ async fn stderr_loop(id: u32, stderr: ChildStderr, tail: Arc<Mutex<VecDeque<u8>>
 }
 
 /// Reads up to a newline or [`MAX_LINE`] bytes, whichever comes first; 0 at the end.
-async fn read_piece<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-    piece: &mut Vec<u8>,
-) -> std::io::Result<usize> {
+fn read_piece<R: std::io::BufRead>(reader: &mut R, piece: &mut Vec<u8>) -> std::io::Result<usize> {
     loop {
-        let available = reader.fill_buf().await?;
+        let available = reader.fill_buf()?;
         if available.is_empty() {
             return Ok(piece.len());
         }
@@ -283,15 +305,15 @@ async fn read_piece<R: tokio::io::AsyncBufRead + Unpin>(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn long_output_without_newlines_is_read_in_capped_pieces() {
+    #[test]
+    fn long_output_without_newlines_is_read_in_capped_pieces() {
         let mut text = vec![b'x'; MAX_LINE * 3 + 10];
         text.extend_from_slice(b"\nshort\n");
-        let mut reader = BufReader::new(&text[..]);
+        let mut reader = std::io::BufReader::new(&text[..]);
         let mut sizes = Vec::new();
         loop {
             let mut piece = Vec::new();
-            match read_piece(&mut reader, &mut piece).await.unwrap() {
+            match read_piece(&mut reader, &mut piece).unwrap() {
                 0 => break,
                 n => sizes.push(n),
             }
