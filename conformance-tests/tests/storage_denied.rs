@@ -19,14 +19,7 @@ async fn azurite_behind_proxy(faults: FaultConfig) -> (Azurite, FaultProxy, Stri
     let proxy = FaultProxy::start(azurite.blob_base(), faults)
         .await
         .expect("proxy");
-    let account = &azurite.accounts()[0];
-    let conn = format!(
-        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
-        account.name,
-        account.key,
-        proxy.url(),
-        account.name
-    );
+    let conn = azurite.connection_string_via(&azurite.accounts()[0], &proxy.url());
     (azurite, proxy, conn)
 }
 

@@ -295,6 +295,15 @@ impl Azurite {
         self.queue_base.as_ref().map(|q| format!("{q}/{account}"))
     }
 
+    /// A connection string for an account whose blob requests go to `base` (a proxy in front of
+    /// this Azurite, say) instead of Azurite itself.
+    pub fn connection_string_via(&self, account: &Account, base: &str) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
+            account.name, account.key, base, account.name
+        )
+    }
+
     /// A connection string for an account, as Azure tools take it.
     pub fn connection_string(&self, account: &Account) -> String {
         let mut s = format!(
