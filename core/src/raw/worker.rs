@@ -299,10 +299,12 @@ pub fn execute(envelope: &TaskEnvelope, own_binary: &str) -> Outcome {
         );
     }
     // The boundary between this task's stderr and the previous one's (see TASK_MARKER).
-    eprintln!(
-        "{TASK_MARKER} {} {} {}",
+    // One write: stderr is unbuffered, and `eprintln!` writes each piece of its format apart.
+    let marker = format!(
+        "{TASK_MARKER} {} {} {}\n",
         envelope.job, envelope.task, envelope.attempt
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), marker.as_bytes());
     set_current(Some(TaskContext {
         job: envelope.job.clone(),
         task: envelope.task,
