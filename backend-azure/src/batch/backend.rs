@@ -257,8 +257,9 @@ impl AzureBatchBackend {
     }
 
     /// Where the tasks' arguments are: the session's packed inputs when they cover every task
-    /// in order (and are stored), else a pack this backend stores.
-    async fn inputs(&self, request: &SubmitRequest) -> Result<(String, Vec<(u64, u64)>)> {
+    /// in order (and are stored), else a pack this backend stores. Also whether it stored the
+    /// job's inputs at the layout's `input` key (a `call`, whose session writes them only later).
+    async fn inputs(&self, request: &SubmitRequest) -> Result<(String, Vec<(u64, u64)>, bool)> {
         let layout = request.storage.layout();
         let mut pack = PackWriter::new();
         for t in &request.tasks {
@@ -283,10 +284,11 @@ impl AzureBatchBackend {
                 .clone()
                 .join("input-resubmitted")
         };
-        if !whole || request.report_before_stored {
+        let stored_here = !whole || request.report_before_stored;
+        if stored_here {
             request.storage.put(&key, pack.finish()).await?;
         }
-        Ok((key.to_string(), ranges))
+        Ok((key.to_string(), ranges, whole && stored_here))
     }
 
     /// Starts the monitor of a job's pending tasks; its events are the reply.
@@ -482,7 +484,7 @@ impl ComputeBackend for AzureBatchBackend {
             if let Some(shape) = request.job.options.mpi {
                 pool_facts.check_mpi(shape)?;
             }
-            let (input, ranges) = self.inputs(&request).await?;
+            let (input, ranges, inputs_stored) = self.inputs(&request).await?;
             let (container, read_sas) = self.container_read_sas(&storage)?;
             let binary_key = storage.layout().binary(&binary);
             // The worker checks that it runs the binary the caller expects; a configured
@@ -529,7 +531,9 @@ impl ComputeBackend for AzureBatchBackend {
                     .await;
                 return Err(e);
             }
-            Ok(self.follow(storage, template, pending))
+            Ok(self
+                .follow(storage, template, pending)
+                .with_inputs_stored(inputs_stored))
         }
         .instrument(span)
         .await
@@ -538,7 +542,7 @@ impl ComputeBackend for AzureBatchBackend {
     async fn watch(&self, request: SubmitRequest) -> Result<SubmitReply> {
         let span = tracing::info_span!("batch.watch", job = %request.job.id, tasks = request.tasks.len(), account = %self.client.account());
         async {
-            let (input, ranges) = self.inputs(&request).await?;
+            let (input, ranges, _) = self.inputs(&request).await?;
             let template = self.existing_template(&request, input).await?;
             let job = request.job.id.clone();
             // Which attempt of each task Batch has now; a task the earlier client never got to

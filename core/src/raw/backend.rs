@@ -192,12 +192,24 @@ pub type EventStream = Pin<Box<dyn Stream<Item = TaskEvent> + Send>>;
 pub struct SubmitReply {
     /// Events as tasks retry and finish.
     pub events: EventStream,
+    /// The backend stored the job's packed inputs at the layout's `input` key itself (it needed
+    /// them before the session would write them), so the session does not write them again.
+    pub inputs_stored: bool,
 }
 
 impl SubmitReply {
     /// A reply carrying an event stream.
     pub fn new(events: EventStream) -> Self {
-        SubmitReply { events }
+        SubmitReply {
+            events,
+            inputs_stored: false,
+        }
+    }
+
+    /// Says the backend stored the job's packed inputs (see the field).
+    pub fn with_inputs_stored(mut self, stored: bool) -> Self {
+        self.inputs_stored = stored;
+        self
     }
 }
 

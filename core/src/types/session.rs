@@ -272,7 +272,7 @@ impl Session {
             // does not run its tasks a second time.
             let (deferred_record, lease) = match durability {
                 Durability::Attachable => {
-                    self.write_job::<Out>(&spec, &tasks).await?;
+                    self.write_job::<Out>(&spec, Some(&tasks)).await?;
                     let lease = Lease::take_new(&self.inner.storage, &spec.id).await?;
                     (None, Some(lease))
                 }
@@ -281,16 +281,16 @@ impl Session {
                     None,
                 ),
             };
-            let events = if tasks.is_empty() {
-                Box::pin(futures::stream::empty()) as _
+            let (events, inputs_stored) = if tasks.is_empty() {
+                (Box::pin(futures::stream::empty()) as _, false)
             } else {
                 let request = SubmitRequest::new(spec.clone(), tasks, self.inner.storage.clone())
                     .report_before_stored(durability == Durability::Fast);
-                backend
+                let reply = backend
                     .submit(request)
                     .await
-                    .map_err(|e| e.with_context("job", &spec.id))?
-                    .events
+                    .map_err(|e| e.with_context("job", &spec.id))?;
+                (reply.events, reply.inputs_stored)
             };
             let record_events = durability == Durability::Attachable;
             let job = Job::start(
@@ -306,7 +306,9 @@ impl Session {
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
                 tokio::spawn(async move {
                     job.wait_finished().await;
-                    if let Err(e) = session.write_job::<Out>(&spec, &tasks).await {
+                    // Inputs the backend stored already are not written twice.
+                    let inputs = (!inputs_stored).then_some(tasks.as_slice());
+                    if let Err(e) = session.write_job::<Out>(&spec, inputs).await {
                         tracing::warn!(job = %spec.id, error = %e, "could not store the job record");
                     }
                     drop((permit, pending));
@@ -328,21 +330,27 @@ impl Session {
             .map_err(|_| Error::new(ErrorKind::Unexpected, "the session is closed"))
     }
 
-    /// Stores the manifest and the packed inputs of a job whose results are `Out`, concurrently.
-    async fn write_job<Out>(&self, spec: &JobSpec, tasks: &[TaskInput]) -> Result<()> {
+    /// Stores the manifest of a job whose results are `Out` and, unless `None` (already
+    /// stored), the packed inputs, concurrently.
+    async fn write_job<Out>(&self, spec: &JobSpec, tasks: Option<&[TaskInput]>) -> Result<()> {
         let storage = &self.inner.storage;
         let layout = storage.layout();
         let manifest = JobManifest::new(spec, self.inner.backend.name(), storage.url())
             .with_result_type(std::any::type_name::<Out>());
-        let mut pack = PackWriter::new();
-        for t in tasks {
-            pack.push(t.index, &t.args);
-        }
         let manifest_key = layout.manifest(&spec.id);
-        let input_key = layout.input(&spec.id);
+        let write_inputs = async {
+            let Some(tasks) = tasks else {
+                return Ok(());
+            };
+            let mut pack = PackWriter::new();
+            for t in tasks {
+                pack.push(t.index, &t.args);
+            }
+            storage.put(&layout.input(&spec.id), pack.finish()).await
+        };
         futures::try_join!(
             storage.put(&manifest_key, manifest.to_json()?),
-            storage.put(&input_key, pack.finish()),
+            write_inputs
         )?;
         Ok(())
     }
