@@ -174,11 +174,6 @@ inventory::submit! {
     }
 }
 
-/// Whether this process was started as a local worker.
-pub fn is_worker() -> bool {
-    std::env::var(WORKER_ENV).is_ok_and(|v| v == WORKER_MODE)
-}
-
 /// Serves tasks on stdin until the client closes it, then exits the process.
 ///
 /// The reply pipe is a duplicate of the original stdout; stdout itself is pointed at stderr so

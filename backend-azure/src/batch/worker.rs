@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
-use redwood_core::raw::worker::{self, WORKER_ENV, WorkerIo};
+use redwood_core::raw::worker::{self, WorkerIo};
 use redwood_core::redact;
 use redwood_core::retry::RetryPolicy;
 use redwood_core::{Error, ErrorKind, MpiShape, MpiWorld, Result, TaskError, TaskErrorKind};
@@ -68,11 +68,6 @@ pub struct TaskSpec {
 
 inventory::submit! {
     redwood_core::raw::worker::WorkerMode { name: MODE, serve }
-}
-
-/// Whether this process was started as a Batch worker.
-pub fn is_worker() -> bool {
-    std::env::var(WORKER_ENV).is_ok_and(|v| v == MODE)
 }
 
 /// Runs the task this process was started for, then exits.
