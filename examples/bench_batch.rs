@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redwood::prelude::*;
-use redwood::raw::backend::ComputeBackend;
+use redwood::raw::executor::Executor;
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
 
@@ -268,7 +268,7 @@ async fn main() -> redwood::Result<()> {
     // Release the Batch jobs and the pool; the stored results go away with this Azurite
     // (deleting 30,000 blobs one by one would take it many minutes).
     let _ = backend
-        .cleanup(redwood::raw::backend::CleanupRequest::default())
+        .release(redwood::raw::backend::CleanupRequest::default())
         .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     azurite.stop().await;

@@ -1,14 +1,12 @@
-//! [`LocalBackend`]: its builder and its [`ComputeBackend`] implementation.
+//! [`LocalBackend`]: its builder and its [`Executor`] implementation.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use redwood_core::config::LoadedConfig;
-use redwood_core::raw::backend::{
-    CancelReply, CancelRequest, Capabilities, CleanupReply, CleanupRequest, ComputeBackend,
-    SubmitReply, SubmitRequest,
-};
+use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
+use redwood_core::raw::executor::{Attempt, Executor, ExecutorJob, OpenRequest, Opened};
 use redwood_core::raw::factory::BackendFactory;
 use redwood_core::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
@@ -124,8 +122,47 @@ impl LocalBackendBuilder {
     }
 }
 
+/// One job's attempts on the pool.
+struct LocalJob {
+    job: Arc<str>,
+    pool: PoolHandle,
+}
+
+impl LocalJob {
+    fn send(&self, command: Command) -> Result<()> {
+        self.pool.commands.send(command).map_err(|_| {
+            Error::new(
+                ErrorKind::Backend,
+                "the local worker pool stopped (cleaned up) while the job ran",
+            )
+        })
+    }
+}
+
 #[async_trait]
-impl ComputeBackend for LocalBackend {
+impl ExecutorJob for LocalJob {
+    async fn launch(&self, attempts: Vec<Attempt>) -> Result<()> {
+        self.send(Command::Launch {
+            job: self.job.clone(),
+            attempts,
+        })
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.send(Command::Stop {
+            job: self.job.clone(),
+        })
+    }
+
+    async fn close(&self) {
+        let _ = self.send(Command::Close {
+            job: self.job.clone(),
+        });
+    }
+}
+
+#[async_trait]
+impl Executor for LocalBackend {
     fn name(&self) -> &str {
         NAME
     }
@@ -133,6 +170,7 @@ impl ComputeBackend for LocalBackend {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::none();
         c.cancel = true;
+        c.cancel_running = true;
         c.timeout = true;
         c.retries = true;
         c.concurrency_limit = true;
@@ -141,40 +179,27 @@ impl ComputeBackend for LocalBackend {
         c
     }
 
-    async fn submit(&self, request: SubmitRequest) -> Result<SubmitReply> {
-        let span = tracing::debug_span!("local.submit", job = %request.job.id, tasks = request.tasks.len());
+    async fn open(&self, request: OpenRequest) -> Result<Opened> {
+        let span = tracing::debug_span!("local.open", job = %request.job.id);
         async {
-            let (events, receiver) = futures::channel::mpsc::unbounded();
-            self.send(Command::Submit {
+            let (ends, receiver) = futures::channel::mpsc::unbounded();
+            let job: Arc<str> = Arc::from(request.job.id.as_str());
+            self.send(Command::Open {
                 spec: request.job,
-                tasks: request.tasks,
                 storage: request.storage,
-                events,
-                report_before_stored: request.report_before_stored,
+                ends,
             })?;
-            Ok(SubmitReply::new(Box::pin(receiver)))
+            let handle = LocalJob {
+                job,
+                pool: self.pool()?,
+            };
+            Ok(Opened::new(Box::new(handle), Box::pin(receiver)))
         }
         .instrument(span)
         .await
     }
 
-    async fn cancel(&self, request: CancelRequest) -> Result<CancelReply> {
-        let span = tracing::debug_span!("local.cancel", job = %request.job);
-        async {
-            let (reply, rx) = oneshot::channel();
-            self.send(Command::Cancel {
-                job: request.job,
-                reply,
-            })?;
-            let mut out = CancelReply::default();
-            out.cancelled = rx.await.unwrap_or(0);
-            Ok(out)
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn cleanup(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+    async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {
         let handle = self
             .pool
             .lock()
@@ -192,7 +217,7 @@ impl ComputeBackend for LocalBackend {
     }
 }
 
-fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
+fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
     let mut builder = LocalBackend::builder();
     if let Some(n) = config.config.workers {
         builder = builder.workers(n);

@@ -9,7 +9,6 @@
 
 mod backend;
 mod fetch;
-mod persist;
 mod pool;
 mod process;
 pub mod protocol;

@@ -1,24 +1,23 @@
-//! The dispatcher: one task that owns the worker processes, the queue of tasks, retries with
-//! backoff, timeouts, cancellation and crash handling. Everything goes through its channels, so
-//! its state needs no lock.
+//! The dispatcher: one task that owns the worker processes, the queue of attempts, timeouts,
+//! stopping and crash handling, and reports how each attempt ended to its job's driver.
+//! Everything goes through its channels, so its state needs no lock.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::channel::mpsc::UnboundedSender;
-use redwood_core::raw::backend::{JobSpec, TaskEvent, TaskInput};
+use redwood_core::raw::backend::JobSpec;
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
+use redwood_core::raw::executor::{Attempt, AttemptEnd, Ended};
 use redwood_core::types::options::saturating_after;
 use redwood_core::{Storage, TaskError, TaskErrorKind};
 use std::os::unix::process::ExitStatusExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fetch::{Fetcher, Payload};
-use crate::persist::{PersistItem, persist_loop};
 use crate::process::{WorkerEvent, WorkerProcess, spawn_worker};
 use crate::protocol::{FromWorker, ToWorker, encode_frame};
 
@@ -28,23 +27,25 @@ const MAX_PIPELINE: usize = 8;
 const PIPELINE_BELOW: Duration = Duration::from_millis(1);
 /// Finished tasks a job needs before its average run time is trusted for pipelining.
 const PIPELINE_AFTER_SAMPLES: u32 = 16;
-/// How many jobs may store reported-but-unstored outcomes at once.
-const EARLY_WRITES: usize = 64;
 /// Workers that die before saying ready this many times in a row fail the queued tasks.
 const MAX_STARTUP_FAILURES: u32 = 3;
 
 /// Requests to the dispatcher.
 pub(crate) enum Command {
-    Submit {
+    Open {
         spec: Arc<JobSpec>,
-        tasks: Vec<TaskInput>,
         storage: Storage,
-        events: UnboundedSender<TaskEvent>,
-        report_before_stored: bool,
+        ends: UnboundedSender<AttemptEnd>,
     },
-    Cancel {
-        job: String,
-        reply: oneshot::Sender<u64>,
+    Launch {
+        job: Arc<str>,
+        attempts: Vec<Attempt>,
+    },
+    Stop {
+        job: Arc<str>,
+    },
+    Close {
+        job: Arc<str>,
     },
     Shutdown {
         reply: oneshot::Sender<usize>,
@@ -68,13 +69,10 @@ pub(crate) fn start_pool(exe: PathBuf, size: usize) -> PoolHandle {
         next_worker_id: 0,
         next_seq: 0,
         queue: VecDeque::new(),
-        delayed: BinaryHeap::new(),
-        delayed_items: HashMap::new(),
         jobs: HashMap::new(),
         worker_tx,
         startup_failures: 0,
         last_error: None,
-        early_writes: Arc::new(tokio::sync::Semaphore::new(EARLY_WRITES)),
         fetcher: Fetcher::new(),
     };
     for _ in 0..size {
@@ -84,7 +82,7 @@ pub(crate) fn start_pool(exe: PathBuf, size: usize) -> PoolHandle {
     PoolHandle { commands }
 }
 
-/// A task waiting to run (or to run again).
+/// An attempt waiting to run.
 #[derive(Debug, Clone)]
 struct Pending {
     job: Arc<str>,
@@ -120,9 +118,7 @@ struct Slot {
 struct JobRun {
     spec: Arc<JobSpec>,
     storage: Storage,
-    events: UnboundedSender<TaskEvent>,
-    persist: mpsc::UnboundedSender<PersistItem>,
-    remaining: u64,
+    ends: UnboundedSender<AttemptEnd>,
     running: usize,
     /// Moving average of task run time, in microseconds.
     avg_us: f64,
@@ -154,15 +150,10 @@ struct Pool {
     next_worker_id: u32,
     next_seq: u64,
     queue: VecDeque<Pending>,
-    /// Retries waiting for their backoff: (due, key into `delayed_items`).
-    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
-    delayed_items: HashMap<u64, Pending>,
     jobs: HashMap<Arc<str>, JobRun>,
     worker_tx: mpsc::UnboundedSender<WorkerEvent>,
     startup_failures: u32,
     last_error: Option<String>,
-    /// Bounds the outcomes stored after they were reported (see `report_before_stored`).
-    early_writes: Arc<tokio::sync::Semaphore>,
     /// Serves the objects running tasks ask for.
     fetcher: Fetcher,
 }
@@ -231,42 +222,34 @@ impl Pool {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Submit {
+            Command::Open {
                 spec,
-                tasks,
                 storage,
-                events,
-                report_before_stored,
+                ends,
             } => {
                 let job: Arc<str> = Arc::from(spec.id.as_str());
-                let (persist_tx, persist_rx) = mpsc::unbounded_channel();
-                let early = report_before_stored.then(|| self.early_writes.clone());
-                tokio::spawn(persist_loop(
-                    storage.clone(),
-                    spec.id.clone(),
-                    persist_rx,
-                    events.clone(),
-                    early,
-                ));
-                tracing::debug!(job = %job, tasks = tasks.len(), "job queued");
+                tracing::debug!(job = %job, "job opened");
                 self.jobs.insert(
-                    job.clone(),
+                    job,
                     JobRun {
                         spec,
                         storage,
-                        events,
-                        persist: persist_tx,
-                        remaining: tasks.len() as u64,
+                        ends,
                         running: 0,
                         avg_us: 0.0,
                         samples: 0,
                     },
                 );
-                self.queue.extend(tasks.into_iter().map(|t| Pending {
+            }
+            Command::Launch { job, attempts } => {
+                if !self.jobs.contains_key(&job) {
+                    return;
+                }
+                self.queue.extend(attempts.into_iter().map(|a| Pending {
                     job: job.clone(),
-                    task: t.index,
-                    attempt: 1,
-                    args: t.args,
+                    task: a.task,
+                    attempt: a.attempt,
+                    args: a.args,
                 }));
                 // New work gets fresh workers even after start-up failures.
                 self.startup_failures = 0;
@@ -277,8 +260,10 @@ impl Pool {
                     self.fail_all_queued();
                 }
             }
-            Command::Cancel { job, reply } => {
-                let _ = reply.send(self.cancel(&job));
+            Command::Stop { job } => self.stop(&job),
+            Command::Close { job } => {
+                tracing::debug!(job = %job, "job closed");
+                self.jobs.remove(&job);
             }
             Command::Shutdown { reply } => {
                 let n = self.slots.len();
@@ -351,7 +336,7 @@ impl Pool {
             Ok(f) => f,
             Err(e) => {
                 let error = task_error(&job.spec, &pending, TaskErrorKind::Decode, e.to_string());
-                self.finish(pending, Outcome::Err(error), None, None);
+                self.report(pending, Outcome::Err(error), None, None);
                 return;
             }
         };
@@ -430,66 +415,36 @@ impl Pool {
                 0.8 * job.avg_us + 0.2 * us
             };
         }
-        self.settle(head.pending, outcome, Some(started_at), Some(worker));
+        self.report(head.pending, outcome, Some(started_at), Some(worker));
     }
 
-    /// Retries a failed attempt if its options allow, or finishes the task.
-    fn settle(
+    /// Tells the attempt's job how it ended.
+    fn report(
         &mut self,
         pending: Pending,
         outcome: Outcome,
         started: Option<SystemTime>,
         worker: Option<u32>,
+    ) {
+        self.report_end(pending, outcome, started, worker, false);
+    }
+
+    fn report_end(
+        &mut self,
+        pending: Pending,
+        outcome: Outcome,
+        started: Option<SystemTime>,
+        worker: Option<u32>,
+        final_attempt: bool,
     ) {
         let Some(job) = self.jobs.get(&pending.job) else {
             return;
         };
-        if let Outcome::Err(error) = &outcome {
-            let options = &job.spec.options;
-            if error.is_retryable() && pending.attempt <= options.retries {
-                let next = Pending {
-                    attempt: pending.attempt + 1,
-                    ..pending
-                };
-                let due = saturating_after(Instant::now(), options.backoff_for(next.attempt));
-                let _ = job.events.unbounded_send(TaskEvent::Retrying {
-                    task: next.task,
-                    error: error.clone(),
-                });
-                let key = self.next_seq;
-                self.next_seq += 1;
-                self.delayed.push(Reverse((due, key)));
-                self.delayed_items.insert(key, next);
-                return;
-            }
-        }
-        self.finish(pending, outcome, started, worker);
-    }
-
-    /// Hands a final outcome to the job's persister; drops the job when it has no task left.
-    fn finish(
-        &mut self,
-        pending: Pending,
-        outcome: Outcome,
-        started: Option<SystemTime>,
-        worker: Option<u32>,
-    ) {
-        let Some(job) = self.jobs.get_mut(&pending.job) else {
-            return;
-        };
-        let _ = job.persist.send(PersistItem {
-            task: pending.task,
-            attempt: pending.attempt,
-            outcome,
-            started,
-            finished: SystemTime::now(),
-            worker,
-        });
-        job.remaining -= 1;
-        if job.remaining == 0 {
-            tracing::debug!(job = %pending.job, "job finished");
-            self.jobs.remove(&pending.job);
-        }
+        let mut end = AttemptEnd::new(pending.task, pending.attempt, Ended::Reported(outcome));
+        end.started = started;
+        end.worker = worker;
+        end.final_attempt = final_attempt;
+        let _ = job.ends.unbounded_send(end);
     }
 
     fn on_fetch(&mut self, s: usize, id: u64, key: String, range: Option<(u64, u64)>) {
@@ -572,8 +527,9 @@ impl Pool {
         }
         tracing::debug!(worker = id, status = %describe_status(status), ?error, "worker exited");
         let mut inflight = slot.inflight;
-        // A worker that never said ready never started a task: all of them go back.
-        let head = if never_ready {
+        // A worker that never said ready never started a task: all of them go back. So do
+        // those of a worker killed to stop another job's tasks (already taken out).
+        let head = if never_ready || matches!(slot.killing, Some(KillReason::Cancel)) {
             None
         } else {
             inflight.pop_front()
@@ -615,7 +571,7 @@ impl Pool {
                 e.stderr_tail = Some(stderr_tail.clone());
             }
             let started = Some(slot.head_started_at);
-            self.settle(head.pending, Outcome::Err(e), started, Some(id));
+            self.report(head.pending, Outcome::Err(e), started, Some(id));
         }
         // Tasks queued behind the head never started: they go back to the front of the queue.
         for f in inflight.into_iter().rev() {
@@ -631,31 +587,21 @@ impl Pool {
         }
     }
 
-    /// Fails every queued and delayed task: workers cannot start.
+    /// Fails every queued attempt for good: workers cannot start.
     fn fail_all_queued(&mut self) {
         let why = self
             .last_error
             .clone()
             .unwrap_or_else(|| "worker processes cannot start".into());
         tracing::error!("failing queued tasks: {why}");
-        let mut all: Vec<Pending> = self.queue.drain(..).collect();
-        all.extend(self.delayed_items.drain().map(|(_, p)| p));
-        self.delayed.clear();
-        self.fail_tasks(
-            all,
-            TaskErrorKind::Lost,
-            &format!("no worker could run it: {why}"),
-        );
-    }
-
-    /// Finishes tasks that will not run, with the same error.
-    fn fail_tasks(&mut self, tasks: Vec<Pending>, kind: TaskErrorKind, message: &str) {
-        for p in tasks {
+        let message = format!("no worker could run it: {why}");
+        let all: Vec<Pending> = self.queue.drain(..).collect();
+        for p in all {
             let Some(job) = self.jobs.get(&p.job) else {
                 continue;
             };
-            let e = task_error(&job.spec, &p, kind, message.to_string());
-            self.finish(p, Outcome::Err(e), None, None);
+            let e = task_error(&job.spec, &p, TaskErrorKind::Lost, message.clone());
+            self.report_end(p, Outcome::Err(e), None, None, true);
         }
     }
 
@@ -668,76 +614,38 @@ impl Pool {
         }
     }
 
-    fn cancel(&mut self, job: &str) -> u64 {
-        let Some((key, _)) = self.jobs.get_key_value(job) else {
-            return 0;
-        };
-        let key = key.clone();
-        let mut stopped: Vec<Pending> = Vec::new();
-        let (mine, rest): (VecDeque<_>, VecDeque<_>) =
-            self.queue.drain(..).partition(|p| p.job == key);
-        self.queue = rest;
-        stopped.extend(mine);
-        let delayed_keys: Vec<u64> = self
-            .delayed_items
-            .iter()
-            .filter(|(_, p)| p.job == key)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in delayed_keys {
-            if let Some(p) = self.delayed_items.remove(&k) {
-                stopped.push(p);
-            }
-        }
+    /// Drops the job's queued attempts and kills the workers running its others; the driver
+    /// ends them itself.
+    fn stop(&mut self, job: &str) {
+        self.queue.retain(|p| &*p.job != job);
         for s in 0..self.slots.len() {
             let slot = &mut self.slots[s];
-            let mut i = 0;
-            let mut hit = false;
-            while i < slot.inflight.len() {
-                if slot.inflight[i].pending.job == key {
-                    if let Some(f) = slot.inflight.remove(i) {
-                        stopped.push(f.pending);
-                    }
-                    hit = true;
-                } else {
-                    i += 1;
+            let before = slot.inflight.len();
+            slot.inflight.retain(|f| &*f.pending.job != job);
+            if slot.inflight.len() != before {
+                if let Some(run) = self.jobs.get_mut(job) {
+                    run.running = run.running.saturating_sub(before - slot.inflight.len());
                 }
-            }
-            if hit {
                 // Its other tasks (of other jobs) are requeued when the exit is seen.
                 self.kill(s, KillReason::Cancel);
             }
         }
-        let n = stopped.len() as u64;
-        self.fail_tasks(stopped, TaskErrorKind::Cancelled, "the job was cancelled");
-        n
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let retry = self.delayed.peek().map(|Reverse((at, _))| *at);
-        let timeouts = self
-            .slots
+        self.slots
             .iter()
             .filter(|s| s.killing.is_none())
             .filter_map(|s| {
                 let head = s.inflight.front()?;
                 let limit = self.jobs.get(&head.pending.job)?.spec.options.timeout?;
                 Some(saturating_after(s.head_since, limit))
-            });
-        retry.into_iter().chain(timeouts).min()
+            })
+            .min()
     }
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((at, key))) = self.delayed.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.delayed.pop();
-            if let Some(p) = self.delayed_items.remove(&key) {
-                self.queue.push_back(p);
-            }
-        }
         for s in 0..self.slots.len() {
             let slot = &self.slots[s];
             if slot.killing.is_some() {
@@ -760,10 +668,9 @@ impl Pool {
         for s in 0..self.slots.len() {
             self.slots[s].process.kill();
         }
-        let jobs: Vec<Arc<str>> = self.jobs.keys().cloned().collect();
-        for job in jobs {
-            self.cancel(&job);
-        }
+        // The drivers of jobs still open end their tasks when their ends stream closes.
+        self.queue.clear();
+        self.jobs.clear();
         self.slots.clear();
     }
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use redwood_core::raw::backend::{ComputeBackend, JobSpec, SubmitRequest, TaskEvent, TaskInput};
+use redwood_core::raw::backend::JobSpec;
 use redwood_core::raw::envelope::Outcome;
+use redwood_core::raw::executor::{Attempt, Executor, OpenRequest};
 use redwood_core::{Storage, TaskErrorKind, TaskOptions};
 
 #[tokio::test]
@@ -26,25 +27,28 @@ async fn tasks_fail_with_a_hint_when_the_binary_has_no_worker_entry() {
         task_count: 1,
         options: TaskOptions::default(),
     };
-    let request = SubmitRequest::new(
+    let request = OpenRequest::new(
         std::sync::Arc::new(spec),
-        vec![TaskInput {
-            index: 0,
-            args: Default::default(),
-        }],
         Storage::open("memory://missing-entry").unwrap(),
     );
-    let mut events = backend.submit(request).await.unwrap().events;
-    let outcome = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(event) = events.next().await {
-            if let TaskEvent::Finished(f) = event {
-                return f.outcome;
-            }
-        }
-        panic!("no outcome");
-    })
-    .await
-    .expect("the task must fail, not hang");
+    let opened = backend.open(request).await.unwrap();
+    let attempt = Attempt {
+        task: 0,
+        attempt: 1,
+        args: Default::default(),
+        range: (0, 0),
+    };
+    opened.job.launch(vec![attempt]).await.unwrap();
+    let mut ends = opened.ends;
+    let end = tokio::time::timeout(Duration::from_secs(60), ends.next())
+        .await
+        .expect("the task must fail, not hang")
+        .expect("an attempt end");
+    assert!(
+        end.final_attempt,
+        "workers that cannot start are not retried"
+    );
+    let outcome = end.outcome().clone();
     match outcome {
         Outcome::Err(e) => {
             assert_eq!(e.kind, TaskErrorKind::Lost, "{e}");

@@ -141,7 +141,7 @@ async fn main() -> redwood::Result<()> {
         drop(value);
         bc_bytes.push(read_with(&rw, read_bytes, &shared, len).await?);
         // Fresh worker processes, so the decoding read fetches again.
-        rw.backend().cleanup(Default::default()).await?;
+        rw.backend().release(Default::default()).await?;
         bc_decoded.push(read_with(&rw, read_decoded, &shared, len).await?);
         rw.cleanup().await?;
         eprintln!(

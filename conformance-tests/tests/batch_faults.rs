@@ -64,7 +64,7 @@ impl Env {
 
     fn session_with_backend(
         &self,
-        backend: Arc<dyn redwood::raw::backend::ComputeBackend>,
+        backend: Arc<dyn redwood::raw::executor::Executor>,
         root: &str,
     ) -> Result<Session, Failed> {
         Session::builder()

@@ -182,7 +182,7 @@ fn cleaned_up(
         let released = runtime.block_on(
             session
                 .backend()
-                .cleanup(redwood::raw::backend::CleanupRequest::default()),
+                .release(redwood::raw::backend::CleanupRequest::default()),
         );
         if let Err(e) = released {
             eprintln!(

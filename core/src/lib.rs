@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod config;
+mod driver;
 pub mod error;
 pub mod raw;
 pub mod redact;

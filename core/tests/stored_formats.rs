@@ -113,10 +113,14 @@ fn events() {
         .map(|i| TaskRecord {
             task: i,
             attempt: 0,
+            executor: Some("local".into()),
             worker: Some(1),
+            node: None,
             started_us: Some(10),
             finished_us: 20,
             ok: i != 1,
+            retried: i == 1,
+            requeues: 0,
         })
         .collect();
     let bytes = serde_json::to_vec(&records).unwrap();

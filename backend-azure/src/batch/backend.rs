@@ -3,32 +3,28 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use redwood_core::config::LoadedConfig;
 
 use super::config::{PoolConfig, RegionConfig};
-use redwood_core::raw::backend::{
-    CancelReply, CancelRequest, Capabilities, CleanupReply, CleanupRequest, ComputeBackend,
-    SubmitReply, SubmitRequest,
-};
+use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
+use redwood_core::raw::executor::{AttemptEnds, Executor, OpenRequest, Opened};
 use redwood_core::raw::factory::BackendFactory;
-use redwood_core::raw::pack::PackWriter;
-use redwood_core::retry::RetryPolicy;
 use redwood_core::{Error, ErrorKind, Result, Storage};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::client::{BatchClient, BatchClientBuilder};
 use super::credential::CredentialKind;
-use super::monitor::{ADDS_IN_FLIGHT, CancelSignal, Monitor};
+use super::job::BatchJob;
+use super::monitor::{Attempts, Monitor, Running};
 use super::pool::{self, PoolFacts};
-use super::tasks::{JobTemplate, chunks, parse_task_id, sas_expiry};
+use super::tasks::{JobTemplate, parse_task_id, sas_expiry};
 
 /// The backend's name in configuration.
 pub const NAME: &str = "azure-batch";
@@ -41,9 +37,6 @@ pub struct AzureBatchBackend {
     pool: PoolConfig,
     settings: Settings,
     state: tokio::sync::Mutex<Ready>,
-    /// The cancel switches of the monitors following each job (a job attached to in the same
-    /// process has two).
-    jobs: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<CancelSignal>>>>,
     polls: Arc<AtomicU64>,
 }
 
@@ -157,7 +150,6 @@ impl AzureBatchBackendBuilder {
             pool: self.pool,
             settings: self.settings,
             state: Default::default(),
-            jobs: Mutex::default(),
             polls: Arc::default(),
         })
     }
@@ -256,75 +248,56 @@ impl AzureBatchBackend {
         Ok((path, bytes))
     }
 
-    /// Where the tasks' arguments are: the session's packed inputs when they cover every task
-    /// in order (and are stored), else a pack this backend stores. Also whether it stored the
-    /// job's inputs at the layout's `input` key (a `call`, whose session writes them only later).
-    async fn inputs(&self, request: &SubmitRequest) -> Result<(String, Vec<(u64, u64)>, bool)> {
-        let layout = request.storage.layout();
-        let mut pack = PackWriter::new();
-        for t in &request.tasks {
-            pack.push(t.index, &t.args);
-        }
-        let ranges: Vec<(u64, u64)> = pack
-            .ranges()
-            .into_iter()
-            .map(|r| (r.start, r.end))
-            .collect();
-        let whole = request.tasks.len() as u64 == request.job.task_count
-            && request
-                .tasks
-                .iter()
-                .enumerate()
-                .all(|(i, t)| t.index == i as u64);
-        let key = if whole {
-            layout.input(&request.job.id)
-        } else {
-            layout
-                .job(&request.job.id)
-                .clone()
-                .join("input-resubmitted")
-        };
-        let stored_here = !whole || request.report_before_stored;
-        if stored_here {
-            request.storage.put(&key, pack.finish()).await?;
-        }
-        Ok((key.to_string(), ranges, whole && stored_here))
-    }
-
-    /// Starts the monitor of a job's pending tasks; its events are the reply.
-    fn follow(
-        &self,
-        storage: Storage,
-        template: JobTemplate,
-        pending: HashMap<u64, (u32, (u64, u64))>,
-    ) -> SubmitReply {
+    /// Starts the monitor of a job; returns the job's handle and its attempt ends.
+    fn monitor(&self, storage: Storage, template: JobTemplate) -> (BatchJob, AttemptEnds) {
         let job = template.spec.id.clone();
-        let (events, receiver) = futures::channel::mpsc::unbounded();
-        let (cancel_tx, cancel) = mpsc::unbounded_channel();
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.retain(|_, switches| {
-                switches.retain(|tx| !tx.is_closed());
-                !switches.is_empty()
-            });
-            jobs.entry(job.clone()).or_default().push(cancel_tx);
-        }
+        let (ends, receiver) = futures::channel::mpsc::unbounded();
+        let (stop, stopped) = watch::channel(false);
+        let attempts = Arc::new(Attempts::default());
         let monitor = Monitor {
             client: self.client.clone(),
-            storage,
-            template,
-            pending,
-            events,
-            cancel,
+            storage: storage.clone(),
+            template: template.clone(),
+            attempts: attempts.clone(),
+            ends,
+            stop: stopped,
             poll: self.settings.poll,
             polls: self.polls.clone(),
-            minted: HashMap::new(),
         };
         tokio::spawn(
             monitor
                 .run()
                 .instrument(tracing::debug_span!("batch.monitor", job = %job)),
         );
-        SubmitReply::new(Box::pin(receiver))
+        let handle = BatchJob {
+            client: self.client.clone(),
+            storage,
+            template,
+            attempts,
+            stop,
+        };
+        (handle, Box::pin(receiver))
+    }
+
+    /// The attempt of each task Batch has now (the latest, when a task was retried).
+    async fn attempts_on_batch(&self, job: &str) -> Result<Vec<(u64, u32)>> {
+        let existing = self
+            .client
+            .list(
+                "list_tasks",
+                &format!("/jobs/{job}/tasks"),
+                &[("$select", "id")],
+            )
+            .await?;
+        let mut latest: HashMap<u64, u32> = HashMap::new();
+        for (index, attempt) in existing
+            .iter()
+            .filter_map(|t| t["id"].as_str().and_then(parse_task_id))
+        {
+            let a = latest.entry(index).or_insert(attempt);
+            *a = (*a).max(attempt);
+        }
+        Ok(latest.into_iter().collect())
     }
 
     /// The container's URL and a read-only SAS (query string) on it, for tasks.
@@ -338,11 +311,7 @@ impl AzureBatchBackend {
 
     /// The template of a job already on Batch (for `watch`): its program is the one its job
     /// preparation task downloads, whatever program this client is.
-    async fn existing_template(
-        &self,
-        request: &SubmitRequest,
-        input: String,
-    ) -> Result<JobTemplate> {
+    async fn existing_template(&self, request: &OpenRequest) -> Result<JobTemplate> {
         let job = &request.job.id;
         let storage = &request.storage;
         let batch_job = self
@@ -381,8 +350,7 @@ impl AzureBatchBackend {
             binary: request.job.binary.clone(),
             container,
             read_sas,
-            task_input: Some(input.clone()),
-            input,
+            input: storage.layout().input(job).to_string(),
             infra_retries: self.settings.infra_retries,
             sas_valid_for: self.settings.sas_valid_for,
             mpi_launcher: self.pool.mpi_launcher.clone(),
@@ -409,23 +377,6 @@ impl AzureBatchBackend {
             Err(e) => Err(e),
         }
     }
-
-    /// Adds every task, `ADDS_IN_FLIGHT` collections at a time; a task Batch refuses for good
-    /// is an error naming it.
-    async fn add_tasks(&self, job: &str, bodies: Vec<serde_json::Value>) -> Result<()> {
-        let client = &self.client;
-        let results: Vec<Result<()>> = futures::stream::iter(chunks(bodies))
-            .map(|chunk| async move {
-                let left = Mutex::new(chunk);
-                RetryPolicy::BATCH
-                    .run("add_tasks", || add_round(client, job, &left))
-                    .await
-            })
-            .buffer_unordered(ADDS_IN_FLIGHT)
-            .collect()
-            .await;
-        results.into_iter().collect()
-    }
 }
 
 impl Drop for AzureBatchBackend {
@@ -450,7 +401,7 @@ impl Drop for AzureBatchBackend {
 }
 
 #[async_trait]
-impl ComputeBackend for AzureBatchBackend {
+impl Executor for AzureBatchBackend {
     fn name(&self) -> &str {
         NAME
     }
@@ -458,16 +409,18 @@ impl ComputeBackend for AzureBatchBackend {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::none();
         c.cancel = true;
+        c.cancel_running = true;
         c.timeout = true;
         c.retries = true;
         c.concurrency_limit = true;
         c.survives_client = true;
+        c.inputs_from_storage = true;
         c.mpi = true;
         c
     }
 
-    async fn submit(&self, request: SubmitRequest) -> Result<SubmitReply> {
-        let span = tracing::info_span!("batch.submit", job = %request.job.id, tasks = request.tasks.len(), account = %self.client.account());
+    async fn open(&self, request: OpenRequest) -> Result<Opened> {
+        let span = tracing::info_span!("batch.open", job = %request.job.id, follow = request.follow, account = %self.client.account());
         async {
             let storage = request.storage.clone();
             if !storage.url().starts_with("az://") && !storage.url().starts_with("azure://") {
@@ -480,11 +433,23 @@ impl ComputeBackend for AzureBatchBackend {
                     ),
                 ));
             }
+            let job = request.job.id.clone();
+            if request.follow {
+                let template = self.existing_template(&request).await?;
+                let running = self.attempts_on_batch(&job).await?;
+                let (handle, ends) = self.monitor(storage, template);
+                handle.attempts.add(
+                    running
+                        .iter()
+                        .map(|&(task, attempt)| (task, Running { attempt, minted: None })),
+                );
+                tracing::info!(job = %job, running = running.len(), "following the job's running tasks");
+                return Ok(Opened::new(Box::new(handle), ends).with_running(running));
+            }
             let (binary, pool_facts) = self.prepare(&storage).await?;
             if let Some(shape) = request.job.options.mpi {
                 pool_facts.check_mpi(shape)?;
             }
-            let (input, ranges, inputs_stored) = self.inputs(&request).await?;
             let (container, read_sas) = self.container_read_sas(&storage)?;
             let binary_key = storage.layout().binary(&binary);
             // The worker checks that it runs the binary the caller expects; a configured
@@ -505,123 +470,21 @@ impl ComputeBackend for AzureBatchBackend {
                 binary: expected,
                 container,
                 read_sas,
-                input,
+                input: storage.layout().input(&job).to_string(),
                 infra_retries: self.settings.infra_retries,
                 sas_valid_for: self.settings.sas_valid_for,
                 mpi_launcher: self.pool.mpi_launcher.clone(),
-                task_input: None,
             };
-            let job = request.job.id.clone();
-            let mut bodies = Vec::with_capacity(request.tasks.len());
-            let mut pending = HashMap::with_capacity(request.tasks.len());
-            for (t, range) in request.tasks.iter().zip(ranges) {
-                bodies.push(template.task_body(&storage, t.index, 1, range, Some(&t.args))?);
-                pending.insert(t.index, (1u32, range));
-            }
             self.add_job(&template).await?;
-            self.state.lock().await.jobs.push(job.clone());
-            if let Err(e) = self.add_tasks(&job, bodies).await {
-                let _ = self
-                    .client
-                    .post(
-                        "terminate_job",
-                        &format!("/jobs/{job}/terminate"),
-                        &json!({}),
-                    )
-                    .await;
-                return Err(e);
-            }
-            Ok(self
-                .follow(storage, template, pending)
-                .with_inputs_stored(inputs_stored))
+            self.state.lock().await.jobs.push(job);
+            let (handle, ends) = self.monitor(storage, template);
+            Ok(Opened::new(Box::new(handle), ends))
         }
         .instrument(span)
         .await
     }
 
-    async fn watch(&self, request: SubmitRequest) -> Result<SubmitReply> {
-        let span = tracing::info_span!("batch.watch", job = %request.job.id, tasks = request.tasks.len(), account = %self.client.account());
-        async {
-            let (input, ranges, _) = self.inputs(&request).await?;
-            let template = self.existing_template(&request, input).await?;
-            let job = request.job.id.clone();
-            // Which attempt of each task Batch has now; a task the earlier client never got to
-            // add is added here.
-            let existing = self
-                .client
-                .list("list_tasks", &format!("/jobs/{job}/tasks"), &[("$select", "id")])
-                .await?;
-            let mut latest: HashMap<u64, u32> = HashMap::new();
-            for (index, attempt) in existing
-                .iter()
-                .filter_map(|t| t["id"].as_str().and_then(parse_task_id))
-            {
-                let a = latest.entry(index).or_insert(attempt);
-                *a = (*a).max(attempt);
-            }
-            let mut pending = HashMap::with_capacity(request.tasks.len());
-            let mut bodies = Vec::new();
-            for (t, range) in request.tasks.iter().zip(ranges) {
-                let attempt = match latest.get(&t.index) {
-                    Some(&a) => a,
-                    None => {
-                        bodies.push(template.task_body(&request.storage, t.index, 1, range, Some(&t.args))?);
-                        1
-                    }
-                };
-                pending.insert(t.index, (attempt, range));
-            }
-            tracing::info!(job = %job, pending = pending.len(), added = bodies.len(), "following the job's running tasks");
-            if !bodies.is_empty() {
-                self.add_tasks(&job, bodies).await?;
-            }
-            Ok(self.follow(request.storage.clone(), template, pending))
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn cancel(&self, request: CancelRequest) -> Result<CancelReply> {
-        let span = tracing::info_span!("batch.cancel", job = %request.job);
-        async {
-            let switches = self
-                .jobs
-                .lock()
-                .ok()
-                .and_then(|mut jobs| jobs.remove(&request.job))
-                .unwrap_or_default();
-            let mut reply = CancelReply::default();
-            for tx in &switches {
-                let (done, rx) = tokio::sync::oneshot::channel();
-                if tx.send(done).is_ok() {
-                    reply.cancelled = reply.cancelled.max(rx.await.unwrap_or(0));
-                }
-            }
-            if switches.is_empty() {
-                // Not watched by this process: end the Batch job all the same.
-                match self
-                    .client
-                    .post(
-                        "terminate_job",
-                        &format!("/jobs/{}/terminate", request.job),
-                        &json!({}),
-                    )
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e)
-                        if e.kind() == ErrorKind::NotFound
-                            || e.service_code() == Some("JobCompleted") => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(reply)
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn cleanup(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+    async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {
         let span = tracing::info_span!("batch.cleanup", pool = %self.pool.id);
         async {
             let mut reply = CleanupReply::default();
@@ -673,51 +536,6 @@ impl ComputeBackend for AzureBatchBackend {
     }
 }
 
-/// One `addtaskcollection` of the tasks in `left`; those Batch did not take for a transient
-/// reason stay in it, and the round fails retryably. (The request itself was already retried by
-/// the client, so its failure is final here.)
-async fn add_round(
-    client: &BatchClient,
-    job: &str,
-    left: &Mutex<Vec<serde_json::Value>>,
-) -> Result<()> {
-    let chunk = left.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let results = client
-        .add_task_collection(job, &chunk)
-        .await
-        .map_err(|e| e.set_retryable(false))?;
-    let mut again = Vec::new();
-    for r in results {
-        if r.added {
-            continue;
-        }
-        if !r.retryable {
-            return Err(Error::new(
-                ErrorKind::Backend,
-                format!(
-                    "Batch refused task {} of job {job}: {} {}",
-                    r.task_id,
-                    r.error_code.unwrap_or_default(),
-                    r.error_message.unwrap_or_default()
-                ),
-            ));
-        }
-        if let Some(b) = chunk.iter().find(|b| b["id"] == r.task_id.as_str()) {
-            again.push(b.clone());
-        }
-    }
-    let count = again.len();
-    *left.lock().unwrap_or_else(|p| p.into_inner()) = again;
-    if count == 0 {
-        return Ok(());
-    }
-    Err(Error::new(
-        ErrorKind::Backend,
-        format!("Batch did not take {count} tasks of job {job} (server errors)"),
-    )
-    .set_retryable(true))
-}
-
 /// Stores the program under its content address unless it is there. Another client uploading
 /// the same program at once can make a multipart upload fail; the blob it stored is the same.
 async fn upload_program(
@@ -757,7 +575,7 @@ fn from_env_or(value: &Option<String>, env: &str) -> Option<String> {
         .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
 }
 
-fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
+fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
     let regions = super::config::regions(config)?;
     if regions.len() > 1 {
         return Err(config.error(

@@ -37,9 +37,6 @@ struct TaskPart {
     args: Option<String>,
     range: (u64, u64),
     result_url: String,
-    /// Overrides the job's input pack.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    input: Option<String>,
     /// Overrides the job's read SAS (which expires `sas_valid_for` after the job was made).
     #[serde(skip_serializing_if = "Option::is_none")]
     read_sas: Option<String>,
@@ -110,9 +107,6 @@ pub(crate) struct JobTemplate {
     pub mpi_launcher: String,
     /// When the URLs in the job's own environment expire (see [`sas_expiry`]).
     pub urls_expire: Option<SystemTime>,
-    /// Tasks added by this template read their arguments from this pack instead of the one
-    /// in the job's environment (tasks re-added by a client that attached later).
-    pub task_input: Option<String>,
 }
 
 impl JobTemplate {
@@ -181,7 +175,7 @@ impl JobTemplate {
         args: Option<&[u8]>,
     ) -> Result<Value> {
         let layout = storage.layout();
-        let result_key = layout.task_result(&self.spec.id, index);
+        let result_key = layout.attempt_result(&self.spec.id, index, attempt);
         let result_url = storage.sas_url(Some(&result_key), "w", self.sas_valid_for)?;
         let options = &self.spec.options;
         // The task's own part of its description; the job's common environment has the rest.
@@ -194,7 +188,6 @@ impl JobTemplate {
             }),
             range,
             result_url,
-            input: self.task_input.clone(),
             read_sas: self.own_read_sas(storage)?,
         };
         let spec_json = encode(&own)?;

@@ -162,8 +162,12 @@ fn run() -> std::result::Result<(), (i32, Error)> {
 }
 
 fn store(io: &BlobIo, spec: &TaskSpec, outcome: Outcome) -> std::result::Result<(), (i32, Error)> {
+    // Stored as a pack of one entry: the job's one result layout (`results/`), whoever
+    // writes it.
     let bytes = outcome.to_stored().map_err(|e| (EXIT_NOT_STORED, e))?;
-    io.put(&spec.result_url, Bytes::from(bytes))
+    let mut pack = redwood_core::raw::pack::PackWriter::new();
+    pack.push(spec.task, &bytes);
+    io.put(&spec.result_url, Bytes::from(pack.finish()))
         .map_err(|e| (EXIT_NOT_STORED, e))
 }
 

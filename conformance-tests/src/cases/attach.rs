@@ -19,7 +19,7 @@ pub(super) fn cases() -> Vec<Case> {
 }
 
 /// This test binary as a second client process with `role`, on the same store and backend.
-fn child_command(ctx: &Ctx, role: &str) -> tokio::process::Command {
+pub(super) fn child_command(ctx: &Ctx, role: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&ctx.exe);
     command
         .env("REDWOOD_CONFORMANCE_CHILD", role)
@@ -31,7 +31,7 @@ fn child_command(ctx: &Ctx, role: &str) -> tokio::process::Command {
 }
 
 /// Runs this test binary as a second client process with `role`, returning its stdout.
-async fn run_child(ctx: &Ctx, role: &str) -> Result<String, crate::CaseError> {
+pub(super) async fn run_child(ctx: &Ctx, role: &str) -> Result<String, crate::CaseError> {
     let out = child_command(ctx, role).output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
@@ -46,7 +46,7 @@ async fn run_child(ctx: &Ctx, role: &str) -> Result<String, crate::CaseError> {
     Ok(stdout)
 }
 
-fn job_id_from(stdout: &str) -> Result<String, crate::CaseError> {
+pub(super) fn job_id_from(stdout: &str) -> Result<String, crate::CaseError> {
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("job "))
@@ -84,7 +84,12 @@ pub async fn child_main(role: &str) -> CaseResult {
             println!("job {}", job.id());
             job.wait(WaitFor::All).await?;
         }
-        other => return Err(format!("unknown child role {other}").into()),
+        other => {
+            return match super::restarts::child_role(&rw, other).await {
+                Some(result) => result,
+                None => Err(format!("unknown child role {other}").into()),
+            };
+        }
     }
     Ok(())
 }

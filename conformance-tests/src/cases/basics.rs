@@ -203,9 +203,24 @@ async fn stats_count_everything(ctx: Ctx) -> CaseResult {
         "{s:?}"
     );
     check!(s.median_task_time.is_some(), "no task times: {s:?}");
-    let events = ctx.session.storage().layout().events(job.id());
-    let stored = ctx.session.storage().get(&events).await?;
-    check!(!stored.is_empty(), "events record is empty");
+    // One record per attempt, appended while the job ran; each task's last one is final.
+    let records = redwood::raw::events::read_events(ctx.session.storage(), job.id()).await?;
+    let mut finals: Vec<u64> = records
+        .iter()
+        .filter(|r| !r.retried)
+        .map(|r| r.task)
+        .collect();
+    finals.sort_unstable();
+    check!(
+        finals == (0..10).collect::<Vec<_>>(),
+        "final records: {records:?}"
+    );
+    check!(
+        records
+            .iter()
+            .all(|r| r.executor.as_deref() == Some(ctx.session.backend().name())),
+        "executor names: {records:?}"
+    );
     Ok(())
 }
 
@@ -232,8 +247,8 @@ async fn call_records_are_stored(ctx: Ctx) -> CaseResult {
                 keys.iter()
                     .any(|k| k.as_ref().starts_with(&format!("{job_prefix}/{what}")))
             };
-            // Packed result segments (local) or one result per task (the layout's default).
-            if has("input") && (has("results/") || has("tasks/")) {
+            // The one result layout: packed outcomes under `results/`.
+            if has("input") && has("results/") {
                 let id = job_prefix.rsplit('/').next().unwrap_or_default();
                 let input = storage.get(&storage.layout().input(id)).await?;
                 let args = redwood_core_encode(&(value,))?;

@@ -21,7 +21,9 @@ mod attach;
 mod basics;
 mod data;
 mod failures;
+mod layout;
 mod refusals;
+mod restarts;
 
 pub use attach::child_main;
 
@@ -58,6 +60,8 @@ pub fn all() -> Vec<Case> {
     all.extend(data::cases());
     all.extend(failures::cases());
     all.extend(attach::cases());
+    all.extend(restarts::cases());
+    all.extend(layout::cases());
     all.extend(refusals::cases());
     all
 }

@@ -3,8 +3,10 @@
 use crate::functions::*;
 use crate::{Case, CaseFuture, CaseResult, Ctx, Needs, check};
 use futures::StreamExt;
-use redwood::raw::backend::{JobSpec, SubmitRequest, TaskEvent, TaskInput};
+use redwood::raw::backend::JobSpec;
 use redwood::raw::envelope::Outcome;
+use redwood::raw::executor::{Attempt, OpenRequest};
+use redwood::raw::pack::PackWriter;
 use redwood::{TaskErrorKind, TaskOptions};
 
 use super::redwood_core_encode;
@@ -17,23 +19,32 @@ pub(super) fn cases() -> Vec<Case> {
     ]
 }
 
-/// Submits one task straight to the backend with a hand-made spec, returning its outcome.
+/// Runs one attempt straight on the executor with a hand-made spec, returning its outcome.
 async fn submit_raw(ctx: &Ctx, spec: JobSpec, args: Vec<u8>) -> Result<Outcome, crate::CaseError> {
-    let request = SubmitRequest::new(
-        std::sync::Arc::new(spec),
-        vec![TaskInput {
-            index: 0,
-            args: args.into(),
-        }],
-        ctx.session.storage().clone(),
-    );
-    let mut events = ctx.session.backend().submit(request).await?.events;
-    while let Some(event) = events.next().await {
-        if let TaskEvent::Finished(f) = event {
-            return Ok(f.outcome);
-        }
+    let storage = ctx.session.storage().clone();
+    let executor = ctx.session.backend();
+    let mut pack = PackWriter::new();
+    pack.push(0, &args);
+    let range = pack.ranges()[0].clone();
+    if executor.capabilities().inputs_from_storage {
+        storage
+            .put(&storage.layout().input(&spec.id), pack.finish())
+            .await?;
     }
-    Err("no outcome".into())
+    let opened = executor
+        .open(OpenRequest::new(std::sync::Arc::new(spec), storage))
+        .await?;
+    let attempt = Attempt {
+        task: 0,
+        attempt: 1,
+        args: args.into(),
+        range: (range.start, range.end),
+    };
+    opened.job.launch(vec![attempt]).await?;
+    let mut ends = opened.ends;
+    let end = ends.next().await.ok_or("no outcome")?;
+    opened.job.close().await;
+    Ok(end.outcome().clone())
 }
 
 fn spec_for(function: &str, signature: u64, binary: &str) -> JobSpec {

@@ -1,19 +1,14 @@
-//! The compute backend contract: an object-safe trait with request and reply structs, declared
-//! capabilities, and the events a backend reports as tasks finish.
+//! What the job driver and the executors share: the job's description, the declared
+//! capabilities, and the events the driver reports as tasks finish.
 
-use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::envelope::Outcome;
-use crate::storage::Storage;
 use crate::types::options::TaskOptions;
 use crate::types::result_ref::ResultLocation;
 use crate::types::task_error::TaskError;
@@ -23,8 +18,17 @@ use crate::types::task_error::TaskError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// `cancel` stops queued and running tasks.
+    /// Cancelling a job stops its queued attempts.
     pub cancel: bool,
+    /// Cancelling a job also stops its running attempts (when false, those run to their end
+    /// and their outcomes are discarded).
+    pub cancel_running: bool,
+    /// The longest an attempt may run on this platform, if it has a limit (a per-task
+    /// timeout above it is refused).
+    pub longest_task: Option<std::time::Duration>,
+    /// Workers read a task's arguments from the stored job input, so it must be stored
+    /// before attempts are launched.
+    pub inputs_from_storage: bool,
     /// Per-attempt timeouts are enforced.
     pub timeout: bool,
     /// Failed attempts are retried with backoff.
@@ -51,6 +55,9 @@ impl Capabilities {
     pub fn none() -> Self {
         Capabilities {
             cancel: false,
+            cancel_running: false,
+            longest_task: None,
+            inputs_from_storage: false,
             timeout: false,
             retries: false,
             concurrency_limit: false,
@@ -64,7 +71,7 @@ impl Capabilities {
     }
 
     /// Checks a submission against what is declared; the error names what is missing.
-    pub fn check(&self, backend: &str, job: &JobSpec, tasks: &[TaskInput]) -> Result<()> {
+    pub fn check(&self, backend: &str, job: &JobSpec, args: &[Vec<u8>]) -> Result<()> {
         let unsupported = |what: &str| {
             Err(Error::new(
                 ErrorKind::Unsupported,
@@ -75,6 +82,15 @@ impl Capabilities {
         let o = &job.options;
         if o.timeout.is_some() && !self.timeout {
             return unsupported("task timeouts (TaskOptions::timeout)");
+        }
+        if let (Some(timeout), Some(longest)) = (o.timeout, self.longest_task)
+            && timeout > longest
+        {
+            return unsupported(&format!(
+                "a task timeout of {} (tasks run at most {} there)",
+                humanize(timeout),
+                humanize(longest)
+            ));
         }
         if o.retries > 0 && !self.retries {
             return unsupported("retries (TaskOptions::retries)");
@@ -111,17 +127,20 @@ impl Capabilities {
             ));
         }
         if let Some(max) = self.max_payload
-            && let Some(big) = tasks.iter().find(|t| t.args.len() as u64 > max)
+            && let Some((index, big)) = args.iter().enumerate().find(|(_, a)| a.len() as u64 > max)
         {
             return unsupported(&format!(
-                "task {} with {} bytes of arguments (at most {max}); pass large data with \
+                "task {index} with {} bytes of arguments (at most {max}); pass large data with \
                  Session::broadcast instead",
-                big.index,
-                big.args.len()
+                big.len()
             ));
         }
         Ok(())
     }
+}
+
+fn humanize(d: std::time::Duration) -> String {
+    format!("{d:?}")
 }
 
 /// A job as the backend sees it.
@@ -141,83 +160,8 @@ pub struct JobSpec {
     pub options: TaskOptions,
 }
 
-/// One task's input.
-#[derive(Debug, Clone)]
-pub struct TaskInput {
-    /// The task's index in its job.
-    pub index: u64,
-    /// The encoded argument tuple.
-    pub args: Bytes,
-}
-
-/// Start running tasks of a job.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct SubmitRequest {
-    /// The job.
-    pub job: Arc<JobSpec>,
-    /// The tasks to run (all of them, or the unfinished ones when resuming).
-    pub tasks: Vec<TaskInput>,
-    /// The session's storage; results go under its layout.
-    pub storage: Storage,
-    /// The caller has no way to attach to this job (a single `call`), so a backend may report
-    /// a task finished as soon as it has the outcome and store it right after. Without this,
-    /// a task is reported only once its outcome is stored.
-    pub report_before_stored: bool,
-}
-
-impl SubmitRequest {
-    /// A submit request; outcomes are stored before they are reported.
-    pub fn new(job: Arc<JobSpec>, tasks: Vec<TaskInput>, storage: Storage) -> Self {
-        SubmitRequest {
-            job,
-            tasks,
-            storage,
-            report_before_stored: false,
-        }
-    }
-
-    /// Lets the backend report outcomes before they are stored (see the field).
-    pub fn report_before_stored(mut self, allowed: bool) -> Self {
-        self.report_before_stored = allowed;
-        self
-    }
-}
-
-/// The events of a submitted job; the stream ends after the last task's `Finished`.
+/// The events of a driven job; the stream ends after the last task's `Finished`.
 pub type EventStream = Pin<Box<dyn Stream<Item = TaskEvent> + Send>>;
-
-/// The reply to a submit: the stream of the job's events.
-#[non_exhaustive]
-pub struct SubmitReply {
-    /// Events as tasks retry and finish.
-    pub events: EventStream,
-    /// The backend stored the job's packed inputs at the layout's `input` key itself (it needed
-    /// them before the session would write them), so the session does not write them again.
-    pub inputs_stored: bool,
-}
-
-impl SubmitReply {
-    /// A reply carrying an event stream.
-    pub fn new(events: EventStream) -> Self {
-        SubmitReply {
-            events,
-            inputs_stored: false,
-        }
-    }
-
-    /// Says the backend stored the job's packed inputs (see the field).
-    pub fn with_inputs_stored(mut self, stored: bool) -> Self {
-        self.inputs_stored = stored;
-        self
-    }
-}
-
-impl fmt::Debug for SubmitReply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubmitReply").finish_non_exhaustive()
-    }
-}
 
 /// Something that happened to a task.
 #[derive(Debug, Clone)]
@@ -255,29 +199,6 @@ pub struct Finished {
     pub requeues: u32,
 }
 
-/// Stop a job's queued and running tasks.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct CancelRequest {
-    /// The job id.
-    pub job: String,
-}
-
-impl CancelRequest {
-    /// Cancel the job `job`.
-    pub fn new(job: impl Into<String>) -> Self {
-        CancelRequest { job: job.into() }
-    }
-}
-
-/// The reply to a cancel.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct CancelReply {
-    /// How many tasks were stopped before they finished.
-    pub cancelled: u64,
-}
-
 /// Release what the backend holds (worker processes, pools, cloud jobs).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -289,39 +210,6 @@ pub struct CleanupRequest {}
 pub struct CleanupReply {
     /// What was released, in words.
     pub released: Vec<String>,
-}
-
-/// A compute backend: runs the tasks of jobs and reports their outcomes.
-#[async_trait]
-pub trait ComputeBackend: Send + Sync + fmt::Debug + 'static {
-    /// The backend's name as used in configuration (`local`, `azure-batch`, ...).
-    fn name(&self) -> &str;
-
-    /// What the backend supports.
-    fn capabilities(&self) -> Capabilities;
-
-    /// Starts the tasks of a job; returns once they are accepted.
-    async fn submit(&self, request: SubmitRequest) -> Result<SubmitReply>;
-
-    /// Follows the unfinished tasks (`request.tasks`) of a job submitted earlier, maybe by
-    /// another client, whose tasks kept running without it (backends that declare
-    /// `survives_client`): reports each as it finishes, retrying as `submit` would.
-    async fn watch(&self, request: SubmitRequest) -> Result<SubmitReply> {
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "backend `{}` cannot follow the running tasks of job {} started earlier",
-                self.name(),
-                request.job.id
-            ),
-        ))
-    }
-
-    /// Stops a job's unfinished tasks; each ends as `Finished` with a `Cancelled` error.
-    async fn cancel(&self, request: CancelRequest) -> Result<CancelReply>;
-
-    /// Releases what the backend holds.
-    async fn cleanup(&self, request: CleanupRequest) -> Result<CleanupReply>;
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use crate::config::LoadedConfig;
 use crate::error::Result;
-use crate::raw::backend::ComputeBackend;
+use crate::raw::executor::Executor;
 
 /// Builds a backend from the configuration.
-pub type BuildFn = fn(&LoadedConfig) -> Result<Arc<dyn ComputeBackend>>;
+pub type BuildFn = fn(&LoadedConfig) -> Result<Arc<dyn Executor>>;
 
 /// A backend that can be chosen by name in the configuration.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ const BACKEND_FEATURES: &[(&str, &str)] = &[("local", "local"), ("azure-batch", 
 
 /// Builds the backend the configuration names; an unknown name lists the known ones, and a
 /// backend this build lacks names the feature that adds it.
-pub fn build_backend(config: &LoadedConfig) -> Result<Arc<dyn ComputeBackend>> {
+pub fn build_backend(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
     let name = config.config.backend.as_str();
     match inventory::iter::<BackendFactory>
         .into_iter()

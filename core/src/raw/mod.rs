@@ -5,6 +5,7 @@ pub mod backend;
 pub mod binary;
 pub mod envelope;
 pub mod events;
+pub mod executor;
 pub mod factory;
 pub mod manifest;
 pub mod pack;

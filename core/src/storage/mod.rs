@@ -707,12 +707,7 @@ impl Layout {
         self.key(&["jobs", job, "input"])
     }
 
-    /// `<root>/jobs/<job>/tasks/<task>/result`: one task's result.
-    pub fn task_result(&self, job: &str, task: u64) -> Path {
-        self.key(&["jobs", job, "tasks", &task.to_string(), "result"])
-    }
-
-    /// `<root>/jobs/<job>/tasks/<task>/log`: one task's stdout/stderr tail.
+    /// `<root>/jobs/<job>/tasks/<task>/log`: the stderr tail of a task's last attempt.
     pub fn task_log(&self, job: &str, task: u64) -> Path {
         self.key(&["jobs", job, "tasks", &task.to_string(), "log"])
     }
@@ -722,13 +717,20 @@ impl Layout {
         self.key(&["jobs", job, "tasks"])
     }
 
-    /// `<root>/jobs/<job>/results/<segment>`: many task results packed in one object. Each
-    /// writer picks names no other writer uses.
-    pub fn result_segment(&self, job: &str, segment: &str) -> Path {
-        self.key(&["jobs", job, "results", segment])
+    /// `<root>/jobs/<job>/results/<name>`: stored outcomes, packed (entries keyed by task
+    /// index). The job driver writes many per object (`<writer>-<n>`); a worker that stores
+    /// its own outcome writes one (`t<task>-a<attempt>`). Each writer picks names no other
+    /// writer uses, so nothing stored is ever overwritten.
+    pub fn result_segment(&self, job: &str, name: &str) -> Path {
+        self.key(&["jobs", job, "results", name])
     }
 
-    /// `<root>/jobs/<job>/results/`: the prefix of a job's result segments.
+    /// `<root>/jobs/<job>/results/t<task>-a<attempt>`: the outcome a worker stores itself.
+    pub fn attempt_result(&self, job: &str, task: u64, attempt: u32) -> Path {
+        self.result_segment(job, &format!("t{task}-a{attempt}"))
+    }
+
+    /// `<root>/jobs/<job>/results/`: the prefix of a job's stored outcomes.
     pub fn result_segments(&self, job: &str) -> Path {
         self.key(&["jobs", job, "results"])
     }
@@ -743,9 +745,15 @@ impl Layout {
         self.key(&["jobs", job, "lease", &format!("{generation:06}")])
     }
 
-    /// `<root>/jobs/<job>/events`: timing events for stats and the timeline.
+    /// `<root>/jobs/<job>/events/`: the prefix of the job's attempt records (for stats and
+    /// the timeline), appended while it runs.
     pub fn events(&self, job: &str) -> Path {
         self.key(&["jobs", job, "events"])
+    }
+
+    /// `<root>/jobs/<job>/events/<name>`: one batch of attempt records.
+    pub fn event_segment(&self, job: &str, name: &str) -> Path {
+        self.key(&["jobs", job, "events", name])
     }
 }
 
@@ -761,7 +769,15 @@ mod tests {
         let l = s.layout();
         assert_eq!(l.manifest("j1").as_ref(), "ns/jobs/j1/job.json");
         assert_eq!(l.input("j1").as_ref(), "ns/jobs/j1/input");
-        assert_eq!(l.task_result("j1", 3).as_ref(), "ns/jobs/j1/tasks/3/result");
+        assert_eq!(
+            l.attempt_result("j1", 3, 2).as_ref(),
+            "ns/jobs/j1/results/t3-a2"
+        );
+        assert_eq!(l.task_log("j1", 3).as_ref(), "ns/jobs/j1/tasks/3/log");
+        assert_eq!(
+            l.event_segment("j1", "w-1").as_ref(),
+            "ns/jobs/j1/events/w-1"
+        );
         assert_eq!(l.broadcast("ab").as_ref(), "ns/bcast/ab");
         assert_eq!(
             l.result_segment("j1", "w-2").as_ref(),

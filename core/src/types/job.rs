@@ -10,12 +10,13 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::codec;
+use crate::driver::inputs::Inputs;
+use crate::driver::stored::read_stored;
+use crate::driver::{DriveRequest, DriverHandle, Driving, drive};
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::backend::{CancelRequest, EventStream, Finished, JobSpec, TaskEvent, TaskInput};
+use crate::raw::backend::{Finished, JobSpec, TaskEvent};
 use crate::raw::envelope::Outcome;
-use crate::raw::events::write_events;
 use crate::raw::manifest::JobManifest;
-use crate::raw::pack::read_pack;
 use crate::types::lease::Lease;
 use crate::types::pending;
 use crate::types::progress::Progress;
@@ -84,6 +85,7 @@ impl<T> std::fmt::Debug for Job<T> {
 pub(crate) struct JobShared {
     spec: Arc<JobSpec>,
     session: Session,
+    driver: DriverHandle,
     state: Mutex<JobState>,
     changed: watch::Sender<u64>,
 }
@@ -97,7 +99,7 @@ pub(crate) struct JobState {
     pub(crate) retries: u64,
     pub(crate) submitted: Instant,
     pub(crate) done: Option<Instant>,
-    /// The backend's event stream ended and the events record was written (or failed).
+    /// The driver's event stream ended: every outcome and attempt record is stored.
     recorded: bool,
 }
 
@@ -244,22 +246,21 @@ impl JobShared {
 }
 
 impl<T: DeserializeOwned + Send + 'static> Job<T> {
-    /// Starts tracking a submitted job from its backend events (and outcomes already known).
-    /// `record_events` writes the job's events record when it ends (for `stats` readers and
-    /// the timeline); single calls skip it.
+    /// Starts tracking a driven job from its events (and outcomes already known).
     pub(crate) fn start(
         session: Session,
         spec: Arc<JobSpec>,
-        mut events: EventStream,
+        driving: Driving,
         known: Vec<Finished>,
-        record_events: bool,
         lease: Option<Lease>,
     ) -> Job<T> {
         let total = spec.task_count as usize;
         let (changed, _) = watch::channel(0);
+        let Driving { mut events, handle } = driving;
         let shared = Arc::new(JobShared {
             spec,
             session,
+            driver: handle,
             state: Mutex::new(JobState {
                 slots: (0..total).map(|_| None).collect(),
                 order: Vec::with_capacity(total),
@@ -277,30 +278,20 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         }
         // Registered now, so a flush right after the last task finished waits for the record.
         let pending = pending::register(shared.session.id(), shared.finished_probe());
-        let driver = shared.clone();
+        let follower = shared.clone();
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
-                driver.apply(event);
+                follower.apply(event);
             }
-            driver.finish_missing(
+            follower.finish_missing(
                 TaskErrorKind::Lost,
-                "the backend stopped reporting before this task finished",
+                "the job driver stopped reporting before this task finished",
             );
-            if record_events && driver.session.keeps_job(&driver.spec.id) {
-                let records: Vec<Finished> = {
-                    let s = driver.state();
-                    s.slots.iter().flatten().cloned().collect()
-                };
-                let storage = driver.session.storage();
-                if let Err(e) = write_events(storage, &driver.spec.id, &records).await {
-                    tracing::warn!(job = %driver.spec.id, error = %e, "could not store job events");
-                }
-            }
             if let Some(lease) = lease {
                 lease.release().await;
             }
-            driver.state().recorded = true;
-            driver.changed.send_modify(|v| *v += 1);
+            follower.state().recorded = true;
+            follower.changed.send_modify(|v| *v += 1);
             drop(pending);
         });
         Job {
@@ -343,27 +334,17 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         session.remember_job(job_id);
         // The input holds every task's arguments: its entry count checks the manifest's count.
         let input = storage.get(&layout.input(job_id)).await?;
-        let entries = read_pack(&input)?;
-        if entries.len() as u64 != manifest.spec.task_count {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!(
-                    "job `{job_id}` is corrupt: its job.json counts {} tasks, its input holds {}",
-                    manifest.spec.task_count,
-                    entries.len()
-                ),
-            )
-            .with_operation("Job::attach"));
-        }
-        let backend = session.backend();
+        let inputs = Inputs::from_stored(job_id, input, manifest.spec.task_count)
+            .map_err(|e| e.with_operation("Job::attach"))?;
+        let executor = session.backend();
         // Tasks that kept running without a client are followed; tasks that stopped with it
         // are run again, by this binary, once this client holds the job's lease.
-        let follow = backend.capabilities().survives_client;
-        let task_count = entries.len();
-        let mut known = read_stored_outcomes(session, &manifest.spec).await?;
+        let follow = executor.capabilities().survives_client;
+        let task_count = manifest.spec.task_count;
+        let mut stored = read_stored(storage, &manifest.spec).await?;
         let mut spec = manifest.spec.clone();
         let mut lease = None;
-        if !follow && !unfinished(&known, task_count).is_empty() {
+        if !follow && !stored.unfinished(task_count).is_empty() {
             let here = crate::raw::binary::current_binary_hash()?;
             if spec.binary != here && !rerun_here {
                 return Err(Error::new(
@@ -379,44 +360,34 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             }
             lease = Some(Lease::take_over(storage, job_id).await?);
             // Outcomes stored before the lease was ours count too.
-            known = read_stored_outcomes(session, &manifest.spec).await?;
+            stored = read_stored(storage, &manifest.spec).await?;
             spec.binary = here.to_string();
         }
-        let missing = unfinished(&known, task_count);
+        let todo = stored.unfinished(task_count);
         tracing::info!(
             job = job_id,
-            finished = known.len(),
-            missing = missing.len(),
+            finished = stored.finished.len(),
+            missing = todo.len(),
             "attached"
         );
-        let events: EventStream = if missing.is_empty() {
-            Box::pin(futures::stream::empty())
-        } else {
-            let tasks: Vec<TaskInput> = entries
-                .into_iter()
-                .filter(|e| missing.binary_search(&e.key).is_ok())
-                .map(|e| TaskInput {
-                    index: e.key,
-                    args: e.bytes,
-                })
-                .collect();
-            let request = crate::raw::backend::SubmitRequest::new(
-                Arc::new(spec.clone()),
-                tasks,
-                storage.clone(),
-            );
-            if follow {
-                backend.watch(request).await?.events
-            } else {
-                backend.submit(request).await?.events
-            }
-        };
+        let spec = Arc::new(spec);
+        let driving = drive(DriveRequest {
+            spec: spec.clone(),
+            storage: storage.clone(),
+            executor: executor.clone(),
+            inputs: Arc::new(inputs),
+            todo,
+            follow,
+            early_report: false,
+            record_events: true,
+            keep: session.keeps(job_id),
+        })
+        .await?;
         Ok(Job::start(
             session.clone(),
-            Arc::new(spec),
-            events,
-            known,
-            true,
+            spec,
+            driving,
+            stored.finished,
             lease,
         ))
     }
@@ -575,8 +546,9 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         let span = tracing::info_span!("cancel", job = %self.id());
         async {
             let before = self.summary().finished;
-            backend.cancel(CancelRequest::new(self.id())).await?;
-            // The backend reports each stopped task; do not hang if it does not.
+            self.shared.driver.cancel().await;
+            // The driver reports each stopped task once it is stored; do not hang if it
+            // cannot store them.
             let all = self.shared.total();
             let wait = self.shared.wait_until(all, "cancel");
             if tokio::time::timeout(Duration::from_secs(30), wait)
@@ -648,60 +620,4 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         self.shared.wait_finished(1).await;
         self.shared.decode(0)
     }
-}
-
-/// Reads every stored outcome of a job: packed result segments and per-task result objects.
-/// The tasks of `0..task_count` without a known outcome, in order.
-fn unfinished(known: &[Finished], task_count: usize) -> Vec<u64> {
-    let mut done = vec![false; task_count];
-    for f in known {
-        if let Some(d) = done.get_mut(f.task as usize) {
-            *d = true;
-        }
-    }
-    (0..task_count as u64)
-        .filter(|&i| !done[i as usize])
-        .collect()
-}
-
-async fn read_stored_outcomes(session: &Session, spec: &JobSpec) -> Result<Vec<Finished>> {
-    let storage = session.storage();
-    let layout = storage.layout();
-    let mut known = Vec::new();
-    let now = SystemTime::now();
-    let record = |task: u64, bytes: &[u8], key: String, range| -> Result<Finished> {
-        Ok(Finished {
-            task,
-            attempt: 0,
-            outcome: Outcome::from_stored(bytes)?,
-            location: ResultLocation { key, range },
-            started: None,
-            finished: now,
-            worker: None,
-            requeues: 0,
-        })
-    };
-    for key in storage.list(&layout.result_segments(&spec.id)).await? {
-        let bytes = storage.get(&key).await?;
-        for entry in read_pack(&bytes)? {
-            known.push(record(
-                entry.key,
-                &entry.bytes,
-                key.to_string(),
-                Some(entry.range),
-            )?);
-        }
-    }
-    for key in storage.list(&layout.tasks(&spec.id)).await? {
-        let parts: Vec<_> = key.parts().collect();
-        let n = parts.len();
-        if n >= 2
-            && parts[n - 1].as_ref() == "result"
-            && let Ok(task) = parts[n - 2].as_ref().parse::<u64>()
-        {
-            let bytes = storage.get(&key).await?;
-            known.push(record(task, &bytes, key.to_string(), None)?);
-        }
-    }
-    Ok(known)
 }

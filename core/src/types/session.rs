@@ -11,12 +11,14 @@ use tracing::Instrument;
 
 use crate::codec;
 use crate::config::{Config, LoadedConfig};
+use crate::driver::inputs::Inputs;
+use crate::driver::{DriveRequest, drive};
 use crate::error::{Error, ErrorKind, Result};
-use crate::raw::backend::{CleanupRequest, ComputeBackend, JobSpec, SubmitRequest, TaskInput};
+use crate::raw::backend::{CleanupRequest, JobSpec};
 use crate::raw::binary::current_binary_hash;
+use crate::raw::executor::Executor;
 use crate::raw::factory::build_backend;
 use crate::raw::manifest::JobManifest;
-use crate::raw::pack::PackWriter;
 use crate::storage::Storage;
 use crate::types::blob::Blob;
 use crate::types::broadcast::Broadcast;
@@ -35,7 +37,7 @@ pub struct Session {
 }
 
 struct Inner {
-    backend: Arc<dyn ComputeBackend>,
+    backend: Arc<dyn Executor>,
     storage: Storage,
     progress: bool,
     /// Bounds the job records `call` stores in the background.
@@ -109,7 +111,7 @@ impl Session {
     }
 
     /// The compute backend.
-    pub fn backend(&self) -> &Arc<dyn ComputeBackend> {
+    pub fn backend(&self) -> &Arc<dyn Executor> {
         &self.inner.backend
     }
 
@@ -254,60 +256,52 @@ impl Session {
         self.remember_job(&spec.id);
         let span = tracing::info_span!("map", job = %spec.id, function, tasks = spec.task_count);
         async {
-            let tasks: Vec<TaskInput> = args
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| TaskInput {
-                    index: i as u64,
-                    args: Bytes::from(a),
-                })
-                .collect();
             let backend = &self.inner.backend;
-            backend
-                .capabilities()
-                .check(backend.name(), &spec, &tasks)?;
+            let capabilities = backend.capabilities();
+            capabilities.check(backend.name(), &spec, &args)?;
+            let inputs = Arc::new(Inputs::pack(&args));
+            drop(args);
             // Fast: the record is stored once the job ends, so its disk work (a new inode costs
-            // real CPU on some file systems) never competes with the call it records.
+            // real CPU on some file systems) never competes with the call it records; inputs
+            // the executor's workers read from storage are stored first all the same.
             // An attachable job's runner holds a lease while it runs, so an `attach` elsewhere
             // does not run its tasks a second time.
             let (deferred_record, lease) = match durability {
                 Durability::Attachable => {
-                    self.write_job::<Out>(&spec, Some(&tasks)).await?;
+                    self.write_job::<Out>(&spec, Some(inputs.bytes())).await?;
                     let lease = Lease::take_new(&self.inner.storage, &spec.id).await?;
                     (None, Some(lease))
                 }
-                Durability::Fast => (
-                    Some((self.background_permit().await?, tasks.clone())),
-                    None,
-                ),
+                Durability::Fast => {
+                    let permit = self.background_permit().await?;
+                    let stored_first = capabilities.inputs_from_storage && inputs.len() > 0;
+                    if stored_first {
+                        let key = self.inner.storage.layout().input(&spec.id);
+                        self.inner.storage.put(&key, inputs.bytes().clone()).await?;
+                    }
+                    (Some((permit, !stored_first)), None)
+                }
             };
-            let (events, inputs_stored) = if tasks.is_empty() {
-                (Box::pin(futures::stream::empty()) as _, false)
-            } else {
-                let request = SubmitRequest::new(spec.clone(), tasks, self.inner.storage.clone())
-                    .report_before_stored(durability == Durability::Fast);
-                let reply = backend
-                    .submit(request)
-                    .await
-                    .map_err(|e| e.with_context("job", &spec.id))?;
-                (reply.events, reply.inputs_stored)
-            };
-            let record_events = durability == Durability::Attachable;
-            let job = Job::start(
-                self.clone(),
-                spec.clone(),
-                events,
-                Vec::new(),
-                record_events,
-                lease,
-            );
-            if let Some((permit, tasks)) = deferred_record {
+            let driving = drive(DriveRequest {
+                spec: spec.clone(),
+                storage: self.inner.storage.clone(),
+                executor: backend.clone(),
+                inputs: inputs.clone(),
+                todo: (0..spec.task_count).map(|i| (i, 0)).collect(),
+                follow: false,
+                early_report: durability == Durability::Fast,
+                record_events: durability == Durability::Attachable,
+                keep: self.keeps(&spec.id),
+            })
+            .await
+            .map_err(|e| e.with_context("job", &spec.id))?;
+            let job = Job::start(self.clone(), spec.clone(), driving, Vec::new(), lease);
+            if let Some((permit, write_inputs)) = deferred_record {
                 let pending = pending::register(self.id(), job.finished_probe());
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
                 tokio::spawn(async move {
                     job.wait_finished().await;
-                    // Inputs the backend stored already are not written twice.
-                    let inputs = (!inputs_stored).then_some(tasks.as_slice());
+                    let inputs = write_inputs.then(|| inputs.bytes());
                     if let Err(e) = session.write_job::<Out>(&spec, inputs).await {
                         tracing::warn!(job = %spec.id, error = %e, "could not store the job record");
                     }
@@ -332,21 +326,17 @@ impl Session {
 
     /// Stores the manifest of a job whose results are `Out` and, unless `None` (already
     /// stored), the packed inputs, concurrently.
-    async fn write_job<Out>(&self, spec: &JobSpec, tasks: Option<&[TaskInput]>) -> Result<()> {
+    async fn write_job<Out>(&self, spec: &JobSpec, inputs: Option<&Bytes>) -> Result<()> {
         let storage = &self.inner.storage;
         let layout = storage.layout();
         let manifest = JobManifest::new(spec, self.inner.backend.name(), storage.url())
             .with_result_type(std::any::type_name::<Out>());
         let manifest_key = layout.manifest(&spec.id);
         let write_inputs = async {
-            let Some(tasks) = tasks else {
-                return Ok(());
-            };
-            let mut pack = PackWriter::new();
-            for t in tasks {
-                pack.push(t.index, &t.args);
+            match inputs {
+                Some(bytes) => storage.put(&layout.input(&spec.id), bytes.clone()).await,
+                None => Ok(()),
             }
-            storage.put(&layout.input(&spec.id), pack.finish()).await
         };
         futures::try_join!(
             storage.put(&manifest_key, manifest.to_json()?),
@@ -480,7 +470,7 @@ impl Session {
         let reply = self
             .inner
             .backend
-            .cleanup(CleanupRequest::default())
+            .release(CleanupRequest::default())
             .await?;
         Ok(CleanupReport {
             objects_deleted,
@@ -500,10 +490,15 @@ impl Session {
         pending::wait_written(Some(self.id()), CLOSE_LIMIT).await;
     }
 
-    /// Whether this session still keeps `job` (submitted or attached, and not cleaned up): a
-    /// job cleaned up while it ran stores no events record afterwards.
-    pub(crate) fn keeps_job(&self, job: &str) -> bool {
-        self.made().jobs.contains(job)
+    /// Whether this session still keeps `job` (submitted or attached, and not cleaned up), as
+    /// a test the job driver can hold: a job cleaned up while it ran stores nothing more.
+    pub(crate) fn keeps(&self, job: &str) -> crate::driver::Keep {
+        let (session, job) = (Arc::downgrade(&self.inner), job.to_string());
+        Arc::new(move || {
+            session
+                .upgrade()
+                .is_none_or(|inner| inner.made.lock().map_or(true, |m| m.jobs.contains(&job)))
+        })
     }
 
     fn made(&self) -> std::sync::MutexGuard<'_, Made> {
@@ -532,7 +527,7 @@ fn new_job_id(function: &str) -> String {
 #[derive(Default)]
 pub struct SessionBuilder {
     config: Option<Config>,
-    backend: Option<Arc<dyn ComputeBackend>>,
+    backend: Option<Arc<dyn Executor>>,
     storage: Option<Storage>,
     backend_name: Option<String>,
     storage_url: Option<String>,
@@ -559,7 +554,7 @@ impl SessionBuilder {
     }
 
     /// Uses this backend instance (overrides the `backend` key).
-    pub fn backend(mut self, backend: Arc<dyn ComputeBackend>) -> Self {
+    pub fn backend(mut self, backend: Arc<dyn Executor>) -> Self {
         self.backend = Some(backend);
         self
     }
