@@ -1,7 +1,8 @@
 //! Benchmark of the local backend: no-op `map` throughput at 10,000 tasks (median of 5), single
 //! `call` round trip (median of 100), and the client's peak memory.
 //!
-//! `cargo run --release --example bench_local [-- --store file|memory] [--tasks N] [--runs R]`
+//! `cargo run --release --example bench_local [-- --store file|memory] [--tasks N] [--runs R]
+//! [--consume collect|reduce]` (`reduce` folds the results as they stream, holding none).
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,13 @@ async fn main() -> redwood::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(5);
+    let consume = arg("--consume").unwrap_or_else(|| "collect".into());
+    if consume != "collect" && consume != "reduce" {
+        return Err(redwood::Error::new(
+            redwood::ErrorKind::InvalidInput,
+            format!("--consume {consume}: expected collect or reduce"),
+        ));
+    }
     let dir = std::env::temp_dir().join(format!("redwood-bench-{}", std::process::id()));
     let url = match store.as_str() {
         "memory" => "memory://bench".to_string(),
@@ -57,10 +65,16 @@ async fn main() -> redwood::Result<()> {
     let mut rates = Vec::new();
     for run in 0..runs {
         let started = Instant::now();
-        let got = rw.map(noop, 0..tasks).await?.collect().await?;
+        let job = rw.map(noop, 0..tasks).await?;
+        if consume == "reduce" {
+            let sum = job.reduce(0u64, |a, b| a.wrapping_add(b)).await?;
+            assert_eq!(sum, tasks * tasks.saturating_sub(1) / 2);
+        } else {
+            let got = job.collect().await?;
+            assert_eq!(got.len() as u64, tasks);
+            assert!(got.iter().enumerate().all(|(i, v)| *v == i as u64));
+        }
         let took = started.elapsed();
-        assert_eq!(got.len() as u64, tasks);
-        assert!(got.iter().enumerate().all(|(i, v)| *v == i as u64));
         let rate = tasks as f64 / took.as_secs_f64();
         eprintln!("run {run}: {tasks} tasks in {took:.2?} = {rate:.0} tasks/s");
         rates.push(rate);
@@ -88,7 +102,8 @@ async fn main() -> redwood::Result<()> {
 
     println!("backend {workers}, storage {store} ({url})");
     println!(
-        "map throughput: median {:.0} tasks/s over {runs} runs of {tasks} no-op tasks (target >= 20000)",
+        "map throughput: median {:.0} tasks/s over {runs} runs of {tasks} no-op tasks, results \
+         by {consume} (target >= 20000)",
         median(rates)
     );
     println!(

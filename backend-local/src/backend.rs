@@ -176,6 +176,8 @@ impl Executor for LocalBackend {
         c.concurrency_limit = true;
         c.survives_client = false;
         c.max_payload = Some(crate::protocol::MAX_FRAME as u64 - 4096);
+        // Enough queued per worker to keep its pipe full; the driver holds the rest.
+        c.max_launched = Some((self.workers as u64).saturating_mul(1024).max(4096));
         c
     }
 

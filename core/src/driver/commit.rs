@@ -20,6 +20,8 @@ use crate::types::task_error::{TaskError, TaskErrorKind};
 
 /// The most attempt ends stored in one round.
 const MAX_BATCH: usize = 8192;
+/// How long a round waits for more ends before it is stored.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
 /// How many rounds of every job may be storing after they were reported (early reports).
 const EARLY_WRITES: usize = 64;
 
@@ -73,7 +75,14 @@ impl Committer {
         );
         let writer = writer[..12].to_string();
         let mut round = 0u64;
+        let mut busy = false;
         while let Some(first) = rx.recv().await {
+            if busy && !self.early {
+                // Tasks finish in a stream: let the ends of those about to finish join this
+                // round, one object (one new inode on a file store) for all of them. A lone
+                // task (tasks finishing one by one) is not held back.
+                tokio::time::sleep(LINGER).await;
+            }
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -81,6 +90,7 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            busy = batch.len() > 1;
             let name = format!("{writer}-{round:06}");
             round += 1;
             self.round(&name, batch, &events).await;

@@ -9,7 +9,7 @@ pub(crate) mod inputs;
 pub(crate) mod stored;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,13 +102,20 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
         done: vec![true; spec.task_count as usize],
         remaining: 0,
         delayed: BinaryHeap::new(),
+        waiting: VecDeque::new(),
+        launched: 0,
+        window: request
+            .executor
+            .capabilities()
+            .max_launched
+            .unwrap_or(u64::MAX)
+            .max(1),
         job: opened.job,
         spec: spec.clone(),
         inputs: request.inputs,
         events: events_tx.clone(),
         commit: None,
     };
-    let mut launch = Vec::new();
     for (task, last) in request.todo {
         let Some(slot) = driver.attempts.get_mut(task as usize) else {
             continue;
@@ -117,16 +124,17 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
         driver.remaining += 1;
         match running.get(&task) {
             // An attempt the executor still has, newer than the last one known to have ended.
-            Some(&attempt) if attempt > last => *slot = attempt,
+            Some(&attempt) if attempt > last => {
+                *slot = attempt;
+                driver.launched += 1;
+            }
             _ => {
                 *slot = last.saturating_add(1);
-                launch.push(driver.inputs.attempt(task, *slot));
+                driver.waiting.push_back(task);
             }
         }
     }
-    if !launch.is_empty()
-        && let Err(e) = driver.job.launch(launch).await
-    {
+    if let Err(e) = driver.launch_waiting().await {
         driver.job.close().await;
         return Err(e);
     }
@@ -162,6 +170,12 @@ struct Driver {
     remaining: u64,
     /// Retries waiting for their backoff: (due, task).
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Tasks whose next attempt waits for room in the executor's window.
+    waiting: VecDeque<u64>,
+    /// Attempts launched that have not ended.
+    launched: u64,
+    /// The most attempts the executor takes at once (`Capabilities::max_launched`).
+    window: u64,
     job: Box<dyn ExecutorJob>,
     spec: Arc<JobSpec>,
     inputs: Arc<Inputs>,
@@ -192,10 +206,11 @@ impl Driver {
                 end = ends.next() => match end {
                     Some(end) => {
                         self.on_end(end);
-                        // Take every end already waiting before launching retries.
+                        // Take every end already waiting before launching more.
                         while let Some(Some(end)) = ends.now_or_never_ready() {
                             self.on_end(end);
                         }
+                        self.launch_more().await;
                     }
                     None => {
                         self.end_all(
@@ -204,7 +219,10 @@ impl Driver {
                         );
                     }
                 },
-                () = sleep => self.launch_due().await,
+                () = sleep => {
+                    self.move_due();
+                    self.launch_more().await;
+                }
             }
         }
         self.job.close().await;
@@ -231,6 +249,7 @@ impl Driver {
             );
             return;
         }
+        self.launched = self.launched.saturating_sub(1);
         let options = &self.spec.options;
         if let Outcome::Err(error) = end.outcome()
             && error.is_retryable()
@@ -260,37 +279,62 @@ impl Driver {
         }
     }
 
-    /// Launches the retries whose backoff has passed.
-    async fn launch_due(&mut self) {
+    /// Moves the retries whose backoff has passed to the front of the waiting tasks.
+    fn move_due(&mut self) {
         let now = Instant::now();
-        let mut due: Vec<Attempt> = Vec::new();
         while let Some(&Reverse((at, task))) = self.delayed.peek() {
             if at > now {
                 break;
             }
             self.delayed.pop();
             if !self.done[task as usize] {
-                due.push(self.inputs.attempt(task, self.attempts[task as usize]));
+                self.waiting.push_front(task);
             }
         }
-        if due.is_empty() {
-            return;
+    }
+
+    /// Launches waiting tasks while the executor's window has room.
+    async fn launch_waiting(&mut self) -> Result<()> {
+        let room = self.window.saturating_sub(self.launched);
+        let n = usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .min(self.waiting.len());
+        if n == 0 {
+            return Ok(());
         }
-        if let Err(e) = self.job.launch(due.clone()).await {
-            let why = format!("the retry could not be started: {e}");
-            for a in due {
-                let error = self.error(a.task, a.attempt, TaskErrorKind::Lost, &why);
-                let mut end =
-                    AttemptEnd::new(a.task, a.attempt, Ended::Reported(Outcome::Err(error)));
+        let attempts: Vec<Attempt> = self
+            .waiting
+            .drain(..n)
+            .filter(|&task| !self.done[task as usize])
+            .map(|task| self.inputs.attempt(task, self.attempts[task as usize]))
+            .collect();
+        self.launched += attempts.len() as u64;
+        let ids: Vec<(u64, u32)> = attempts.iter().map(|a| (a.task, a.attempt)).collect();
+        if let Err(e) = self.job.launch(attempts).await {
+            // None of them started: each ends here, lost for good.
+            let why = format!("the attempt could not be started: {e}");
+            for (task, attempt) in ids {
+                let error = self.error(task, attempt, TaskErrorKind::Lost, &why);
+                let mut end = AttemptEnd::new(task, attempt, Ended::Reported(Outcome::Err(error)));
                 end.final_attempt = true;
                 self.on_end(end);
             }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// [`Driver::launch_waiting`] in the running job: a failure ends those attempts (lost).
+    async fn launch_more(&mut self) {
+        if let Err(e) = self.launch_waiting().await {
+            tracing::warn!(error = %e, "attempts could not be started");
         }
     }
 
     /// Ends every unfinished task with an error of `kind`; returns how many.
     fn end_all(&mut self, kind: TaskErrorKind, message: &str) -> u64 {
         self.delayed.clear();
+        self.waiting.clear();
         let mut n = 0;
         for task in 0..self.done.len() {
             if self.done[task] {

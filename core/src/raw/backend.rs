@@ -29,6 +29,9 @@ pub struct Capabilities {
     /// Workers read a task's arguments from the stored job input, so it must be stored
     /// before attempts are launched.
     pub inputs_from_storage: bool,
+    /// The most attempts of one job the executor wants launched and not ended at once; the
+    /// driver holds the rest (a few bytes each) until there is room. `None`: no limit.
+    pub max_launched: Option<u64>,
     /// Per-attempt timeouts are enforced.
     pub timeout: bool,
     /// Failed attempts are retried with backoff.
@@ -58,6 +61,7 @@ impl Capabilities {
             cancel_running: false,
             longest_task: None,
             inputs_from_storage: false,
+            max_launched: None,
             timeout: false,
             retries: false,
             concurrency_limit: false,

@@ -17,10 +17,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::raw::backend::{Finished, JobSpec, TaskEvent};
 use crate::raw::envelope::Outcome;
 use crate::raw::manifest::JobManifest;
+use crate::types::finished::{FinishedTable, OutcomeAt};
 use crate::types::lease::Lease;
 use crate::types::pending;
 use crate::types::progress::Progress;
-use crate::types::result_ref::{ResultLocation, ResultRef};
+use crate::types::result_ref::{ResultLocation, ResultRef, decode_stored_result};
 use crate::types::session::Session;
 use crate::types::stats::{JobStats, summarize};
 use crate::types::task_error::{TaskError, TaskErrorKind};
@@ -91,7 +92,7 @@ pub(crate) struct JobShared {
 }
 
 pub(crate) struct JobState {
-    pub(crate) slots: Vec<Option<Finished>>,
+    pub(crate) table: FinishedTable,
     /// Task indices in the order they finished.
     order: Vec<u64>,
     pub(crate) finished: u64,
@@ -134,16 +135,15 @@ impl JobShared {
                 }
                 TaskEvent::Finished(finished) => {
                     let task = finished.task;
-                    let Some(slot) = s.slots.get_mut(task as usize) else {
-                        tracing::warn!(job = %self.spec.id, task, "backend reported an unknown task");
-                        return;
-                    };
-                    if slot.is_some() {
-                        // At most one outcome per task: a late duplicate is ignored.
+                    if !s.table.contains(task) {
+                        tracing::warn!(job = %self.spec.id, task, "the driver reported an unknown task");
                         return;
                     }
                     let ok = finished.outcome.is_ok();
-                    *slot = Some(*finished);
+                    // At most one outcome per task: a late duplicate is ignored.
+                    if !s.table.insert(*finished) {
+                        return;
+                    }
                     s.order.push(task);
                     s.finished += 1;
                     if !ok {
@@ -160,12 +160,7 @@ impl JobShared {
 
     /// Marks every unfinished task as failed with `kind` (used when events stop or on cancel).
     fn finish_missing(&self, kind: TaskErrorKind, message: &str) {
-        let missing: Vec<u64> = {
-            let s = self.state();
-            (0..self.total())
-                .filter(|&i| s.slots[i as usize].is_none())
-                .collect()
-        };
+        let missing = self.state().table.missing();
         for task in missing {
             let mut error = TaskError::new(kind, message);
             error.function = self.spec.function.clone();
@@ -187,23 +182,37 @@ impl JobShared {
         }
     }
 
-    fn decode<T: DeserializeOwned>(&self, task: u64) -> Result<T> {
-        let s = self.state();
-        let Some(slot) = s.slots.get(task as usize).and_then(|s| s.as_ref()) else {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("task {task} of job {} has not finished", self.spec.id),
-            ));
+    /// Task `task`'s value, or its error: held values are decoded at once, others read back
+    /// from storage.
+    async fn decode<T: DeserializeOwned>(&self, task: u64) -> Result<T> {
+        let context = |e: Error| {
+            e.with_operation("decode result")
+                .with_context("job", &self.spec.id)
+                .with_context("task", task)
+                .with_context("type", std::any::type_name::<T>())
         };
-        match &slot.outcome {
-            Outcome::Ok(bytes) => codec::decode(bytes).map_err(|e| {
-                e.with_operation("decode result")
-                    .with_context("job", &self.spec.id)
-                    .with_context("task", task)
-                    .with_context("type", std::any::type_name::<T>())
-            }),
-            Outcome::Err(task_error) => Err(Error::from_task(task_error.clone())),
+        let location = match self.state().table.outcome(task) {
+            OutcomeAt::Pending => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("task {task} of job {} has not finished", self.spec.id),
+                ));
+            }
+            OutcomeAt::Held(bytes) => return codec::decode(bytes).map_err(context),
+            OutcomeAt::Failed(task_error) => return Err(Error::from_task(task_error.clone())),
+            OutcomeAt::Stored(location) => location,
+        };
+        let storage = self.session.storage();
+        let key = object_store::path::Path::from(location.key.as_str());
+        let bytes = match location.range {
+            Some(range) => storage.get_range(&key, range).await,
+            None => storage.get(&key).await,
         }
+        .map_err(context)?;
+        decode_stored_result(&bytes).map_err(|e| match e.task_error() {
+            Some(_) => e,
+            None => context(e),
+        })
     }
 
     /// Waits until `needed` tasks finished; waiting for all of them also waits for the job's
@@ -262,7 +271,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             session,
             driver: handle,
             state: Mutex::new(JobState {
-                slots: (0..total).map(|_| None).collect(),
+                table: FinishedTable::new(total),
                 order: Vec::with_capacity(total),
                 finished: 0,
                 failed: 0,
@@ -434,7 +443,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                     };
                     match next {
                         Some(Some(task)) => {
-                            let value = shared.decode::<T>(task);
+                            let value = shared.decode::<T>(task).await;
                             return Some(((task, value), (shared, cursor + 1, rx)));
                         }
                         Some(None) => return None,
@@ -452,17 +461,21 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     /// Every result in task order; the first failed task (lowest index) is the error.
     pub async fn collect(&self) -> Result<Vec<T>> {
         self.shared.wait_until(self.shared.total(), "collect").await;
-        (0..self.shared.total())
-            .map(|i| self.shared.decode(i))
-            .collect()
+        let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        for i in 0..self.shared.total() {
+            out.push(self.shared.decode(i).await?);
+        }
+        Ok(out)
     }
 
     /// Every result in task order, each its own `Result`.
     pub async fn collect_outcomes(&self) -> Vec<Result<T>> {
         self.shared.wait_until(self.shared.total(), "collect").await;
-        (0..self.shared.total())
-            .map(|i| self.shared.decode(i))
-            .collect()
+        let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        for i in 0..self.shared.total() {
+            out.push(self.shared.decode(i).await);
+        }
+        out
     }
 
     /// Folds the results as they finish; the first failed task stops the fold with its error.
@@ -558,16 +571,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 self.shared
                     .finish_missing(TaskErrorKind::Cancelled, "the job was cancelled");
             }
-            let cancelled = {
-                let st = self.shared.state();
-                st.slots
-                    .iter()
-                    .flatten()
-                    .filter(|f| {
-                        matches!(&f.outcome, Outcome::Err(e) if e.kind == TaskErrorKind::Cancelled)
-                    })
-                    .count() as u64
-            };
+            let cancelled = self.shared.state().table.cancelled();
             tracing::info!(finished_before = before, cancelled, "job cancelled");
             Ok(cancelled)
         }
@@ -586,21 +590,18 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     pub async fn refs(&self) -> Result<Vec<ResultRef<T>>> {
         self.shared.wait_until(self.shared.total(), "refs").await;
         let s = self.shared.state();
-        s.slots
-            .iter()
-            .enumerate()
-            .map(|(i, slot)| {
-                let slot = slot.as_ref().ok_or_else(|| {
-                    Error::new(ErrorKind::Unexpected, format!("task {i} has no outcome"))
-                })?;
-                if let Outcome::Err(e) = &slot.outcome {
-                    return Err(Error::from_task(e.clone()));
-                }
-                Ok(ResultRef::new(
+        (0..self.shared.total())
+            .map(|i| match s.table.outcome(i) {
+                OutcomeAt::Pending => Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("task {i} has no outcome"),
+                )),
+                OutcomeAt::Failed(e) => Err(Error::from_task(e.clone())),
+                OutcomeAt::Held(_) | OutcomeAt::Stored(_) => Ok(ResultRef::new(
                     self.shared.spec.id.clone(),
-                    i as u64,
-                    slot.location.clone(),
-                ))
+                    i,
+                    s.table.location(i),
+                )),
             })
             .collect()
     }
@@ -618,6 +619,6 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     /// The single result of a one-task job.
     pub(crate) async fn into_single(self) -> Result<T> {
         self.shared.wait_finished(1).await;
-        self.shared.decode(0)
+        self.shared.decode(0).await
     }
 }

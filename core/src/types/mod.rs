@@ -2,6 +2,7 @@
 
 pub mod blob;
 pub mod broadcast;
+pub(crate) mod finished;
 pub mod job;
 pub(crate) mod lease;
 pub mod mpi;

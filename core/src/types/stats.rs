@@ -36,12 +36,7 @@ pub struct JobStats {
 
 pub(crate) fn summarize(spec: &JobSpec, s: &JobState) -> JobStats {
     let elapsed = s.done.unwrap_or_else(std::time::Instant::now) - s.submitted;
-    let mut times: Vec<Duration> = s
-        .slots
-        .iter()
-        .flatten()
-        .filter_map(|f| f.finished.duration_since(f.started?).ok())
-        .collect();
+    let mut times: Vec<Duration> = s.table.task_times();
     times.sort_unstable();
     JobStats {
         job: spec.id.clone(),
@@ -50,12 +45,7 @@ pub(crate) fn summarize(spec: &JobSpec, s: &JobState) -> JobStats {
         failed: s.failed,
         pending: spec.task_count - s.finished,
         retries: s.retries,
-        requeues: s
-            .slots
-            .iter()
-            .flatten()
-            .map(|f| u64::from(f.requeues))
-            .sum(),
+        requeues: s.table.requeues(),
         elapsed,
         median_task_time: times.get(times.len() / 2).copied(),
         max_task_time: times.last().copied(),
