@@ -7,6 +7,9 @@ use redwood::{ErrorKind, WaitFor};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use redwood::raw::call_record::read_call_record;
+use redwood::raw::envelope::Outcome;
+
 use super::redwood_core_encode;
 
 /// The cases of this area, in a stable order.
@@ -225,7 +228,8 @@ async fn stats_count_everything(ctx: Ctx) -> CaseResult {
 }
 
 async fn call_records_are_stored(ctx: Ctx) -> CaseResult {
-    // A call reports its value first and stores its record right after: it must arrive.
+    // A call reports its value first and stores its record (one object: manifest, input and
+    // outcome) right after: it must arrive, and attaching to it reads the value back.
     let storage = ctx.session.storage();
     let jobs = storage.layout().jobs();
     let value = 0xC0FFEEu64;
@@ -233,29 +237,32 @@ async fn call_records_are_stored(ctx: Ctx) -> CaseResult {
         ctx.session.call(square, value).await? == value * value,
         "value"
     );
+    let args = redwood_core_encode(&(value,))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let keys = storage.list(&jobs).await?;
-        for key in keys.iter().filter(|k| k.as_ref().ends_with("job.json")) {
-            let manifest = storage.get(key).await?;
-            let text = String::from_utf8_lossy(&manifest);
-            if !text.contains("functions::square") || !text.contains("\"task_count\": 1") {
+        for key in keys.iter().filter(|k| k.as_ref().ends_with("/call")) {
+            let record = read_call_record(&storage.get(key).await?)?;
+            if !record.manifest.spec.function.ends_with("functions::square")
+                || !record
+                    .input
+                    .windows(args.len())
+                    .any(|w| w == args.as_slice())
+            {
                 continue;
             }
-            let job_prefix = key.as_ref().trim_end_matches("/job.json");
-            let has = |what: &str| {
-                keys.iter()
-                    .any(|k| k.as_ref().starts_with(&format!("{job_prefix}/{what}")))
-            };
-            // The one result layout: packed outcomes under `results/`.
-            if has("input") && has("results/") {
-                let id = job_prefix.rsplit('/').next().unwrap_or_default();
-                let input = storage.get(&storage.layout().input(id)).await?;
-                let args = redwood_core_encode(&(value,))?;
-                if input.windows(args.len()).any(|w| w == args.as_slice()) {
-                    return Ok(());
-                }
-            }
+            let id = record.manifest.spec.id.clone();
+            check!(
+                record.outcome == Outcome::Ok(redwood_core_encode(&(value * value))?),
+                "stored outcome {:?}",
+                record.outcome
+            );
+            let job = redwood::Job::<u64>::attach(&ctx.session, &id).await?;
+            check!(
+                job.collect().await? == vec![value * value],
+                "attached value"
+            );
+            return Ok(());
         }
         check!(
             Instant::now() < deadline,

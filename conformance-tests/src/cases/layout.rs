@@ -17,7 +17,7 @@ fn documented(rest: &str) -> bool {
     let parts: Vec<&str> = rest.split('/').collect();
     let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match parts.as_slice() {
-        ["job.json"] | ["input"] => true,
+        ["job.json"] | ["input"] | ["call"] => true,
         ["results", name] | ["events", name] => !name.is_empty(),
         ["lease", n] => number(n),
         ["tasks", n, "log"] => number(n),

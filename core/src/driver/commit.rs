@@ -3,11 +3,10 @@
 //! their attempt records in one events segment, stderr tails at `tasks/<n>/log` — and only
 //! then reported finished.
 
-use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use futures::channel::mpsc::UnboundedSender;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::raw::backend::{Finished, TaskEvent};
 use crate::raw::envelope::Outcome;
@@ -22,8 +21,6 @@ use crate::types::task_error::{TaskError, TaskErrorKind};
 const MAX_BATCH: usize = 8192;
 /// How long a round waits for more ends before it is stored.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
-/// How many rounds of every job may be storing after they were reported (early reports).
-const EARLY_WRITES: usize = 64;
 
 /// An ended attempt to store.
 #[derive(Debug)]
@@ -39,19 +36,12 @@ pub(crate) struct Committer {
     pub(crate) job: String,
     pub(crate) function: String,
     pub(crate) executor: String,
-    /// Append attempt records to the job's events.
-    pub(crate) record_events: bool,
-    /// Report each round before storing it (a job nobody can attach to).
-    pub(crate) early: bool,
+    /// Store outcomes, attempt records and logs before reporting them (a job that can be
+    /// attached to); otherwise report them as they come (a single call, whose record the
+    /// session stores in one object).
+    pub(crate) durable: bool,
     /// Whether the job is still wanted; a round of a job cleaned up is reported, not stored.
     pub(crate) keep: super::Keep,
-}
-
-fn early_writes() -> Arc<Semaphore> {
-    static LIMIT: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    LIMIT
-        .get_or_init(|| Arc::new(Semaphore::new(EARLY_WRITES)))
-        .clone()
 }
 
 impl Committer {
@@ -77,7 +67,7 @@ impl Committer {
         let mut round = 0u64;
         let mut busy = false;
         while let Some(first) = rx.recv().await {
-            if busy && !self.early {
+            if busy && self.durable {
                 // Tasks finish in a stream: let the ends of those about to finish join this
                 // round, one object (one new inode on a file store) for all of them. A lone
                 // task (tasks finishing one by one) is not held back.
@@ -98,6 +88,17 @@ impl Committer {
     }
 
     async fn round(&self, name: &str, batch: Vec<CommitItem>, events: &UnboundedSender<TaskEvent>) {
+        if !self.durable {
+            for item in batch.into_iter().filter(|item| item.last) {
+                let mut end = item.end;
+                let (outcome, location) = match take_ended(&mut end) {
+                    Ended::Stored { outcome, location } => (outcome, location),
+                    Ended::Reported(outcome) => (outcome, nowhere()),
+                };
+                report(events, &self.job, &end, outcome, location);
+            }
+            return;
+        }
         let layout = self.storage.layout();
         let key = layout.result_segment(&self.job, name);
         // The final outcomes the executor reported go in this round's segment.
@@ -120,14 +121,10 @@ impl Committer {
             ranges[*i] = Some(r);
         }
         let results = (!pack.is_empty()).then(|| pack.finish());
-        let records: Vec<TaskRecord> = if self.record_events {
-            batch
-                .iter()
-                .map(|item| TaskRecord::of(&item.end, &self.executor, !item.last))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let records: Vec<TaskRecord> = batch
+            .iter()
+            .map(|item| TaskRecord::of(&item.end, &self.executor, !item.last))
+            .collect();
         let logs: Vec<(u64, String)> = batch
             .iter()
             .filter(|item| item.last)
@@ -184,17 +181,6 @@ impl Committer {
         let stored = if !(self.keep)() {
             drop(store);
             Err("the job was cleaned up while it ran".to_string())
-        } else if self.early {
-            let Ok(permit) = early_writes().acquire_owned().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                if let Err(e) = store.await {
-                    tracing::warn!(error = %e, "could not store reported outcomes");
-                }
-                drop(permit);
-            });
-            Ok(())
         } else {
             store.await
         };
@@ -202,8 +188,8 @@ impl Committer {
             if !item.last {
                 continue;
             }
-            let end = item.end;
-            let (outcome, location) = match end.ended {
+            let mut end = item.end;
+            let (outcome, location) = match take_ended(&mut end) {
                 Ended::Stored { outcome, location } => (outcome, location),
                 Ended::Reported(outcome) => {
                     match (
@@ -238,22 +224,7 @@ impl Committer {
                     }
                 }
             };
-            let finished = Finished {
-                task: end.task,
-                attempt: end.attempt,
-                outcome,
-                location,
-                started: end.started,
-                finished: end.finished,
-                worker: end.worker,
-                requeues: end.requeues,
-            };
-            if events
-                .unbounded_send(TaskEvent::Finished(Box::new(finished)))
-                .is_err()
-            {
-                tracing::debug!(job = %self.job, "nobody listens to the job's events any more");
-            }
+            report(events, &self.job, &end, outcome, location);
         }
     }
 
@@ -267,6 +238,37 @@ impl Committer {
             e.stderr_tail = original.stderr_tail.clone();
         }
         Outcome::Err(e)
+    }
+}
+
+/// Takes the end's outcome out, leaving an empty one.
+fn take_ended(end: &mut AttemptEnd) -> Ended {
+    std::mem::replace(&mut end.ended, Ended::Reported(Outcome::Ok(Vec::new())))
+}
+
+/// Reports a finished task.
+fn report(
+    events: &UnboundedSender<TaskEvent>,
+    job: &str,
+    end: &AttemptEnd,
+    outcome: Outcome,
+    location: ResultLocation,
+) {
+    let finished = Finished {
+        task: end.task,
+        attempt: end.attempt,
+        outcome,
+        location,
+        started: end.started,
+        finished: end.finished,
+        worker: end.worker,
+        requeues: end.requeues,
+    };
+    if events
+        .unbounded_send(TaskEvent::Finished(Box::new(finished)))
+        .is_err()
+    {
+        tracing::debug!(job, "nobody listens to the job's events any more");
     }
 }
 

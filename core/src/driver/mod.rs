@@ -40,10 +40,10 @@ pub(crate) struct DriveRequest {
     pub(crate) todo: Vec<(u64, u32)>,
     /// The job was started earlier: the executor may still run some of its attempts.
     pub(crate) follow: bool,
-    /// Report outcomes before they are stored (a job nobody can attach to).
-    pub(crate) early_report: bool,
-    /// Append attempt records to the job's events.
-    pub(crate) record_events: bool,
+    /// Store outcomes, attempt records and logs before reporting them (a job that can be
+    /// attached to); otherwise report them as they come (a single call: the session stores
+    /// its record, outcome included, in one object).
+    pub(crate) durable: bool,
     /// Whether the job is still wanted: one cleaned up while it ran stores nothing more.
     pub(crate) keep: Keep,
 }
@@ -55,6 +55,16 @@ pub(crate) type Keep = Arc<dyn Fn() -> bool + Send + Sync>;
 pub(crate) struct Driving {
     pub(crate) events: EventStream,
     pub(crate) handle: DriverHandle,
+}
+
+impl Driving {
+    /// A job with nothing left to run.
+    pub(crate) fn nothing_to_run() -> Driving {
+        Driving {
+            events: Box::pin(futures::stream::empty()),
+            handle: DriverHandle { commands: None },
+        }
+    }
 }
 
 enum Command {
@@ -84,13 +94,10 @@ impl DriverHandle {
 /// Opens the job on its executor, launches the attempts it needs, and drives it from a
 /// background task. Fails when the executor cannot open the job or launch its first attempts.
 pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
-    let (events_tx, events_rx) = futures::channel::mpsc::unbounded();
     if request.todo.is_empty() {
-        return Ok(Driving {
-            events: Box::pin(futures::stream::empty()),
-            handle: DriverHandle { commands: None },
-        });
+        return Ok(Driving::nothing_to_run());
     }
+    let (events_tx, events_rx) = futures::channel::mpsc::unbounded();
     let spec = request.spec.clone();
     let opened = request
         .executor
@@ -145,8 +152,7 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
         job: spec.id.clone(),
         function: spec.function.clone(),
         executor: request.executor.name().to_string(),
-        record_events: request.record_events,
-        early: request.early_report,
+        durable: request.durable,
         keep: request.keep,
     };
     tokio::spawn(committer.run(commit_rx, events_tx));

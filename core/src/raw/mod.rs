@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod binary;
+pub mod call_record;
 pub mod envelope;
 pub mod events;
 pub mod executor;

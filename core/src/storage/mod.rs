@@ -702,6 +702,12 @@ impl Layout {
         self.key(&["jobs", job, "job.json"])
     }
 
+    /// `<root>/jobs/<job>/call`: a single call's record in one object (manifest, input and
+    /// outcome, packed).
+    pub fn call_record(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "call"])
+    }
+
     /// `<root>/jobs/<job>/input`: the job's task inputs, packed.
     pub fn input(&self, job: &str) -> Path {
         self.key(&["jobs", job, "input"])

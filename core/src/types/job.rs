@@ -15,13 +15,14 @@ use crate::driver::stored::read_stored;
 use crate::driver::{DriveRequest, DriverHandle, Driving, drive};
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::backend::{Finished, JobSpec, TaskEvent};
+use crate::raw::call_record::read_call_record;
 use crate::raw::envelope::Outcome;
 use crate::raw::manifest::JobManifest;
 use crate::types::finished::{FinishedTable, OutcomeAt};
 use crate::types::lease::Lease;
 use crate::types::pending;
 use crate::types::progress::Progress;
-use crate::types::result_ref::{ResultLocation, ResultRef, decode_stored_result};
+use crate::types::result_ref::{ResultLocation, ResultRef, decode_stored_result, read_location};
 use crate::types::session::Session;
 use crate::types::stats::{JobStats, summarize};
 use crate::types::task_error::{TaskError, TaskErrorKind};
@@ -182,6 +183,11 @@ impl JobShared {
         }
     }
 
+    /// The stored outcome at `location`.
+    async fn read_back(&self, location: ResultLocation) -> Result<bytes::Bytes> {
+        read_location(self.session.storage(), &location).await
+    }
+
     /// Task `task`'s value, or its error: held values are decoded at once, others read back
     /// from storage.
     async fn decode<T: DeserializeOwned>(&self, task: u64) -> Result<T> {
@@ -202,13 +208,7 @@ impl JobShared {
             OutcomeAt::Failed(task_error) => return Err(Error::from_task(task_error.clone())),
             OutcomeAt::Stored(location) => location,
         };
-        let storage = self.session.storage();
-        let key = object_store::path::Path::from(location.key.as_str());
-        let bytes = match location.range {
-            Some(range) => storage.get_range(&key, range).await,
-            None => storage.get(&key).await,
-        }
-        .map_err(context)?;
+        let bytes = self.read_back(location).await.map_err(context)?;
         decode_stored_result(&bytes).map_err(|e| match e.task_error() {
             Some(_) => e,
             None => context(e),
@@ -325,17 +325,21 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     async fn attach_inner(session: &Session, job_id: &str, rerun_here: bool) -> Result<Job<T>> {
         let storage = session.storage();
         let layout = storage.layout();
-        let manifest_bytes = storage.get(&layout.manifest(job_id)).await.map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!("no job `{job_id}` in storage {}", storage.url()),
-                )
-                .with_operation("Job::attach")
-            } else {
-                e
+        let manifest_bytes = match storage.get(&layout.manifest(job_id)).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return match storage.get(&layout.call_record(job_id)).await {
+                    Ok(record) => Job::from_call_record(session, job_id, &record),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no job `{job_id}` in storage {}", storage.url()),
+                    )
+                    .with_operation("Job::attach")),
+                    Err(e) => Err(e),
+                };
             }
-        })?;
+            Err(e) => return Err(e),
+        };
         let manifest = JobManifest::from_json(&manifest_bytes)?;
         manifest
             .check_result_type::<T>()
@@ -387,8 +391,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             inputs: Arc::new(inputs),
             todo,
             follow,
-            early_report: false,
-            record_events: true,
+            durable: true,
             keep: session.keeps(job_id),
         })
         .await?;
@@ -398,6 +401,39 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             driving,
             stored.finished,
             lease,
+        ))
+    }
+
+    /// A finished call, from its record.
+    fn from_call_record(session: &Session, job_id: &str, bytes: &bytes::Bytes) -> Result<Job<T>> {
+        let record = read_call_record(bytes).map_err(|e| e.with_operation("Job::attach"))?;
+        record
+            .manifest
+            .check_result_type::<T>()
+            .map_err(|e| e.with_operation("Job::attach"))?;
+        session.remember_job(job_id);
+        let finished = Finished {
+            task: 0,
+            attempt: match &record.outcome {
+                Outcome::Err(e) => e.attempt,
+                Outcome::Ok(_) => 0,
+            },
+            outcome: record.outcome,
+            location: ResultLocation {
+                key: session.storage().layout().call_record(job_id).to_string(),
+                range: Some(record.outcome_range),
+            },
+            started: None,
+            finished: SystemTime::now(),
+            worker: None,
+            requeues: 0,
+        };
+        Ok(Job::start(
+            session.clone(),
+            Arc::new(record.manifest.spec),
+            Driving::nothing_to_run(),
+            vec![finished],
+            None,
         ))
     }
 
@@ -614,6 +650,22 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     /// Waits until every task finished, without the events record.
     pub(crate) async fn wait_finished(&self) {
         self.shared.wait_finished(self.shared.total()).await;
+    }
+
+    /// Task `task`'s outcome as it would be stored (for a call's record).
+    pub(crate) async fn outcome_of(&self, task: u64) -> Result<Outcome> {
+        let location = match self.shared.state().table.outcome(task) {
+            OutcomeAt::Pending => {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("task {task} has not finished"),
+                ));
+            }
+            OutcomeAt::Held(bytes) => return Ok(Outcome::Ok(bytes.to_vec())),
+            OutcomeAt::Failed(e) => return Ok(Outcome::Err(e.clone())),
+            OutcomeAt::Stored(location) => location,
+        };
+        Outcome::from_stored(&self.shared.read_back(location).await?)
     }
 
     /// The single result of a one-task job.

@@ -66,6 +66,18 @@ impl<T: DeserializeOwned> ResultRef<T> {
     }
 }
 
+/// Reads the stored outcome at `location` (a byte range of an object, or a whole object).
+pub(crate) async fn read_location(
+    storage: &crate::storage::Storage,
+    location: &ResultLocation,
+) -> Result<bytes::Bytes> {
+    let key = object_store::path::Path::from(location.key.as_str());
+    match &location.range {
+        Some(range) => storage.get_range(&key, range.clone()).await,
+        None => storage.get(&key).await,
+    }
+}
+
 /// Decodes a stored outcome into the value, or the task's error.
 pub(crate) fn decode_stored_result<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match Outcome::from_stored(bytes)? {

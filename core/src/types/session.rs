@@ -16,6 +16,7 @@ use crate::driver::{DriveRequest, drive};
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::backend::{CleanupRequest, JobSpec};
 use crate::raw::binary::current_binary_hash;
+use crate::raw::call_record::pack_call_record;
 use crate::raw::executor::Executor;
 use crate::raw::factory::build_backend;
 use crate::raw::manifest::JobManifest;
@@ -27,7 +28,7 @@ use crate::types::lease::Lease;
 use crate::types::options::TaskOptions;
 use crate::types::pending;
 use crate::types::remote::{IntoArgs, RemoteFn};
-use crate::types::result_ref::{ResultRef, decode_stored_result};
+use crate::types::result_ref::{ResultRef, decode_stored_result, read_location};
 use crate::types::task::Task;
 
 /// A connection to a compute backend and a storage. Cheap to clone; clones share everything.
@@ -274,12 +275,11 @@ impl Session {
                 }
                 Durability::Fast => {
                     let permit = self.background_permit().await?;
-                    let stored_first = capabilities.inputs_from_storage && inputs.len() > 0;
-                    if stored_first {
+                    if capabilities.inputs_from_storage && inputs.len() > 0 {
                         let key = self.inner.storage.layout().input(&spec.id);
                         self.inner.storage.put(&key, inputs.bytes().clone()).await?;
                     }
-                    (Some((permit, !stored_first)), None)
+                    (Some(permit), None)
                 }
             };
             let driving = drive(DriveRequest {
@@ -289,21 +289,19 @@ impl Session {
                 inputs: inputs.clone(),
                 todo: (0..spec.task_count).map(|i| (i, 0)).collect(),
                 follow: false,
-                early_report: durability == Durability::Fast,
-                record_events: durability == Durability::Attachable,
+                durable: durability == Durability::Attachable,
                 keep: self.keeps(&spec.id),
             })
             .await
             .map_err(|e| e.with_context("job", &spec.id))?;
             let job = Job::start(self.clone(), spec.clone(), driving, Vec::new(), lease);
-            if let Some((permit, write_inputs)) = deferred_record {
+            if let Some(permit) = deferred_record {
                 let pending = pending::register(self.id(), job.finished_probe());
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
                 tokio::spawn(async move {
                     job.wait_finished().await;
-                    let inputs = write_inputs.then(|| inputs.bytes());
-                    if let Err(e) = session.write_job::<Out>(&spec, inputs).await {
-                        tracing::warn!(job = %spec.id, error = %e, "could not store the job record");
+                    if let Err(e) = session.write_call_record::<Out>(&spec, &inputs, &job).await {
+                        tracing::warn!(job = %spec.id, error = %e, "could not store the call's record");
                     }
                     drop((permit, pending));
                 });
@@ -324,13 +322,37 @@ impl Session {
             .map_err(|_| Error::new(ErrorKind::Unexpected, "the session is closed"))
     }
 
+    /// Stores a finished call's record in one object.
+    async fn write_call_record<Out>(
+        &self,
+        spec: &JobSpec,
+        inputs: &Inputs,
+        job: &Job<Out>,
+    ) -> Result<()>
+    where
+        Out: DeserializeOwned + Send + 'static,
+    {
+        let storage = &self.inner.storage;
+        let manifest = self.manifest::<Out>(spec);
+        let outcome = job.outcome_of(0).await?;
+        let record = pack_call_record(&manifest, inputs.bytes(), &outcome)?;
+        storage
+            .put(&storage.layout().call_record(&spec.id), record)
+            .await
+    }
+
+    /// The manifest of a job of this session whose results are `Out`.
+    fn manifest<Out>(&self, spec: &JobSpec) -> JobManifest {
+        JobManifest::new(spec, self.inner.backend.name(), self.inner.storage.url())
+            .with_result_type(std::any::type_name::<Out>())
+    }
+
     /// Stores the manifest of a job whose results are `Out` and, unless `None` (already
     /// stored), the packed inputs, concurrently.
     async fn write_job<Out>(&self, spec: &JobSpec, inputs: Option<&Bytes>) -> Result<()> {
         let storage = &self.inner.storage;
         let layout = storage.layout();
-        let manifest = JobManifest::new(spec, self.inner.backend.name(), storage.url())
-            .with_result_type(std::any::type_name::<Out>());
+        let manifest = self.manifest::<Out>(spec);
         let manifest_key = layout.manifest(&spec.id);
         let write_inputs = async {
             match inputs {
@@ -409,11 +431,7 @@ impl Session {
 
     /// Reads the value a [`ResultRef`] points to, on the client.
     pub async fn fetch_ref<T: DeserializeOwned>(&self, result: &ResultRef<T>) -> Result<T> {
-        let key = object_store::path::Path::from(result.location().key.as_str());
-        let bytes = match &result.location().range {
-            Some(range) => self.inner.storage.get_range(&key, range.clone()).await?,
-            None => self.inner.storage.get(&key).await?,
-        };
+        let bytes = read_location(&self.inner.storage, result.location()).await?;
         decode_stored_result(&bytes)
     }
 
