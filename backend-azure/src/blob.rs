@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use redwood_core::retry::RetryPolicy;
 use redwood_core::storage::scheme::StorageScheme;
-use redwood_core::storage::{Container, Storage};
+use redwood_core::storage::{Access, Container, Storage};
 use redwood_core::{Error, ErrorKind, Result};
 
 inventory::submit! {
@@ -403,6 +403,33 @@ impl Container for AzureContainer {
         results.into_iter().collect()
     }
 
+    fn signed_url(&self, blob: Option<&str>, access: Access, expiry: SystemTime) -> Result<String> {
+        // Azure's permission letters, in the order the service requires.
+        let mut permissions = String::new();
+        for (granted, letter) in [(access.read, 'r'), (access.write, 'w'), (access.list, 'l')] {
+            if granted {
+                permissions.push(letter);
+            }
+        }
+        self.sas_url(blob, &permissions, expiry)
+    }
+
+    async fn create(&self) -> Result<()> {
+        let span = tracing::info_span!("azure.create_container", container = %self.container);
+        RetryPolicy::STORAGE
+            .run("azure.create_container", || self.create_once())
+            .instrument(span)
+            .await
+    }
+}
+
+/// Whether an HTTP status is worth another attempt: 5xx, 408 and 429.
+pub(crate) fn is_transient_status(status: u16) -> bool {
+    (500..600).contains(&status) || matches!(status, 408 | 429)
+}
+
+impl AzureContainer {
+    /// A service SAS URL with Azure's permission letters (`r`, `w`, `l`, `d`, ...).
     fn sas_url(&self, blob: Option<&str>, permissions: &str, expiry: SystemTime) -> Result<String> {
         let key = self.key.as_deref().ok_or_else(|| {
             Error::new(
@@ -429,21 +456,6 @@ impl Container for AzureContainer {
         Ok(format!("{url}?{query}"))
     }
 
-    async fn create(&self) -> Result<()> {
-        let span = tracing::info_span!("azure.create_container", container = %self.container);
-        RetryPolicy::STORAGE
-            .run("azure.create_container", || self.create_once())
-            .instrument(span)
-            .await
-    }
-}
-
-/// Whether an HTTP status is worth another attempt: 5xx, 408 and 429.
-pub(crate) fn is_transient_status(status: u16) -> bool {
-    (500..600).contains(&status) || matches!(status, 408 | 429)
-}
-
-impl AzureContainer {
     /// One attempt at creating the container (409 — it exists — counts as success).
     async fn create_once(&self) -> Result<()> {
         let base = format!("{}/{}", self.endpoint.trim_end_matches('/'), self.container);

@@ -9,6 +9,7 @@ use axum::http::Method;
 use common::{completed, emulator};
 use object_store::path::Path;
 use redwood_core::Storage;
+use redwood_core::storage::Access;
 use redwood_emulator::azurite::Azurite;
 use serde_json::json;
 
@@ -28,11 +29,11 @@ async fn resource_files_in_and_output_files_out_through_azurite() {
         .await
         .unwrap();
     let hour = Duration::from_secs(3600);
-    let read_all = storage.sas_url(None, "rl", hour).unwrap();
+    let read_all = storage.signed_url(None, Access::READ_LIST, hour).unwrap();
     let read_one = storage
-        .sas_url(Some(&Path::from("inputs/data.txt")), "r", hour)
+        .signed_url(Some(&Path::from("inputs/data.txt")), Access::READ, hour)
         .unwrap();
-    let write = storage.sas_url(None, "cw", hour).unwrap();
+    let write = storage.signed_url(None, Access::WRITE, hour).unwrap();
 
     let (_emu, c) = emulator().await;
     let pool = json!({"id": "io", "vmSize": "x", "targetDedicatedNodes": 1});

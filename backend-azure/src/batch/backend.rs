@@ -14,6 +14,7 @@ use super::config::{PoolConfig, RegionConfig};
 use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
 use redwood_core::raw::executor::{AttemptEnds, Executor, OpenRequest, Opened};
 use redwood_core::raw::factory::BackendFactory;
+use redwood_core::storage::Access;
 use redwood_core::{Error, ErrorKind, Result, Storage};
 use serde_json::json;
 use tokio::sync::watch;
@@ -302,7 +303,7 @@ impl AzureBatchBackend {
 
     /// The container's URL and a read-only SAS (query string) on it, for tasks.
     fn container_read_sas(&self, storage: &Storage) -> Result<(String, String)> {
-        let read_url = storage.sas_url(None, "r", self.settings.sas_valid_for)?;
+        let read_url = storage.signed_url(None, Access::READ, self.settings.sas_valid_for)?;
         Ok(read_url
             .split_once('?')
             .map(|(c, q)| (c.to_string(), q.to_string()))
@@ -460,7 +461,7 @@ impl Executor for AzureBatchBackend {
                 request.job.binary.clone()
             };
             let binary_url =
-                storage.sas_url(Some(&binary_key), "r", self.settings.sas_valid_for)?;
+                storage.signed_url(Some(&binary_key), Access::READ, self.settings.sas_valid_for)?;
             let template = JobTemplate {
                 pool: self.pool.id.clone(),
                 spec: request.job.clone(),

@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use redwood_core::raw::backend::JobSpec;
+use redwood_core::storage::Access;
 use redwood_core::{Result, Storage};
 use serde_json::{Value, json};
 
@@ -119,7 +120,7 @@ impl JobTemplate {
         if !stale {
             return Ok(None);
         }
-        let url = storage.sas_url(None, "r", self.sas_valid_for)?;
+        let url = storage.signed_url(None, Access::READ, self.sas_valid_for)?;
         Ok(url.split_once('?').map(|(_, query)| query.to_string()))
     }
 
@@ -176,7 +177,8 @@ impl JobTemplate {
     ) -> Result<Value> {
         let layout = storage.layout();
         let result_key = layout.attempt_result(&self.spec.id, index, attempt);
-        let result_url = storage.sas_url(Some(&result_key), "w", self.sas_valid_for)?;
+        let result_url =
+            storage.signed_url(Some(&result_key), Access::WRITE, self.sas_valid_for)?;
         let options = &self.spec.options;
         // The task's own part of its description; the job's common environment has the rest.
         let own = TaskPart {

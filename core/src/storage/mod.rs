@@ -18,6 +18,39 @@ use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::RetryPolicy;
 
+/// What a signed URL lets its holder do (as object_store's `Signer` grants one method on one
+/// key); each store maps it to its own permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Read the object, or every object of the container.
+    pub read: bool,
+    /// Write (create or replace) the object.
+    pub write: bool,
+    /// List the container.
+    pub list: bool,
+}
+
+impl Access {
+    /// Read only.
+    pub const READ: Access = Access {
+        read: true,
+        write: false,
+        list: false,
+    };
+    /// Write only (one key, for a worker's outcome).
+    pub const WRITE: Access = Access {
+        read: false,
+        write: true,
+        list: false,
+    };
+    /// Read and list (a container).
+    pub const READ_LIST: Access = Access {
+        read: true,
+        write: false,
+        list: true,
+    };
+}
+
 /// The bucket or container a store writes to: creating it when missing (object_store cannot),
 /// and signing URLs into it for readers that have no credentials (cloud workers).
 #[async_trait::async_trait]
@@ -27,11 +60,11 @@ pub trait Container: Send + Sync + fmt::Debug {
     /// Creates it; succeeds when it already exists.
     async fn create(&self) -> Result<()>;
     /// A URL to the container (`blob: None`) or one object in it, carrying a signature that
-    /// grants `permissions` (e.g. `r`, `rl`, `cw`) until `expiry`.
-    fn sas_url(
+    /// grants `access` until `expiry`.
+    fn signed_url(
         &self,
         blob: Option<&str>,
-        permissions: &str,
+        access: Access,
         expiry: std::time::SystemTime,
     ) -> Result<String>;
     /// Whether `e` (from the store) means the container itself is missing, which a read treats
@@ -279,11 +312,11 @@ impl Storage {
     }
 
     /// A signed URL to the container or to one object (`key` relative to the store), granting
-    /// `permissions` for `valid_for`. Only stores with a container and a key or SAS can.
-    pub fn sas_url(
+    /// `access` for `valid_for`. Only stores with a container and a key to sign with can.
+    pub fn signed_url(
         &self,
         key: Option<&Path>,
-        permissions: &str,
+        access: Access,
         valid_for: std::time::Duration,
     ) -> Result<String> {
         let container = self.container.as_ref().ok_or_else(|| {
@@ -293,7 +326,7 @@ impl Storage {
             )
         })?;
         let expiry = std::time::SystemTime::now() + valid_for;
-        container.sas_url(key.map(|k| k.as_ref()), permissions, expiry)
+        container.signed_url(key.map(|k| k.as_ref()), access, expiry)
     }
 
     /// Whether another process can read what this process writes (false for `memory://`).
