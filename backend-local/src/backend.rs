@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use redwood_core::config::LoadedConfig;
 use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
-use redwood_core::raw::executor::{Attempt, Executor, ExecutorJob, OpenRequest, Opened};
+use redwood_core::raw::executor::{Attempt, Executor, ExecutorJob, Health, OpenRequest, Opened};
 use redwood_core::raw::factory::BackendFactory;
 use redwood_core::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
@@ -201,6 +201,18 @@ impl Executor for LocalBackend {
         .await
     }
 
+    async fn health(&self) -> Health {
+        // Workers are this machine's processes: the pool is healthy while its program exists.
+        match std::fs::metadata(&self.exe) {
+            Ok(m) if m.is_file() => Health::Healthy,
+            Ok(_) => Health::Unhealthy(format!("{} is not a file", self.exe.display())),
+            Err(e) => Health::Unhealthy(format!(
+                "the worker program {} cannot be read: {e}",
+                self.exe.display()
+            )),
+        }
+    }
+
     async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {
         let handle = self
             .pool
@@ -229,4 +241,24 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
 
 inventory::submit! {
     BackendFactory { name: NAME, build: build_from_config }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn health_says_when_the_program_is_gone() {
+        let ok = LocalBackend::builder().workers(1).build().unwrap();
+        assert_eq!(ok.health().await, Health::Healthy);
+        let gone = LocalBackend::builder()
+            .workers(1)
+            .executable("/nonexistent/redwood-worker")
+            .build()
+            .unwrap();
+        match gone.health().await {
+            Health::Unhealthy(why) => assert!(why.contains("/nonexistent/redwood-worker"), "{why}"),
+            Health::Healthy => panic!("a missing program is healthy"),
+        }
+    }
 }

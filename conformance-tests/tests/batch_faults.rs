@@ -413,6 +413,16 @@ async fn api_storm_is_ridden_out(env: Env) -> TrialResult {
 /// A wrong account key is a clear error naming the account, not a hang.
 async fn wrong_key_names_the_account(env: Env) -> TrialResult {
     let rw = env.session("redwood", "d3Jvbmcta2V5", 1)?;
+    // The executor says it is not healthy, and why, before any job.
+    match rw.backend().health().await {
+        redwood::raw::executor::Health::Unhealthy(why) if why.contains(ACCOUNT) => {}
+        other => return Err(format!("health with a wrong key: {other:?}").into()),
+    }
+    if env.session("redwood", KEY, 1)?.backend().health().await
+        != redwood::raw::executor::Health::Healthy
+    {
+        return Err("the right key is not healthy".into());
+    }
     let started = Instant::now();
     let err = rw
         .call(square, 2)

@@ -12,7 +12,7 @@ use redwood_core::config::LoadedConfig;
 
 use super::config::{PoolConfig, RegionConfig};
 use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
-use redwood_core::raw::executor::{AttemptEnds, Executor, OpenRequest, Opened};
+use redwood_core::raw::executor::{AttemptEnds, Executor, Health, OpenRequest, Opened};
 use redwood_core::raw::factory::BackendFactory;
 use redwood_core::storage::Access;
 use redwood_core::{Error, ErrorKind, Result, Storage};
@@ -483,6 +483,21 @@ impl Executor for AzureBatchBackend {
         }
         .instrument(span)
         .await
+    }
+
+    async fn health(&self) -> Health {
+        // Reachable when the account answers for the pool (a pool not made yet is fine).
+        let span = tracing::debug_span!("batch.health", pool = %self.pool.id);
+        let pool = format!("/pools/{}", self.pool.id);
+        match self.client.get("get_pool", &pool).instrument(span).await {
+            Ok(_) => Health::Healthy,
+            Err(e) if e.kind() == ErrorKind::NotFound => Health::Healthy,
+            Err(e) => Health::Unhealthy(format!(
+                "Batch account `{}` does not answer for pool `{}`: {e}",
+                self.client.account(),
+                self.pool.id
+            )),
+        }
     }
 
     async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {

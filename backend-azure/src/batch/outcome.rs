@@ -72,10 +72,7 @@ pub(crate) async fn read_outcome(
                             })?;
                     Ok((Outcome::from_stored(&entry.bytes)?, entry.range))
                 });
-                let location = ResultLocation {
-                    key: key.to_string(),
-                    range: None,
-                };
+                let location = ResultLocation::new(storage, key.to_string(), None);
                 return match entry {
                     Ok((outcome, range)) => (
                         outcome,

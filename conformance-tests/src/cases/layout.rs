@@ -1,6 +1,6 @@
 //! The storage layout is the one the README documents, whichever backend ran the job: every
 //! object of a job has a documented name, every outcome is a packed entry under `results/`,
-//! and a crashed task's stderr tail is at `tasks/<n>/log`.
+//! a crashed task's stderr tail is at `tasks/<n>/log`, and locations name their store.
 
 use crate::functions::*;
 use crate::{Case, CaseFuture, CaseResult, Ctx, Needs, check};
@@ -55,6 +55,18 @@ async fn the_stored_layout_is_the_documented_one(ctx: Ctx) -> CaseResult {
         tasks == (0..20).collect(),
         "stored outcomes for tasks {tasks:?}"
     );
+    // Locations name the store they are in, so another store can find them.
+    let url = storage.url();
+    let refs = squares.refs().await?;
+    check!(
+        refs.iter().all(|r| r.location().store == url),
+        "result stores: {:?}",
+        refs.first().map(|r| r.location())
+    );
+    let value = ctx.session.broadcast(&vec![1u64, 2, 3]).await?;
+    check!(value.store() == url, "broadcast store {}", value.store());
+    let blob = ctx.session.upload("layout/x", vec![1u8]).await?;
+    check!(blob.store() == url, "blob store {}", blob.store());
     let log = storage.get(&layout.task_log(crashed.id(), 0)).await?;
     let log = String::from_utf8_lossy(&log);
     check!(

@@ -199,10 +199,11 @@ impl Committer {
                     ) {
                         (Ok(()), None, Some(range)) => (
                             outcome,
-                            ResultLocation {
-                                key: key.to_string(),
-                                range: Some(range.clone()),
-                            },
+                            ResultLocation::new(
+                                &self.storage,
+                                key.to_string(),
+                                Some(range.clone()),
+                            ),
                         ),
                         (_, Some((_, why)), _) => (
                             self.lost(
@@ -273,8 +274,5 @@ fn report(
 }
 
 fn nowhere() -> ResultLocation {
-    ResultLocation {
-        key: String::new(),
-        range: None,
-    }
+    ResultLocation::nowhere()
 }

@@ -81,10 +81,7 @@ pub(crate) async fn read_stored(storage: &Storage, spec: &JobSpec) -> Result<Sto
                     task: entry.key,
                     attempt,
                     outcome,
-                    location: ResultLocation {
-                        key: key.to_string(),
-                        range: Some(entry.range),
-                    },
+                    location: ResultLocation::new(storage, key.to_string(), Some(entry.range)),
                     started: None,
                     finished: now,
                     worker: None,

@@ -11,13 +11,20 @@ use crate::raw::worker::worker_io;
 /// them with `Session::blobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Blob {
+    #[serde(default)]
+    store: String,
     key: String,
     len: u64,
 }
 
 impl Blob {
-    pub(crate) fn new(key: String, len: u64) -> Self {
-        Blob { key, len }
+    pub(crate) fn new(store: String, key: String, len: u64) -> Self {
+        Blob { store, key, len }
+    }
+
+    /// The store the object is in (its URL, secrets removed).
+    pub fn store(&self) -> &str {
+        &self.store
     }
 
     /// The object key.

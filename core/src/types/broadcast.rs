@@ -17,6 +17,8 @@ use crate::raw::worker::{broadcast_cache, worker_io};
 /// [`Broadcast::get`] inside the task. Each worker process fetches and decodes it once.
 #[derive(Serialize, Deserialize)]
 pub struct Broadcast<T> {
+    #[serde(default)]
+    store: String,
     key: String,
     sha256: String,
     len: u64,
@@ -25,13 +27,19 @@ pub struct Broadcast<T> {
 }
 
 impl<T> Broadcast<T> {
-    pub(crate) fn new(key: String, sha256: String, len: u64) -> Self {
+    pub(crate) fn new(store: String, key: String, sha256: String, len: u64) -> Self {
         Broadcast {
+            store,
             key,
             sha256,
             len,
             _marker: PhantomData,
         }
+    }
+
+    /// The store the value is in (its URL, secrets removed).
+    pub fn store(&self) -> &str {
+        &self.store
     }
 
     /// The storage key of the value.
@@ -176,7 +184,12 @@ fn downcast<T: Send + Sync + 'static>(
 
 impl<T> Clone for Broadcast<T> {
     fn clone(&self) -> Self {
-        Broadcast::new(self.key.clone(), self.sha256.clone(), self.len)
+        Broadcast::new(
+            self.store.clone(),
+            self.key.clone(),
+            self.sha256.clone(),
+            self.len,
+        )
     }
 }
 

@@ -16,6 +16,9 @@ use crate::types::task_error::{TaskError, TaskErrorKind};
 const HELD_BUDGET: usize = 64 << 20;
 const NONE: u32 = u32::MAX;
 
+/// The index of each key of one store into `FinishedTable::keys`.
+type KeyIndex = HashMap<Arc<str>, u32>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {
     #[default]
@@ -54,8 +57,10 @@ pub(crate) enum OutcomeAt<'a> {
 #[derive(Debug)]
 pub(crate) struct FinishedTable {
     rows: Vec<Row>,
-    keys: Vec<Arc<str>>,
-    key_index: HashMap<Arc<str>, u32>,
+    /// The stored objects outcomes are in: (index into `stores`, key).
+    keys: Vec<(usize, Arc<str>)>,
+    /// The stores they are in (usually one), each with its keys' indices into `keys`.
+    stores: Vec<(Arc<str>, KeyIndex)>,
     values: Vec<u8>,
     errors: HashMap<u64, TaskError>,
 }
@@ -74,7 +79,7 @@ impl FinishedTable {
                 tasks
             ],
             keys: Vec::new(),
-            key_index: HashMap::new(),
+            stores: Vec::new(),
             values: Vec::new(),
             errors: HashMap::new(),
         }
@@ -103,7 +108,7 @@ impl FinishedTable {
         let key = if f.location.key.is_empty() {
             NONE
         } else {
-            self.intern(&f.location.key)
+            self.intern(&f.location.store, &f.location.key)
         };
         let range = f
             .location
@@ -142,31 +147,36 @@ impl FinishedTable {
         true
     }
 
-    fn intern(&mut self, key: &str) -> u32 {
-        if let Some(&i) = self.key_index.get(key) {
+    fn intern(&mut self, store: &str, key: &str) -> u32 {
+        let s = match self.stores.iter().position(|(name, _)| &**name == store) {
+            Some(s) => s,
+            None => {
+                self.stores.push((Arc::from(store), HashMap::new()));
+                self.stores.len() - 1
+            }
+        };
+        if let Some(&i) = self.stores[s].1.get(key) {
             return i;
         }
         let i = u32::try_from(self.keys.len()).unwrap_or(NONE);
         let key: Arc<str> = Arc::from(key);
-        self.keys.push(key.clone());
-        self.key_index.insert(key, i);
+        self.keys.push((s, key.clone()));
+        self.stores[s].1.insert(key, i);
         i
     }
 
     /// Where `task`'s stored outcome is.
     pub(crate) fn location(&self, task: u64) -> ResultLocation {
-        let Some(row) = self.rows.get(task as usize) else {
-            return ResultLocation {
-                key: String::new(),
-                range: None,
-            };
+        let found = self
+            .rows
+            .get(task as usize)
+            .and_then(|row| Some((row, self.keys.get(row.key as usize)?)));
+        let Some((row, (store, key))) = found else {
+            return ResultLocation::nowhere();
         };
         ResultLocation {
-            key: self
-                .keys
-                .get(row.key as usize)
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
+            store: self.stores[*store].0.to_string(),
+            key: key.to_string(),
             range: (row.range != (0, 0)).then_some(row.range.0..row.range.1),
         }
     }
@@ -231,6 +241,7 @@ mod tests {
             attempt: 1,
             outcome,
             location: ResultLocation {
+                store: "memory://t".into(),
                 key: key.into(),
                 range: Some(10..20),
             },
@@ -265,6 +276,7 @@ mod tests {
         assert!(matches!(t.outcome(2), OutcomeAt::Failed(_)));
         assert_eq!(t.keys.len(), 1);
         assert_eq!(t.location(0).range, Some(10..20));
+        assert_eq!(t.location(0).store, "memory://t");
         assert_eq!(t.missing(), vec![1]);
         assert_eq!(t.cancelled(), 1);
     }

@@ -171,10 +171,7 @@ impl JobShared {
                 task,
                 attempt: 0,
                 outcome: Outcome::Err(error),
-                location: ResultLocation {
-                    key: String::new(),
-                    range: None,
-                },
+                location: ResultLocation::nowhere(),
                 started: None,
                 finished: SystemTime::now(),
                 worker: None,
@@ -419,10 +416,11 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 Outcome::Ok(_) => 0,
             },
             outcome: record.outcome,
-            location: ResultLocation {
-                key: session.storage().layout().call_record(job_id).to_string(),
-                range: Some(record.outcome_range),
-            },
+            location: ResultLocation::new(
+                session.storage(),
+                session.storage().layout().call_record(job_id).to_string(),
+                Some(record.outcome_range),
+            ),
             started: None,
             finished: SystemTime::now(),
             worker: None,

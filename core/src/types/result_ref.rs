@@ -12,13 +12,47 @@ use crate::error::{Error, Result};
 use crate::raw::envelope::Outcome;
 use crate::raw::worker::worker_io;
 
-/// Where a stored task result is: an object key and, for packed results, a byte range in it.
+/// Where a stored task result is: the store, an object key and, for packed results, a byte
+/// range in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultLocation {
-    /// The object key, relative to the store.
+    /// The store the result is in (its URL, secrets removed), so that a reader working in
+    /// another store knows where to copy it from. Empty when unknown.
+    #[serde(default)]
+    pub store: String,
+    /// The object key (the full key in the store).
     pub key: String,
     /// The byte range of the result inside the object, when results are packed.
     pub range: Option<Range<u64>>,
+}
+
+impl ResultLocation {
+    /// A result stored in `storage` at `key` (a byte `range` of it, when packed).
+    pub fn new(
+        storage: &crate::storage::Storage,
+        key: impl Into<String>,
+        range: Option<Range<u64>>,
+    ) -> Self {
+        ResultLocation {
+            store: storage.url().to_string(),
+            key: key.into(),
+            range,
+        }
+    }
+
+    /// A result that is not stored (a call's value, reported before its record is stored).
+    pub fn nowhere() -> Self {
+        ResultLocation {
+            store: String::new(),
+            key: String::new(),
+            range: None,
+        }
+    }
+
+    /// Whether the result is stored somewhere.
+    pub fn is_stored(&self) -> bool {
+        !self.key.is_empty()
+    }
 }
 
 /// A reference to the result of one finished task. Pass it as an argument to a later task and

@@ -396,7 +396,7 @@ impl Session {
                 }
             }
             self.made().broadcasts.insert(key.to_string());
-            Ok(Broadcast::new(key.to_string(), sha, len))
+            Ok(Broadcast::new(self.inner.storage.url().to_string(), key.to_string(), sha, len))
         }
         .instrument(span)
         .await
@@ -408,7 +408,11 @@ impl Session {
         let key = self.inner.storage.layout().data(name);
         let len = bytes.len() as u64;
         self.inner.storage.put(&key, bytes).await?;
-        Ok(Blob::new(key.to_string(), len))
+        Ok(Blob::new(
+            self.inner.storage.url().to_string(),
+            key.to_string(),
+            len,
+        ))
     }
 
     /// The objects stored under `data/<prefix>`, sorted by key.
@@ -417,7 +421,7 @@ impl Session {
         let metas = storage.list_meta(&storage.layout().data(prefix)).await?;
         Ok(metas
             .into_iter()
-            .map(|(key, len)| Blob::new(key.to_string(), len))
+            .map(|(key, len)| Blob::new(self.inner.storage.url().to_string(), key.to_string(), len))
             .collect())
     }
 
