@@ -1,6 +1,7 @@
 #![deny(missing_docs)]
 //! Redwood's core: the programming model (sessions, jobs, tasks, broadcast values), the storage
-//! layout, the compute backend contract and the worker runtime. Users depend on the `redwood`
+//! layout, the job driver (every task's life, once), the executor contract backends implement
+//! and the worker runtime. Users depend on the `redwood`
 //! crate, which re-exports this one together with the backends.
 
 pub mod codec;

@@ -1,5 +1,6 @@
-//! [`AzureBatchBackend`]: runs each `map` as one Batch job on a pool, its tasks added in
-//! collections of up to 100 with several requests in flight, watched by [`super::monitor`].
+//! [`AzureBatchBackend`]: the `azure-batch` executor. Each job opened is one Batch job on a
+//! pool (made ready, with the program uploaded, first); its attempts are Batch tasks
+//! ([`super::job`]), watched by [`super::monitor`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! What backend authors use: the backend contract, envelopes, packed objects, the function
+//! What backend authors use: the executor contract, capabilities, attempt records, envelopes, packed objects, the function
 //! registry and the worker runtime. Users rarely need this module.
 
 pub mod backend;

@@ -1,5 +1,5 @@
-//! Records still being written in the background — a `call`'s job record, a job's events
-//! record — so a program that ends right after its last result can wait for them instead of
+//! Records still being written in the background — a `call`'s record, a job's last outcomes
+//! and events — so a program that ends right after its last result can wait for them instead of
 //! losing them when the runtime shuts down.
 //!
 //! Each write registers itself with a test of whether its job has finished. A flush waits for
