@@ -34,7 +34,10 @@ impl BatchJob {
     /// Ends the Batch job (so it stops counting against the account's active jobs, and its
     /// tasks stop) and the monitor.
     async fn terminate(&self, reason: &str) -> Result<()> {
-        let _ = self.stop.send(true);
+        // Once is enough: a job stopped (cancelled) is closed right after.
+        if self.stop.send_replace(true) {
+            return Ok(());
+        }
         let job = &self.template.spec.id;
         match self
             .client
