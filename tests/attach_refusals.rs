@@ -109,3 +109,37 @@ async fn attaching_as_another_result_type_is_refused_before_anything_runs() {
     let keys = storage.list(&storage.layout().job("job-1")).await.unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
 }
+
+#[tokio::test]
+async fn a_call_record_claiming_many_tasks_is_refused() {
+    let rw = Session::builder()
+        .storage_url("memory://corrupt-call")
+        .progress(false)
+        .build()
+        .expect("session");
+    let storage = rw.storage().clone();
+    let spec = JobSpec {
+        id: "call-1".into(),
+        function: "nowhere::f".into(),
+        signature: 0,
+        binary: "0".repeat(64),
+        task_count: 99_999_999_999_999,
+        options: TaskOptions::default(),
+    };
+    let manifest = JobManifest::new(&spec, "local", "memory://").with_result_type("u64");
+    let record = redwood::raw::call_record::pack_call_record(
+        &manifest,
+        &[0],
+        &redwood::raw::envelope::Outcome::Ok(vec![1]),
+    )
+    .unwrap();
+    storage
+        .put(&storage.layout().call_record("call-1"), record)
+        .await
+        .unwrap();
+    let err = Job::<u64>::attach(&rw, "call-1")
+        .await
+        .expect_err("corrupt call record");
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert!(err.to_string().contains("99999999999999"), "{err}");
+}

@@ -404,6 +404,16 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
     /// A finished call, from its record.
     fn from_call_record(session: &Session, job_id: &str, bytes: &bytes::Bytes) -> Result<Job<T>> {
         let record = read_call_record(bytes).map_err(|e| e.with_operation("Job::attach"))?;
+        if record.manifest.spec.task_count != 1 {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "call record of `{job_id}` is corrupt: it counts {} tasks, a call has one",
+                    record.manifest.spec.task_count
+                ),
+            )
+            .with_operation("Job::attach"));
+        }
         record
             .manifest
             .check_result_type::<T>()
