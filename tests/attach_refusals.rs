@@ -6,12 +6,16 @@ use redwood::raw::manifest::JobManifest;
 use redwood::raw::pack::PackWriter;
 use redwood::{ErrorKind, Job, Session, TaskOptions};
 
-async fn session_with_job(name: &str, claimed_tasks: u64, stored_tasks: u64) -> Session {
-    let rw = Session::builder()
+fn memory_session(name: &str) -> Session {
+    Session::builder()
         .storage_url(format!("memory://{name}"))
         .progress(false)
         .build()
-        .expect("session");
+        .expect("session")
+}
+
+async fn session_with_job(name: &str, claimed_tasks: u64, stored_tasks: u64) -> Session {
+    let rw = memory_session(name);
     let storage = rw.storage().clone();
     let spec = JobSpec {
         id: "job-1".into(),
@@ -112,11 +116,7 @@ async fn attaching_as_another_result_type_is_refused_before_anything_runs() {
 
 #[tokio::test]
 async fn a_call_record_claiming_many_tasks_is_refused() {
-    let rw = Session::builder()
-        .storage_url("memory://corrupt-call")
-        .progress(false)
-        .build()
-        .expect("session");
+    let rw = memory_session("corrupt-call");
     let storage = rw.storage().clone();
     let spec = JobSpec {
         id: "call-1".into(),

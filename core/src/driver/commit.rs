@@ -93,7 +93,7 @@ impl Committer {
                 let mut end = item.end;
                 let (outcome, location) = match take_ended(&mut end) {
                     Ended::Stored { outcome, location } => (outcome, location),
-                    Ended::Reported(outcome) => (outcome, nowhere()),
+                    Ended::Reported(outcome) => (outcome, ResultLocation::nowhere()),
                 };
                 report(events, &self.job, &end, outcome, location);
             }
@@ -211,7 +211,7 @@ impl Committer {
                                 &outcome,
                                 format!("cannot encode: {why}"),
                             ),
-                            nowhere(),
+                            ResultLocation::nowhere(),
                         ),
                         (Err(why), _, _) => (
                             self.lost(
@@ -219,9 +219,9 @@ impl Committer {
                                 &outcome,
                                 format!("the outcome could not be stored: {why}"),
                             ),
-                            nowhere(),
+                            ResultLocation::nowhere(),
                         ),
-                        (Ok(()), None, None) => (outcome, nowhere()),
+                        (Ok(()), None, None) => (outcome, ResultLocation::nowhere()),
                     }
                 }
             };
@@ -271,8 +271,4 @@ fn report(
     {
         tracing::debug!(job, "nobody listens to the job's events any more");
     }
-}
-
-fn nowhere() -> ResultLocation {
-    ResultLocation::nowhere()
 }
