@@ -63,7 +63,7 @@ pub mod local {
 /// The Azure Batch backend.
 #[cfg(feature = "azure")]
 pub mod azure {
-    pub use redwood_azure::batch::config::{ImageConfig, PoolConfig, RegionConfig, regions};
+    pub use redwood_azure::batch::config::{ImageConfig, PoolConfig, RegionConfig, region};
     /// The credential trait Entra ID sign-in takes (any `azure_identity` credential).
     pub use redwood_azure::batch::credential::TokenCredential;
     pub use redwood_azure::batch::{

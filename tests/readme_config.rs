@@ -43,15 +43,19 @@ fn every_readme_toml_block_loads() {
             );
             // Each backend reads its own keys of a region.
             #[cfg(feature = "azure")]
-            if let Ok(loaded) = &loaded
-                && loaded.config.backend == "azure-batch"
-            {
-                let regions = redwood::azure::regions(loaded);
-                assert!(
-                    regions.is_ok(),
-                    "README TOML block {n}, profile `{profile}`: {}\n{block}",
-                    regions.unwrap_err()
-                );
+            if let Ok(loaded) = &loaded {
+                for index in 0..loaded.config.regions.len().max(1) {
+                    let narrowed = loaded.for_region(index).unwrap_or_else(|| loaded.clone());
+                    if narrowed.config.backend != "azure-batch" {
+                        continue;
+                    }
+                    let region = redwood::azure::region(&narrowed);
+                    assert!(
+                        region.is_ok(),
+                        "README TOML block {n}, profile `{profile}`, region {index}: {}\n{block}",
+                        region.unwrap_err()
+                    );
+                }
             }
             let warnings = file_warnings(&file, profile).unwrap();
             assert!(

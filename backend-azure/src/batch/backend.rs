@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redwood_core::config::LoadedConfig;
 
-use super::config::{PoolConfig, RegionConfig};
+use super::config::PoolConfig;
 use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
 use redwood_core::raw::executor::{AttemptEnds, Executor, Health, OpenRequest, Opened};
 use redwood_core::raw::factory::BackendFactory;
@@ -593,18 +593,7 @@ fn from_env_or(value: &Option<String>, env: &str) -> Option<String> {
 }
 
 fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
-    let regions = super::config::regions(config)?;
-    if regions.len() > 1 {
-        return Err(config.error(
-            "regions",
-            &format!("{} regions", regions.len()),
-            "backend `azure-batch` runs in one region; runs across regions are not built yet",
-        ));
-    }
-    let region = regions
-        .first()
-        .cloned()
-        .unwrap_or_else(RegionConfig::default);
+    let region = super::config::region(config)?;
     let url = from_env_or(&region.batch_url, "REDWOOD_BATCH_URL").ok_or_else(|| {
         config.error(
             "regions",

@@ -175,12 +175,10 @@ impl Default for ImageConfig {
     }
 }
 
-/// The regions of the configuration, as `azure-batch` regions.
-pub fn regions(config: &LoadedConfig) -> Result<Vec<RegionConfig>> {
-    if config.config.regions.is_empty() {
-        return Ok(Vec::new());
-    }
-    config.section("regions")
+/// The configuration's region (the `[[regions]]` entry it is narrowed to, else the first) as an
+/// `azure-batch` region; with none, the defaults (the account from the environment).
+pub fn region(config: &LoadedConfig) -> Result<RegionConfig> {
+    config.region_settings()
 }
 
 impl TryFrom<RegionConfig> for RegionSection {
@@ -206,6 +204,7 @@ impl TryFrom<RegionConfig> for RegionSection {
         Ok(RegionSection {
             name: region.name,
             settings,
+            ..RegionSection::default()
         })
     }
 }
@@ -227,7 +226,7 @@ mod tests {
         .unwrap();
         let loaded = LoadedConfig::load_from(Some(file.clone()), "default", false).unwrap();
         assert_eq!(loaded.config.regions[0].name, "west");
-        let text = regions(&loaded).unwrap_err().to_string();
+        let text = region(&loaded).unwrap_err().to_string();
         assert!(
             text.contains("unknown key `pol` (did you mean `pool`?)")
                 && text.contains("Redwood.toml"),
@@ -265,6 +264,6 @@ mod tests {
             ..redwood_core::Config::default()
         };
         let loaded = LoadedConfig::from_config(config);
-        assert_eq!(regions(&loaded).unwrap(), vec![region]);
+        assert_eq!(super::region(&loaded).unwrap(), region);
     }
 }

@@ -15,6 +15,8 @@ pub(crate) const PROFILE_KEYS: &[&str] = &[
     "progress",
     "storage_options",
     "regions",
+    "placement",
+    "failover_after",
 ];
 
 /// Checks the shape of the config file `text` (read from `file`) for `selected`, the profile in

@@ -19,7 +19,19 @@ pub const PROFILE_ENV: &str = "REDWOOD_PROFILE";
 pub const CONFIG_FILE_ENV: &str = "REDWOOD_CONFIG";
 
 /// The keys `REDWOOD_*` environment variables may set.
-const ENV_KEYS: &[&str] = &["backend", "storage", "namespace", "workers", "progress"];
+const ENV_KEYS: &[&str] = &[
+    "backend",
+    "storage",
+    "namespace",
+    "workers",
+    "progress",
+    "placement",
+    "failover_after",
+];
+
+/// Region settings every backend shares, which core reads itself; a backend's own settings
+/// type sees the other keys of a region.
+const CORE_REGION_KEYS: &[&str] = &["backend", "storage", "storage_options", "weight"];
 
 /// Redwood's configuration: which backend, which storage, and their settings. `Debug` hides
 /// the values of `storage_options` (they hold keys and SAS tokens).
@@ -43,20 +55,53 @@ pub struct Config {
     /// `endpoint`, and object_store's `azure_*` keys.
     #[serde(default)]
     pub storage_options: std::collections::BTreeMap<String, String>,
-    /// Cloud backends: the regions to run in (`azure-batch` uses the first). Each backend
-    /// reads its own keys of a region.
+    /// The regions to run in (`azure-batch` uses the first). Each backend reads its own keys
+    /// of a region.
     #[serde(default)]
     pub regions: Vec<RegionSection>,
+    /// How tasks are spread over several regions (default `capacity`).
+    #[serde(default)]
+    pub placement: Option<Placement>,
+    /// How long a region may fail before it is marked down and its tasks move (humantime,
+    /// default `30s`).
+    #[serde(default)]
+    pub failover_after: Option<String>,
 }
 
-/// One `[[regions]]` entry: its name, and the rest of its keys, which the region's backend
-/// reads with [`LoadedConfig::section`] (checking them against its own settings). `Debug` shows
-/// the keys, not their values (they may hold account keys).
+/// How the job driver spreads tasks over several regions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Where there is free room (slots not busy, scaled by each region's weight).
+    #[default]
+    Capacity,
+    /// Weighted turns.
+    RoundRobin,
+}
+
+/// The default of `failover_after`.
+pub const DEFAULT_FAILOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One `[[regions]]` entry: its name, the keys every backend shares, and the rest of its keys,
+/// which the region's backend reads with [`LoadedConfig::region_settings`] (checking them against
+/// its own settings). `Debug` shows the keys, not their values (they may hold account keys).
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegionSection {
     /// A name for messages (`westeurope`).
     #[serde(default)]
     pub name: String,
+    /// The region's backend kind (`local`, `azure-batch`); default: the profile's `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The region's own store (`az://…`); default: the profile's `storage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// Options of the region's store (as the profile's `storage_options`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub storage_options: std::collections::BTreeMap<String, String>,
+    /// The region's share of the work relative to the others (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
     /// The region's other keys, as written.
     #[serde(flatten)]
     pub settings: std::collections::BTreeMap<String, figment::value::Value>,
@@ -65,8 +110,16 @@ pub struct RegionSection {
 impl std::fmt::Debug for RegionSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys: Vec<&str> = self.settings.keys().map(String::as_str).collect();
+        let options: Vec<&str> = self.storage_options.keys().map(String::as_str).collect();
         f.debug_struct("RegionSection")
             .field("name", &self.name)
+            .field("backend", &self.backend)
+            .field("storage", &self.storage)
+            .field(
+                "storage_options",
+                &format_args!("{options:?} (values redacted)"),
+            )
+            .field("weight", &self.weight)
             .field("keys", &keys)
             .finish()
     }
@@ -82,6 +135,8 @@ impl std::fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("progress", &self.progress)
             .field("regions", &self.regions)
+            .field("placement", &self.placement)
+            .field("failover_after", &self.failover_after)
             .field(
                 "storage_options",
                 &format_args!("{options:?} (values redacted)"),
@@ -100,6 +155,8 @@ impl Default for Config {
             progress: None,
             storage_options: Default::default(),
             regions: Vec::new(),
+            placement: None,
+            failover_after: None,
         }
     }
 }
@@ -130,6 +187,9 @@ pub struct LoadedConfig {
     code_origin: &'static str,
     /// Keys a builder set after loading.
     set_in_code: Vec<&'static str>,
+    /// The `[[regions]]` entry this configuration is narrowed to (see
+    /// [`LoadedConfig::for_region`]).
+    region: Option<usize>,
 }
 
 impl LoadedConfig {
@@ -186,6 +246,7 @@ impl LoadedConfig {
             figment,
             code_origin: "the built-in defaults",
             set_in_code: Vec::new(),
+            region: None,
         })
     }
 
@@ -197,6 +258,7 @@ impl LoadedConfig {
             figment,
             code_origin: "the configuration given in code",
             set_in_code: Vec::new(),
+            region: None,
         }
     }
 
@@ -228,6 +290,99 @@ impl LoadedConfig {
             }
             config_error(e)
         })
+    }
+
+    /// This configuration narrowed to its `index`th `[[regions]]` entry: the region's backend
+    /// kind, storage and storage options replace the profile's where the region sets them, and
+    /// [`LoadedConfig::region_settings`] reads that entry. `None` when there is no such entry.
+    pub fn for_region(&self, index: usize) -> Option<LoadedConfig> {
+        let region = self.config.regions.get(index)?;
+        let mut narrowed = self.clone();
+        narrowed.region = Some(index);
+        if let Some(backend) = &region.backend {
+            narrowed.config.backend = backend.clone();
+        }
+        if let Some(storage) = &region.storage {
+            narrowed.config.storage = storage.clone();
+            narrowed.config.storage_options = region.storage_options.clone();
+        } else if !region.storage_options.is_empty() {
+            narrowed.config.storage_options = region.storage_options.clone();
+        }
+        Some(narrowed)
+    }
+
+    /// The `[[regions]]` entry this configuration reads: the one it was narrowed to, else the
+    /// first, else none.
+    pub fn region(&self) -> Option<&RegionSection> {
+        self.config.regions.get(self.region.unwrap_or(0))
+    }
+
+    /// The region's backend-specific keys (its `name` and every key but the shared `backend`,
+    /// `storage`, `storage_options` and `weight`) as a backend's settings type `T`; with no
+    /// region, `T` from no keys at all (its defaults). Errors name the region, the key and
+    /// where the region came from.
+    pub fn region_settings<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let mut keys = figment::value::Dict::new();
+        if let Some(region) = self.region() {
+            keys.insert("name".into(), region.name.clone().into());
+            for (key, value) in &region.settings {
+                if !CORE_REGION_KEYS.contains(&key.as_str()) {
+                    keys.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Figment::from(Serialized::defaults(keys))
+            .extract()
+            .map_err(|e| {
+                let name = self.region().map_or("", |r| r.name.as_str());
+                let why = config_error(e);
+                Error::new(
+                    ErrorKind::Config,
+                    format!("region `{name}`: {}", why.message()),
+                )
+                .with_context("key", "regions")
+                .with_context("from", self.origin("regions"))
+            })
+    }
+
+    /// A region's weight (`weight`, default 1; 0 is refused).
+    pub fn region_weight(&self) -> Result<u32> {
+        match self.region().and_then(|r| r.weight) {
+            None => Ok(1),
+            Some(0) => Err(self.error(
+                "regions",
+                "weight = 0",
+                "a region's weight must be at least 1",
+            )),
+            Some(w) => Ok(w),
+        }
+    }
+
+    /// How tasks are spread over several regions.
+    pub fn placement(&self) -> Placement {
+        self.config.placement.unwrap_or_default()
+    }
+
+    /// How long a region may fail before it is marked down (`failover_after`, default 30 s).
+    pub fn failover_after(&self) -> Result<std::time::Duration> {
+        match &self.config.failover_after {
+            None => Ok(DEFAULT_FAILOVER_AFTER),
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if d.is_zero() => Err(self.error(
+                    "failover_after",
+                    text,
+                    "`failover_after` must be longer than zero",
+                )),
+                Ok(d) => Ok(d),
+                Err(e) => Err(self.error(
+                    "failover_after",
+                    text,
+                    format!(
+                        "`failover_after` is not a duration ({e}); write e.g. \"30s\" or \"2m\""
+                    ),
+                )),
+            },
+        }
     }
 
     /// Records that code set `key` after loading (for [`LoadedConfig::origin`]).
@@ -307,5 +462,80 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("profile `azure`"), "{s}");
+    }
+
+    #[test]
+    fn a_region_narrows_backend_and_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            &dir,
+            "[default]\nstorage = \"memory://home\"\nplacement = \"round-robin\"\n\
+             [[default.regions]]\nname = \"west\"\nbackend = \"azure-batch\"\n\
+             storage = \"az://c\"\nstorage_options = { account = \"a\" }\nweight = 2\n\
+             pool = { id = \"p\" }\n",
+        );
+        let c = LoadedConfig::load_from(Some(file), "default", false).unwrap();
+        assert_eq!(c.placement(), Placement::RoundRobin);
+        assert_eq!(c.failover_after().unwrap(), DEFAULT_FAILOVER_AFTER);
+        let west = c.for_region(0).unwrap();
+        assert_eq!(west.config.backend, "azure-batch");
+        assert_eq!(west.config.storage, "az://c");
+        assert_eq!(west.config.storage_options["account"], "a");
+        assert_eq!(west.region_weight().unwrap(), 2);
+        assert!(c.for_region(1).is_none());
+        // The backend's own keys, without the shared ones.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Own {
+            name: String,
+            pool: std::collections::BTreeMap<String, String>,
+        }
+        let own: Own = west.region_settings().unwrap();
+        assert_eq!((own.name.as_str(), own.pool["id"].as_str()), ("west", "p"));
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Other {
+            #[allow(dead_code)]
+            name: String,
+        }
+        let e = west.region_settings::<Other>().unwrap_err().to_string();
+        assert!(
+            e.contains("region `west`") && e.contains("`pool`") && e.contains("Redwood.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_region_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, "[default]\nplacement = \"nearest\"\n");
+        let e = LoadedConfig::load_from(Some(file), "default", false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("placement") && e.contains("nearest"), "{e}");
+        let file = write(
+            &dir,
+            "[default]\nfailover_after = \"soon\"\n[[default.regions]]\nname = \"w\"\nweight = 0\n",
+        );
+        let c = LoadedConfig::load_from(Some(file), "default", false).unwrap();
+        let e = c.failover_after().unwrap_err().to_string();
+        assert!(e.contains("failover_after") && e.contains("soon"), "{e}");
+        let e = c
+            .for_region(0)
+            .unwrap()
+            .region_weight()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weight"), "{e}");
+        // Storage options of a region are not shown by Debug.
+        let region = RegionSection {
+            storage_options: [("key".to_string(), "s3cret".to_string())].into(),
+            ..RegionSection::default()
+        };
+        let shown = format!("{region:?}");
+        assert!(
+            shown.contains("key") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }

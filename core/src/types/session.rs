@@ -545,6 +545,35 @@ fn new_job_id(function: &str) -> String {
     format!("{name}-{}", &random[..12])
 }
 
+/// The configuration narrowed to its one `[[regions]]` entry (whose `backend`, `storage` and
+/// `storage_options` replace the profile's), after checking the keys about regions. Several
+/// regions in one profile are refused: running across regions is not built yet.
+fn narrow_to_the_region(loaded: LoadedConfig) -> Result<LoadedConfig> {
+    loaded.failover_after()?;
+    match loaded.config.regions.len() {
+        0 => Ok(loaded),
+        1 => {
+            let narrowed = loaded.for_region(0).unwrap_or(loaded);
+            narrowed.region_weight()?;
+            Ok(narrowed)
+        }
+        n => {
+            let names: Vec<&str> = loaded
+                .config
+                .regions
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            Err(loaded.error(
+                "regions",
+                &format!("{n} regions ({})", names.join(", ")),
+                "a profile lists several `[[regions]]`, but running one session across \
+                 regions is not built yet: keep one region per profile",
+            ))
+        }
+    }
+}
+
 /// Builds a [`Session`]: the configuration first, then what code sets.
 #[derive(Default)]
 pub struct SessionBuilder {
@@ -641,6 +670,7 @@ impl SessionBuilder {
             Some(c) => LoadedConfig::from_config(c),
             None => LoadedConfig::load()?,
         };
+        loaded = narrow_to_the_region(loaded)?;
         if let Some(v) = self.backend_name {
             loaded.config.backend = v;
             loaded.mark_set_in_code("backend");
