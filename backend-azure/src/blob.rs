@@ -199,6 +199,7 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+    let identity = format!("{endpoint}/{container}");
     let creator = Arc::new(AzureContainer {
         container: container.to_string(),
         account,
@@ -207,7 +208,11 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
         sas: settings.sas.clone(),
         http: reqwest::Client::new(),
     });
-    Ok(Storage::from_store(Arc::new(store), redact_url(url), prefix, true).with_container(creator))
+    Ok(
+        Storage::from_store(Arc::new(store), redact_url(url), prefix, true)
+            .with_container(creator)
+            .with_identity(identity),
+    )
 }
 
 /// The SAS version minted (the 2020-12-06 string-to-sign layout).
@@ -531,6 +536,26 @@ impl AzureContainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_accounts_with_one_container_name_are_two_stores() {
+        let open_for = |account: &str| {
+            let options = BTreeMap::from([
+                ("account".to_string(), account.to_string()),
+                ("key".to_string(), "a2V5".to_string()),
+                (
+                    "endpoint".to_string(),
+                    format!("http://127.0.0.1:10000/{account}"),
+                ),
+            ]);
+            open("az://redwood/jobs", &options).unwrap()
+        };
+        let (east, west) = (open_for("east"), open_for("west"));
+        assert_eq!(east.url(), west.url());
+        assert_eq!(east.identity(), "http://127.0.0.1:10000/east/redwood");
+        assert_ne!(east.identity(), west.identity());
+        assert!(!east.identity().contains("a2V5"));
+    }
 
     #[test]
     fn connection_strings() {

@@ -56,7 +56,7 @@ async fn the_stored_layout_is_the_documented_one(ctx: Ctx) -> CaseResult {
         "stored outcomes for tasks {tasks:?}"
     );
     // Locations name the store they are in, so another store can find them.
-    let url = storage.url();
+    let url = storage.identity();
     let refs = squares.refs().await?;
     check!(
         refs.iter().all(|r| r.location().store == url),

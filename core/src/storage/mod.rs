@@ -98,6 +98,8 @@ const DELETE_CHUNK: usize = 4096;
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// Tells this store apart from every other (see [`Storage::identity`]).
+    identity: String,
     root: Path,
     shared_between_processes: bool,
     container: Option<Arc<dyn Container>>,
@@ -235,6 +237,7 @@ impl Storage {
             Ok(Storage {
                 store: Arc::new(fs),
                 url: url.to_string(),
+                identity: format!("file://{}", folder.display()),
                 root: Path::default(),
                 shared_between_processes: true,
                 container: None,
@@ -250,6 +253,7 @@ impl Storage {
             Ok(Storage {
                 store,
                 url: url.to_string(),
+                identity: url.to_string(),
                 root: Path::default(),
                 shared_between_processes: false,
                 container: None,
@@ -277,9 +281,11 @@ impl Storage {
         root: &str,
         shared_between_processes: bool,
     ) -> Storage {
+        let url = url.into();
         Storage {
             store,
-            url: url.into(),
+            identity: url.clone(),
+            url,
             root: Path::from(root),
             shared_between_processes,
             container: None,
@@ -309,6 +315,21 @@ impl Storage {
     /// The URL this storage was opened from (secrets removed).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// What tells this store apart from every other, whatever URL opened it: the folder of a
+    /// `file://` store, the URL of a `memory://` one, the account endpoint and container of an
+    /// `az://` one (two accounts may both have a container `redwood`). Handles (`Blob`,
+    /// `Broadcast`, result locations) name their store by it. Never holds a secret.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The same storage with another identity (for a store crate's `open`; see
+    /// [`Storage::identity`]).
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Storage {
+        self.identity = identity.into();
+        self
     }
 
     /// A signed URL to the container or to one object (`key` relative to the store), granting
@@ -799,6 +820,18 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_store_is_known_by_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let relative = std::path::absolute(dir.path()).unwrap();
+        let s = Storage::open(&format!("file://{}", relative.display())).unwrap();
+        assert_eq!(s.identity(), format!("file://{}", relative.display()));
+        assert_eq!(
+            Storage::open("memory://id-test").unwrap().identity(),
+            "memory://id-test"
+        );
+    }
 
     #[test]
     fn layout_matches_the_design() {

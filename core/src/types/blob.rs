@@ -22,7 +22,8 @@ impl Blob {
         Blob { store, key, len }
     }
 
-    /// The store the object is in (its URL, secrets removed).
+    /// The store the object is in ([`crate::Storage::identity`]: the folder of a `file://` store, the
+    /// account endpoint and container of an `az://` one; never a secret).
     pub fn store(&self) -> &str {
         &self.store
     }

@@ -37,7 +37,8 @@ impl<T> Broadcast<T> {
         }
     }
 
-    /// The store the value is in (its URL, secrets removed).
+    /// The store the value is in ([`crate::Storage::identity`]: the folder of a `file://` store, the
+    /// account endpoint and container of an `az://` one; never a secret).
     pub fn store(&self) -> &str {
         &self.store
     }

@@ -16,7 +16,7 @@ use crate::raw::worker::worker_io;
 /// range in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultLocation {
-    /// The store the result is in (its URL, secrets removed), so that a reader working in
+    /// The store the result is in ([`crate::Storage::identity`]), so that a reader working in
     /// another store knows where to copy it from. Empty when unknown.
     #[serde(default)]
     pub store: String,
@@ -34,7 +34,7 @@ impl ResultLocation {
         range: Option<Range<u64>>,
     ) -> Self {
         ResultLocation {
-            store: storage.url().to_string(),
+            store: storage.identity().to_string(),
             key: key.into(),
             range,
         }

@@ -396,7 +396,7 @@ impl Session {
                 }
             }
             self.made().broadcasts.insert(key.to_string());
-            Ok(Broadcast::new(self.inner.storage.url().to_string(), key.to_string(), sha, len))
+            Ok(Broadcast::new(self.inner.storage.identity().to_string(), key.to_string(), sha, len))
         }
         .instrument(span)
         .await
@@ -409,7 +409,7 @@ impl Session {
         let len = bytes.len() as u64;
         self.inner.storage.put(&key, bytes).await?;
         Ok(Blob::new(
-            self.inner.storage.url().to_string(),
+            self.inner.storage.identity().to_string(),
             key.to_string(),
             len,
         ))
@@ -421,7 +421,13 @@ impl Session {
         let metas = storage.list_meta(&storage.layout().data(prefix)).await?;
         Ok(metas
             .into_iter()
-            .map(|(key, len)| Blob::new(self.inner.storage.url().to_string(), key.to_string(), len))
+            .map(|(key, len)| {
+                Blob::new(
+                    self.inner.storage.identity().to_string(),
+                    key.to_string(),
+                    len,
+                )
+            })
             .collect())
     }
 
