@@ -586,23 +586,39 @@ fn duration(config: &LoadedConfig, value: &Option<String>, default: Duration) ->
     }
 }
 
-fn from_env_or(value: &Option<String>, env: &str) -> Option<String> {
+/// A region's setting: its value in the configuration, else the region's own variable
+/// (`REDWOOD_BATCH_URL_WESTEUROPE` for region `westeurope`), else the shared one.
+fn from_env_or(region: &str, value: &Option<String>, env: &str) -> Option<String> {
+    from_lookup(region, value, env, |name| std::env::var(name).ok())
+}
+
+fn from_lookup(
+    region: &str,
+    value: &Option<String>,
+    env: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let lookup = |name: &str| lookup(name).filter(|v| !v.is_empty());
     value
         .clone()
-        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            redwood_core::config::env_suffix(region).and_then(|s| lookup(&format!("{env}_{s}")))
+        })
+        .or_else(|| lookup(env))
 }
 
 fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
     let region = super::config::region(config)?;
-    let url = from_env_or(&region.batch_url, "REDWOOD_BATCH_URL").ok_or_else(|| {
-        config.error(
-            "regions",
-            "",
-            "backend `azure-batch` needs the Batch account URL: set `batch_url` in the region \
+    let url =
+        from_env_or(&region.name, &region.batch_url, "REDWOOD_BATCH_URL").ok_or_else(|| {
+            config.error(
+                "regions",
+                "",
+                "backend `azure-batch` needs the Batch account URL: set `batch_url` in the region \
              or REDWOOD_BATCH_URL",
-        )
-    })?;
-    let account = from_env_or(&region.batch_account, "REDWOOD_BATCH_ACCOUNT")
+            )
+        })?;
+    let account = from_env_or(&region.name, &region.batch_account, "REDWOOD_BATCH_ACCOUNT")
         .or_else(|| {
             reqwest::Url::parse(&url)
                 .ok()
@@ -620,8 +636,8 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
                  REDWOOD_BATCH_ACCOUNT",
             )
         })?;
-    let key = from_env_or(&region.batch_key, "REDWOOD_BATCH_KEY");
-    let auth = from_env_or(&region.batch_auth, "REDWOOD_BATCH_AUTH");
+    let key = from_env_or(&region.name, &region.batch_key, "REDWOOD_BATCH_KEY");
+    let auth = from_env_or(&region.name, &region.batch_auth, "REDWOOD_BATCH_AUTH");
     let client = match (auth.as_deref(), key) {
         (None | Some("shared-key"), Some(key)) => BatchClientBuilder::new(url, account, key),
         (Some("shared-key"), None) => {
@@ -669,4 +685,31 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
 
 inventory::submit! {
     BackendFactory { name: NAME, build: build_from_config }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_lookup;
+
+    #[test]
+    fn a_region_reads_its_own_variable_first() {
+        let env = |name: &str| match name {
+            "REDWOOD_BATCH_URL_WEST_EUROPE" => Some("http://west".to_string()),
+            "REDWOOD_BATCH_URL" => Some("http://shared".to_string()),
+            "REDWOOD_BATCH_KEY_EAST" => Some(String::new()),
+            _ => None,
+        };
+        let url = |region: &str, value: Option<&str>| {
+            from_lookup(region, &value.map(String::from), "REDWOOD_BATCH_URL", env)
+        };
+        assert_eq!(url("west-europe", None).as_deref(), Some("http://west"));
+        assert_eq!(url("east", None).as_deref(), Some("http://shared"));
+        assert_eq!(url("", None).as_deref(), Some("http://shared"));
+        assert_eq!(
+            url("west-europe", Some("http://set")).as_deref(),
+            Some("http://set")
+        );
+        // An empty variable counts as unset.
+        assert_eq!(from_lookup("east", &None, "REDWOOD_BATCH_KEY", env), None);
+    }
 }

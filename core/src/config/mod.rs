@@ -79,6 +79,23 @@ pub enum Placement {
     RoundRobin,
 }
 
+/// The suffix of a region's own environment variables: its name in upper case, every character
+/// but ASCII letters and digits as `_` (`west-europe` → `WEST_EUROPE`); `None` for no name.
+pub fn env_suffix(region: &str) -> Option<String> {
+    (!region.is_empty()).then(|| {
+        region
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    })
+}
+
 /// The default of `failover_after`.
 pub const DEFAULT_FAILOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -537,5 +554,12 @@ mod tests {
             shown.contains("key") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn region_environment_suffixes() {
+        assert_eq!(env_suffix("west-europe").as_deref(), Some("WEST_EUROPE"));
+        assert_eq!(env_suffix("eu2").as_deref(), Some("EU2"));
+        assert_eq!(env_suffix(""), None);
     }
 }
