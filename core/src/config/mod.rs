@@ -29,10 +29,6 @@ const ENV_KEYS: &[&str] = &[
     "failover_after",
 ];
 
-/// Region settings every backend shares, which core reads itself; a backend's own settings
-/// type sees the other keys of a region.
-const CORE_REGION_KEYS: &[&str] = &["backend", "storage", "storage_options", "weight"];
-
 /// Redwood's configuration: which backend, which storage, and their settings. `Debug` hides
 /// the values of `storage_options` (they hold keys and SAS tokens).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -342,11 +338,8 @@ impl LoadedConfig {
         let mut keys = figment::value::Dict::new();
         if let Some(region) = self.region() {
             keys.insert("name".into(), region.name.clone().into());
-            for (key, value) in &region.settings {
-                if !CORE_REGION_KEYS.contains(&key.as_str()) {
-                    keys.insert(key.clone(), value.clone());
-                }
-            }
+            // The shared keys are fields of `RegionSection`, so `settings` never holds them.
+            keys.extend(region.settings.clone());
         }
         Figment::from(Serialized::defaults(keys))
             .extract()
