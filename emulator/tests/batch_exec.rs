@@ -319,6 +319,10 @@ async fn node_loss_requeues_and_tasks_can_be_terminated_reactivated_and_deleted(
     assert_eq!(r.status, 204, "{}", r.text);
     let again = running(&c, "m", "long").await;
     assert_eq!(again["executionInfo"]["retryCount"], 0);
+    // The terminated run's end, however late, is not recorded on the new run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = c.call(Method::GET, "/jobs/m/tasks/long", &[], None).await;
+    assert_eq!(r.body["state"], "running", "{}", r.body);
 
     // Delete: the running task stops and is gone.
     let r = c

@@ -28,15 +28,15 @@ pub enum Stop {
     Delete,
 }
 
-/// The stop switches of running tasks, by (job, task), lower-cased.
-pub type Running = HashMap<(String, String), tokio::sync::oneshot::Sender<Stop>>;
+/// The stop switches of running tasks, by (job, task), lower-cased, with the run they stop.
+pub type Running = HashMap<(String, String), (u64, tokio::sync::oneshot::Sender<Stop>)>;
 
 /// Stops a running task; returns whether one was running.
 pub fn stop_task(state: &AccountState, job: &str, task: &str, why: Stop) -> bool {
     let switch = state
         .running()
         .remove(&(job.to_lowercase(), task.to_lowercase()));
-    switch.is_some_and(|s| s.send(why).is_ok())
+    switch.is_some_and(|(_, s)| s.send(why).is_ok())
 }
 
 /// Parses an ISO 8601 duration such as `PT05M00S`, `PT1.5S` or `P1DT2H`.
@@ -71,7 +71,13 @@ pub(super) async fn run(state: Arc<AccountState>, mut p: Placement) {
     let (_, unused) = tokio::sync::oneshot::channel();
     let stop = std::mem::replace(&mut p.stop, unused);
     let outcome = execute(&state, &p, &task_dir, &wd, stop).await;
-    state.running().remove(&key);
+    {
+        // Only this run's switch: a later run of the same task may have registered its own.
+        let mut running = state.running();
+        if running.get(&key).is_some_and(|(run, _)| *run == p.run) {
+            running.remove(&key);
+        }
+    }
     {
         let mut data = state.data();
         if let Some(nodes) = data.nodes.get_mut(&p.pool.to_lowercase()) {
@@ -85,6 +91,7 @@ pub(super) async fn run(state: Arc<AccountState>, mut p: Placement) {
             .tasks
             .get_mut(&p.job.to_lowercase())
             .and_then(|t| t.get_mut(&p.task))
+            .filter(|t| t.run == p.run)
         {
             finish(task, outcome);
         }

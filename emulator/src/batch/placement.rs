@@ -49,6 +49,8 @@ pub(super) struct Placement {
     pub(super) others: Vec<(String, PathBuf)>,
     /// The job's preparation task, run once on each node before the job's first task there.
     pub(super) job_prep: Option<Value>,
+    /// Which run of the task this is (see [`Resource::run`](super::resources::Resource::run)).
+    pub(super) run: u64,
     /// Receives why the task is stopped from outside. Its switch is registered while the task
     /// is placed, so a node lost before the process starts still stops it.
     pub(super) stop: tokio::sync::oneshot::Receiver<Stop>,
@@ -243,9 +245,11 @@ pub fn schedule(state: &Arc<AccountState>) {
                 env.push(("AZ_BATCH_TASK_RETRY_COUNT".into(), retry.to_string()));
                 running += 1;
                 let (switch, stop) = tokio::sync::oneshot::channel();
+                let run = state.next_run();
+                task.run = run;
                 state
                     .running()
-                    .insert((job.to_lowercase(), task_id.to_lowercase()), switch);
+                    .insert((job.to_lowercase(), task_id.to_lowercase()), (run, switch));
                 placements.push(Placement {
                     job: job.clone(),
                     task: task_id.clone(),
@@ -279,6 +283,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                         .and_then(Value::as_str)
                         .map(str::to_string),
                     others,
+                    run,
                     stop,
                     job_prep: extras.prep.clone(),
                 });

@@ -15,6 +15,9 @@ pub struct Resource {
     pub body: Map<String, Value>,
     /// When it last changed.
     pub last_modified: SystemTime,
+    /// A task's current run (0: none yet). A run that ends after the task was terminated,
+    /// reactivated and placed again must not record its end on the new run.
+    pub run: u64,
     /// Copies of `state`, `id` and `creationTime`, which the scheduler reads for every task on
     /// every round (a JSON lookup each would cost more than the rest of the round).
     state: String,
@@ -35,6 +38,7 @@ impl Resource {
             state: text("state"),
             id: text("id"),
             created: text("creationTime"),
+            run: 0,
             body,
             last_modified,
         }

@@ -91,6 +91,7 @@ impl BatchEmulator {
                 root,
                 changed: tokio::sync::Notify::new(),
                 running: Mutex::new(Default::default()),
+                runs: Default::default(),
                 preps: Mutex::new(Default::default()),
                 http: reqwest::Client::new(),
             });
@@ -135,6 +136,8 @@ pub(super) struct AccountState {
     pub(super) changed: tokio::sync::Notify,
     /// Stop switches of running tasks.
     running: Mutex<exec::Running>,
+    /// The last run number given to a placed task.
+    runs: std::sync::atomic::AtomicU64,
     /// Whether a job's preparation task succeeded on a node, by (node, job).
     preps: Mutex<preparation::Preps>,
     /// For resource and output files.
@@ -166,6 +169,11 @@ pub(super) struct Data {
 impl AccountState {
     pub(super) fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new run number, never given before in this account.
+    pub(super) fn next_run(&self) -> u64 {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     pub(super) fn running(&self) -> MutexGuard<'_, exec::Running> {
