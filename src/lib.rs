@@ -36,8 +36,9 @@
 
 pub use redwood_core::{
     Blob, Broadcast, ByteVector, CleanupReport, Config, Error, ErrorKind, IntoArgs, Job, JobStats,
-    MpiShape, MpiWorld, RemoteFn, Result, ResultRef, ResultStream, Session, SessionBuilder,
-    Storage, Task, TaskError, TaskErrorKind, TaskOptions, WaitFor, WaitSummary, context,
+    MpiShape, MpiWorld, Placement, Region, RegionTasks, RemoteFn, Result, ResultRef, ResultStream,
+    Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind, TaskOptions, WaitFor,
+    WaitSummary, context,
 };
 pub use redwood_macros::{main, remote};
 

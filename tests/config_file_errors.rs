@@ -43,10 +43,10 @@ fn a_missing_or_folder_config_file_is_named() {
     std::fs::remove_file(&file).unwrap();
 }
 
-/// One region's own `storage` replaces the profile's; several regions are refused by name
-/// until running across regions exists.
+/// One region's own `storage` replaces the profile's; with several, each region gets its
+/// own backend and store (its own, or the profile's), and mistakes name the region.
 #[test]
-fn one_region_narrows_the_profile_and_several_are_refused() {
+fn one_region_narrows_the_profile_and_several_become_regions() {
     let folder = std::env::temp_dir().join(format!("redwood-west-store-{}", std::process::id()));
     let config = redwood::Config {
         storage: "memory://home".into(),
@@ -63,18 +63,55 @@ fn one_region_narrows_the_profile_and_several_are_refused() {
         session.storage().url().contains("west-store"),
         "{session:?}"
     );
+    assert_eq!(session.regions().len(), 1);
+    assert_eq!(session.regions()[0].name(), "west");
 
     let mut two = config;
     two.regions.push(redwood::config::RegionSection {
         name: "east".into(),
+        weight: Some(3),
         ..Default::default()
     });
-    let err = Session::builder().config(two).build().unwrap_err();
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+    let session = Session::builder().config(two.clone()).build().unwrap();
+    let names: Vec<&str> = session.regions().iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["west", "east"]);
+    assert_eq!(
+        session.storage().url(),
+        "memory://home",
+        "the home store is the profile's"
+    );
+    assert!(session.regions()[0].storage().url().contains("west-store"));
+    assert_eq!(session.regions()[1].storage().url(), "memory://home");
+    assert_eq!(session.regions()[1].weight(), 3);
+
+    let mut same = two.clone();
+    same.regions[1].name = "west".into();
+    let text = Session::builder()
+        .config(same)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("two regions are named `west`"), "{text}");
+    let mut zero = two.clone();
+    zero.regions[1].weight = Some(0);
+    let text = Session::builder()
+        .config(zero)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("east") && text.contains("weight"), "{text}");
+    let mut unknown = two;
+    unknown.regions[1]
+        .settings
+        .insert("wokers".into(), 2.into());
+    let text = Session::builder()
+        .config(unknown)
+        .build()
+        .unwrap_err()
+        .to_string();
     assert!(
-        text.contains("west, east") && text.contains("several `[[regions]]`"),
+        text.contains("region `east`") && text.contains("wokers"),
         "{text}"
     );
-    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::remove_dir_all(&folder).ok();
 }

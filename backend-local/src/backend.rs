@@ -178,6 +178,7 @@ impl Executor for LocalBackend {
         c.max_payload = Some(crate::protocol::MAX_FRAME as u64 - 4096);
         // Enough queued per worker to keep its pipe full; the driver holds the rest.
         c.max_launched = Some((self.workers as u64).saturating_mul(1024).max(4096));
+        c.slots = Some(self.workers as u64);
         c
     }
 
@@ -231,9 +232,26 @@ impl Executor for LocalBackend {
     }
 }
 
+/// A `[[regions]]` entry's own keys for the local backend.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalRegion {
+    #[allow(dead_code)]
+    name: String,
+    /// Worker processes of this region (else the profile's `workers`).
+    workers: Option<usize>,
+}
+
 fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
     let mut builder = LocalBackend::builder();
-    if let Some(n) = config.config.workers {
+    let region: Option<LocalRegion> = match config.region() {
+        Some(_) => Some(config.region_settings()?),
+        None => None,
+    };
+    if let Some(n) = region.and_then(|r| r.workers).or(config.config.workers) {
+        if n == 0 {
+            return Err(config.error("workers", "0", "workers must be at least 1"));
+        }
         builder = builder.workers(n);
     }
     Ok(Arc::new(builder.build()?))

@@ -14,7 +14,7 @@ pub mod retry;
 pub mod storage;
 pub mod types;
 
-pub use config::Config;
+pub use config::{Config, Placement};
 pub use error::{Error, ErrorKind, Result};
 pub use storage::Storage;
 pub use types::blob::Blob;
@@ -22,10 +22,11 @@ pub use types::broadcast::{Broadcast, ByteVector};
 pub use types::job::{Job, ResultStream, WaitFor, WaitSummary};
 pub use types::mpi::{MpiShape, MpiWorld};
 pub use types::options::TaskOptions;
+pub use types::region::Region;
 pub use types::remote::{IntoArgs, RemoteFn};
 pub use types::result_ref::ResultRef;
 pub use types::session::{CleanupReport, Session, SessionBuilder};
-pub use types::stats::JobStats;
+pub use types::stats::{JobStats, RegionTasks};
 pub use types::task::Task;
 pub use types::task_error::{TaskError, TaskErrorKind};
 

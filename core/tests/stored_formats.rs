@@ -121,6 +121,7 @@ fn events() {
             ok: i != 1,
             retried: i == 1,
             requeues: 0,
+            region: (i == 2).then(|| "west".into()),
         })
         .collect();
     let bytes = serde_json::to_vec(&records).unwrap();

@@ -418,6 +418,9 @@ impl Executor for AzureBatchBackend {
         c.survives_client = true;
         c.inputs_from_storage = true;
         c.mpi = true;
+        let nodes = u64::from(self.pool.dedicated).saturating_add(u64::from(self.pool.spot));
+        c.slots = (self.pool.autoscale_formula.is_none() && nodes > 0)
+            .then(|| nodes.saturating_mul(u64::from(self.pool.task_slots_per_node.max(1))));
         c
     }
 

@@ -28,6 +28,8 @@ pub(crate) struct CommitItem {
     pub(crate) end: AttemptEnd,
     /// The task is finished (its outcome is final); otherwise a retry follows.
     pub(crate) last: bool,
+    /// The executor that ran the attempt.
+    pub(crate) executor: String,
 }
 
 /// What every round of one job needs.
@@ -35,7 +37,6 @@ pub(crate) struct Committer {
     pub(crate) storage: Storage,
     pub(crate) job: String,
     pub(crate) function: String,
-    pub(crate) executor: String,
     /// Store outcomes, attempt records and logs before reporting them (a job that can be
     /// attached to); otherwise report them as they come (a single call, whose record the
     /// session stores in one object).
@@ -123,7 +124,7 @@ impl Committer {
         let results = (!pack.is_empty()).then(|| pack.finish());
         let records: Vec<TaskRecord> = batch
             .iter()
-            .map(|item| TaskRecord::of(&item.end, &self.executor, !item.last))
+            .map(|item| TaskRecord::of(&item.end, &item.executor, !item.last))
             .collect();
         let logs: Vec<(u64, String)> = batch
             .iter()
@@ -264,6 +265,7 @@ fn report(
         finished: end.finished,
         worker: end.worker,
         requeues: end.requeues,
+        region: end.region.clone(),
     };
     if events
         .unbounded_send(TaskEvent::Finished(Box::new(finished)))

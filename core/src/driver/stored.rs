@@ -86,6 +86,7 @@ pub(crate) async fn read_stored(storage: &Storage, spec: &JobSpec) -> Result<Sto
                     finished: now,
                     worker: None,
                     requeues: 0,
+                    region: None,
                 },
             );
         }

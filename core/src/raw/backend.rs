@@ -51,6 +51,9 @@ pub struct Capabilities {
     pub max_payload: Option<u64>,
     /// How many regions the backend spans.
     pub regions: u32,
+    /// How many attempts run at once when the platform is ready (worker processes, nodes ×
+    /// slots); placement by capacity across regions starts from it. `None`: unknown.
+    pub slots: Option<u64>,
 }
 
 impl Capabilities {
@@ -71,6 +74,7 @@ impl Capabilities {
             max_tasks_per_job: None,
             max_payload: None,
             regions: 1,
+            slots: None,
         }
     }
 
@@ -179,6 +183,22 @@ pub enum TaskEvent {
     },
     /// The task finished for good, and its outcome is durable in storage.
     Finished(Box<Finished>),
+    /// Objects a region's tasks read were copied into its store (once per store).
+    Copied {
+        /// The region.
+        region: String,
+        /// How many objects.
+        objects: u64,
+        /// How many bytes.
+        bytes: u64,
+    },
+    /// A region went down: its unfinished tasks moved to the others.
+    Moved {
+        /// The region.
+        region: String,
+        /// How many tasks.
+        tasks: u64,
+    },
 }
 
 /// A finished task: its outcome, where it is stored, and when it ran.
@@ -201,6 +221,8 @@ pub struct Finished {
     /// How often the platform put it back in the queue because its node was lost (not a
     /// retry: the attempt started over elsewhere).
     pub requeues: u32,
+    /// The region that ran it, when the session has several.
+    pub region: Option<String>,
 }
 
 /// Release what the backend holds (worker processes, pools, cloud jobs).

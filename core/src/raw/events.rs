@@ -37,6 +37,9 @@ pub struct TaskRecord {
     /// How often the platform requeued it after losing its node.
     #[serde(default)]
     pub requeues: u32,
+    /// The region that ran it, when the session has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 fn micros(t: SystemTime) -> u64 {
@@ -59,6 +62,7 @@ impl TaskRecord {
             ok: end.outcome().is_ok(),
             retried,
             requeues: end.requeues,
+            region: end.region.clone(),
         }
     }
 }

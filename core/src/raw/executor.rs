@@ -72,6 +72,8 @@ pub struct AttemptEnd {
     /// `jobs/<job>/tasks/<n>/log` when it is the task's last attempt; without it, the stderr
     /// tail of a failure is stored there).
     pub log: Option<String>,
+    /// The region that ran it, when the session has several (the driver sets it).
+    pub region: Option<String>,
 }
 
 impl AttemptEnd {
@@ -88,6 +90,7 @@ impl AttemptEnd {
             requeues: 0,
             final_attempt: false,
             log: None,
+            region: None,
         }
     }
 

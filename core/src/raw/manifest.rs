@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::FORMAT_VERSION;
 use crate::error::{Error, ErrorKind, Result};
 use crate::raw::backend::JobSpec;
+use crate::types::data_refs::TaskData;
 
 /// The manifest of a job, stored as JSON so people and tools can read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub struct JobManifest {
     /// is refused before anything runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_type: Option<String>,
+    /// The stored objects (broadcast values, uploads, earlier results) each task reads, so a
+    /// job attached later still copies them to the region that runs the task.
+    #[serde(default, skip_serializing_if = "TaskData::is_empty")]
+    pub data: TaskData,
 }
 
 impl JobManifest {
@@ -42,6 +47,7 @@ impl JobManifest {
             storage: storage.to_string(),
             created_unix_ms,
             result_type: None,
+            data: TaskData::default(),
         }
     }
 

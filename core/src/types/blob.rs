@@ -9,12 +9,25 @@ use crate::raw::worker::worker_io;
 /// A handle to an object in the session's storage. Pass it to a task and call [`Blob::get`]
 /// there: the bytes go from storage to the worker. Make one with `Session::upload` or list
 /// them with `Session::blobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 pub struct Blob {
     #[serde(default)]
     store: String,
     key: String,
     len: u64,
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // A task argument that reads this object: noted, so its region gets a copy.
+        crate::types::data_refs::note(&self.store, &self.key);
+        let mut st = s.serialize_struct("Blob", 3)?;
+        st.serialize_field("store", &self.store)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("len", &self.len)?;
+        st.end()
+    }
 }
 
 impl Blob {

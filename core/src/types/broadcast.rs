@@ -15,7 +15,7 @@ use crate::raw::worker::{broadcast_cache, worker_io};
 
 /// A handle to a value stored once under `bcast/<sha256>`; pass it as a task argument and call
 /// [`Broadcast::get`] inside the task. Each worker process fetches and decodes it once.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub struct Broadcast<T> {
     #[serde(default)]
     store: String,
@@ -24,6 +24,20 @@ pub struct Broadcast<T> {
     len: u64,
     #[serde(skip)]
     _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> Serialize for Broadcast<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // A task argument that reads this value: noted, so its region gets a copy.
+        crate::types::data_refs::note(&self.store, &self.key);
+        let mut st = s.serialize_struct("Broadcast", 4)?;
+        st.serialize_field("store", &self.store)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("sha256", &self.sha256)?;
+        st.serialize_field("len", &self.len)?;
+        st.end()
+    }
 }
 
 impl<T> Broadcast<T> {

@@ -249,6 +249,7 @@ mod tests {
             finished: SystemTime::now(),
             worker: None,
             requeues: 0,
+            region: None,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::types::pending;
 use crate::types::progress::Progress;
 use crate::types::result_ref::{ResultLocation, ResultRef, decode_stored_result, read_location};
 use crate::types::session::Session;
+use crate::types::stats::RegionTasks;
 use crate::types::stats::{JobStats, summarize};
 use crate::types::task_error::{TaskError, TaskErrorKind};
 
@@ -103,6 +104,8 @@ pub(crate) struct JobState {
     pub(crate) done: Option<Instant>,
     /// The driver's event stream ended: every outcome and attempt record is stored.
     recorded: bool,
+    /// Several regions: what each did.
+    pub(crate) regions: Vec<RegionTasks>,
 }
 
 impl JobShared {
@@ -134,8 +137,21 @@ impl JobShared {
                     s.retries += 1;
                     tracing::debug!(job = %self.spec.id, task, error = %error, "task will be retried");
                 }
+                TaskEvent::Copied {
+                    region,
+                    objects,
+                    bytes,
+                } => {
+                    let r = RegionTasks::entry(&mut s.regions, &region);
+                    r.copied_objects += objects;
+                    r.copied_bytes = r.copied_bytes.saturating_add(bytes);
+                }
+                TaskEvent::Moved { region, tasks } => {
+                    RegionTasks::entry(&mut s.regions, &region).moved_out += tasks;
+                }
                 TaskEvent::Finished(finished) => {
                     let task = finished.task;
+                    let region = finished.region.clone();
                     if !s.table.contains(task) {
                         tracing::warn!(job = %self.spec.id, task, "the driver reported an unknown task");
                         return;
@@ -149,6 +165,14 @@ impl JobShared {
                     s.finished += 1;
                     if !ok {
                         s.failed += 1;
+                    }
+                    if let Some(region) = &region {
+                        let r = RegionTasks::entry(&mut s.regions, region);
+                        if ok {
+                            r.succeeded += 1;
+                        } else {
+                            r.failed += 1;
+                        }
                     }
                     if s.finished == self.total() {
                         s.done = Some(Instant::now());
@@ -176,6 +200,7 @@ impl JobShared {
                 finished: SystemTime::now(),
                 worker: None,
                 requeues: 0,
+                region: None,
             })));
         }
     }
@@ -223,11 +248,12 @@ impl JobShared {
             label,
         );
         loop {
-            let (finished, failed, recorded) = {
+            let (finished, failed, recorded, regions) = {
                 let s = self.state();
-                (s.finished, s.failed, s.recorded)
+                let regions = (!s.regions.is_empty()).then(|| RegionTasks::summary(&s.regions));
+                (s.finished, s.failed, s.recorded, regions)
             };
-            progress.update(finished, failed);
+            progress.update(finished, failed, regions.as_deref());
             if finished >= needed && (needed < self.total() || recorded) {
                 progress.finish();
                 return;
@@ -276,6 +302,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
                 submitted: Instant::now(),
                 done: (total == 0).then(Instant::now),
                 recorded: false,
+                regions: Vec::new(),
             }),
             changed,
         });
@@ -346,10 +373,12 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         let input = storage.get(&layout.input(job_id)).await?;
         let inputs = Inputs::from_stored(job_id, input, manifest.spec.task_count)
             .map_err(|e| e.with_operation("Job::attach"))?;
-        let executor = session.backend();
+        let regions = session.regions_for(&manifest.spec.options)?;
         // Tasks that kept running without a client are followed; tasks that stopped with it
         // are run again, by this binary, once this client holds the job's lease.
-        let follow = executor.capabilities().survives_client;
+        let follow = regions
+            .iter()
+            .all(|r| r.executor().capabilities().survives_client);
         let task_count = manifest.spec.task_count;
         let mut stored = read_stored(storage, &manifest.spec).await?;
         let mut spec = manifest.spec.clone();
@@ -381,11 +410,15 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             "attached"
         );
         let spec = Arc::new(spec);
+        let (placement, failover_after) = session.placement();
         let driving = drive(DriveRequest {
             spec: spec.clone(),
             storage: storage.clone(),
-            executor: executor.clone(),
+            regions,
+            placement,
+            failover_after,
             inputs: Arc::new(inputs),
+            data: Arc::new(manifest.data),
             todo,
             follow,
             durable: true,
@@ -435,6 +468,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             finished: SystemTime::now(),
             worker: None,
             requeues: 0,
+            region: None,
         };
         Ok(Job::start(
             session.clone(),
@@ -536,7 +570,7 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
         while let Some((_, value)) = results.next().await {
             acc = op(acc, value?);
             seen += 1;
-            progress.update(seen, 0);
+            progress.update(seen, 0, None);
         }
         progress.finish();
         self.shared.wait_until(self.len(), "reduce").await;

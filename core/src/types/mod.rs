@@ -2,6 +2,7 @@
 
 pub mod blob;
 pub mod broadcast;
+pub mod data_refs;
 pub(crate) mod finished;
 pub mod job;
 pub(crate) mod lease;
@@ -9,6 +10,7 @@ pub mod mpi;
 pub mod options;
 pub(crate) mod pending;
 pub(crate) mod progress;
+pub mod region;
 pub mod remote;
 pub mod result_ref;
 pub mod session;

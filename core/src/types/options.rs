@@ -24,6 +24,10 @@ pub struct TaskOptions {
     /// Runs each task as one multi-node MPI task (backends that declare `mpi`).
     #[serde(default)]
     pub mpi: Option<MpiShape>,
+    /// Runs every task of the job in this region of the session (by its `[[regions]]` name);
+    /// `None`: the driver places them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl Default for TaskOptions {
@@ -35,6 +39,7 @@ impl Default for TaskOptions {
             timeout: None,
             concurrency: None,
             mpi: None,
+            region: None,
         }
     }
 }
@@ -43,6 +48,14 @@ impl TaskOptions {
     /// The defaults: no retry, no timeout, no concurrency limit.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Pins the job's tasks to one region of the session (its `[[regions]]` name, or the
+    /// name given to [`crate::Region::new`]); an unknown name is refused when the job is
+    /// submitted, and a pinned region that goes down ends the tasks as lost.
+    pub fn region(mut self, name: impl Into<String>) -> Self {
+        self.region = Some(name.into());
+        self
     }
 
     /// Runs a failed task up to `retries` more times.

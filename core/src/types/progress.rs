@@ -27,7 +27,9 @@ impl Progress {
         }
     }
 
-    pub(crate) fn update(&mut self, finished: u64, failed: u64) {
+    /// Shows `finished` of the total, the failures, and (several regions) finished tasks per
+    /// region.
+    pub(crate) fn update(&mut self, finished: u64, failed: u64, regions: Option<&str>) {
         if !self.enabled {
             return;
         }
@@ -43,8 +45,14 @@ impl Progress {
         }
         if let Some(bar) = &self.bar {
             bar.set_position(finished);
-            if failed > 0 {
-                bar.set_message(format!("{} ({failed} failed)", self.label));
+            if failed > 0 || regions.is_some() {
+                let failed = if failed > 0 {
+                    format!(" ({failed} failed)")
+                } else {
+                    String::new()
+                };
+                let regions = regions.map(|r| format!(" [{r}]")).unwrap_or_default();
+                bar.set_message(format!("{}{failed}{regions}", self.label));
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::raw::worker::worker_io;
 
 /// Where a stored task result is: the store, an object key and, for packed results, a byte
 /// range in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ResultLocation {
     /// The store the result is in ([`crate::Storage::identity`]), so that a reader working in
     /// another store knows where to copy it from. Empty when unknown.
@@ -24,6 +24,19 @@ pub struct ResultLocation {
     pub key: String,
     /// The byte range of the result inside the object, when results are packed.
     pub range: Option<Range<u64>>,
+}
+
+impl Serialize for ResultLocation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // A task argument that reads this result: noted, so its region gets a copy.
+        crate::types::data_refs::note(&self.store, &self.key);
+        let mut st = s.serialize_struct("ResultLocation", 3)?;
+        st.serialize_field("store", &self.store)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("range", &self.range)?;
+        st.end()
+    }
 }
 
 impl ResultLocation {

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -10,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::codec;
-use crate::config::{Config, LoadedConfig};
+use crate::config::{Config, LoadedConfig, Placement};
 use crate::driver::inputs::Inputs;
 use crate::driver::{DriveRequest, drive};
 use crate::error::{Error, ErrorKind, Result};
@@ -23,10 +24,12 @@ use crate::raw::manifest::JobManifest;
 use crate::storage::Storage;
 use crate::types::blob::Blob;
 use crate::types::broadcast::Broadcast;
+use crate::types::data_refs::{self, TaskData};
 use crate::types::job::Job;
 use crate::types::lease::Lease;
 use crate::types::options::TaskOptions;
 use crate::types::pending;
+use crate::types::region::{Region, check_regions, regions_of};
 use crate::types::remote::{IntoArgs, RemoteFn};
 use crate::types::result_ref::{ResultRef, decode_stored_result, read_location};
 use crate::types::task::Task;
@@ -38,7 +41,11 @@ pub struct Session {
 }
 
 struct Inner {
-    backend: Arc<dyn Executor>,
+    /// Where tasks run: one region, or several that share each job.
+    regions: Vec<Region>,
+    placement: Placement,
+    failover_after: Duration,
+    /// The home store: job records, outcomes, broadcast values and uploads.
     storage: Storage,
     progress: bool,
     /// Bounds the job records `call` stores in the background.
@@ -70,6 +77,14 @@ pub async fn flush_all_records(limit: std::time::Duration) -> usize {
 /// Broadcast values larger than this are encoded and uploaded in parts (see `broadcast`).
 const STREAM_BROADCAST_ABOVE: u64 = 32 << 20;
 
+/// A job to submit: its encoded arguments, the stored data they read, its options.
+struct Submission {
+    args: Vec<Vec<u8>>,
+    data: TaskData,
+    options: TaskOptions,
+    durability: Durability,
+}
+
 /// How a job's inputs are stored relative to running it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -84,8 +99,9 @@ enum Durability {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("backend", &self.inner.backend.name())
+            .field("backend", &self.backend().name())
             .field("storage", &self.inner.storage)
+            .field("regions", &self.inner.regions.len())
             .finish()
     }
 }
@@ -111,12 +127,19 @@ impl Session {
         SessionBuilder::default()
     }
 
-    /// The compute backend.
+    /// The compute backend (of the first region, when there are several).
     pub fn backend(&self) -> &Arc<dyn Executor> {
-        &self.inner.backend
+        self.inner.regions[0].executor()
     }
 
-    /// The storage.
+    /// The regions tasks run in: one, unless the profile lists several `[[regions]]` or the
+    /// builder was given them.
+    pub fn regions(&self) -> &[Region] {
+        &self.inner.regions
+    }
+
+    /// The home storage: job records, outcomes, broadcast values and uploads (each region's
+    /// workers use their region's store, which the session fills as tasks need).
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
     }
@@ -176,13 +199,17 @@ impl Session {
         I: IntoArgs<Args>,
         F: Send + Sync + 'static,
     {
-        let encoded = codec::encode(&args.into_args());
+        let (encoded, refs) = data_refs::recording(|| codec::encode(&args.into_args()));
         let session = self.clone();
         let (id, signature) = (f.id(), f.signature());
         Task::spawn(async move {
-            let job = session
-                .submit::<Out>(id, signature, vec![encoded?], options, Durability::Fast)
-                .await?;
+            let call = Submission {
+                args: vec![encoded?],
+                data: TaskData::collect(vec![refs]),
+                options,
+                durability: Durability::Fast,
+            };
+            let job = session.submit::<Out>(id, signature, call).await?;
             job.into_single().await
         })
     }
@@ -216,35 +243,40 @@ impl Session {
         It: IntoIterator,
         It::Item: IntoArgs<Args>,
     {
-        let encoded = items
+        let mut refs = Vec::new();
+        let args = items
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                codec::encode(&item.into_args())
-                    .map_err(|e| e.with_context("function", f.id()).with_context("task", i))
+                let (encoded, noted) = data_refs::recording(|| codec::encode(&item.into_args()));
+                refs.push(noted);
+                encoded.map_err(|e| e.with_context("function", f.id()).with_context("task", i))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.submit(
-            f.id(),
-            f.signature(),
-            encoded,
+        let map = Submission {
+            args,
+            data: TaskData::collect(refs),
             options,
-            Durability::Attachable,
-        )
-        .await
+            durability: Durability::Attachable,
+        };
+        self.submit(f.id(), f.signature(), map).await
     }
 
     async fn submit<Out>(
         &self,
         function: &'static str,
         signature: u64,
-        args: Vec<Vec<u8>>,
-        options: TaskOptions,
-        durability: Durability,
+        submission: Submission,
     ) -> Result<Job<Out>>
     where
         Out: DeserializeOwned + Send + 'static,
     {
+        let Submission {
+            args,
+            data,
+            options,
+            durability,
+        } = submission;
         crate::raw::registry::check_unique(function)?;
         let spec = Arc::new(JobSpec {
             id: new_job_id(function),
@@ -257,11 +289,17 @@ impl Session {
         self.remember_job(&spec.id);
         let span = tracing::info_span!("map", job = %spec.id, function, tasks = spec.task_count);
         async {
-            let backend = &self.inner.backend;
-            let capabilities = backend.capabilities();
-            capabilities.check(backend.name(), &spec, &args)?;
+            let regions = self.regions_for(&spec.options)?;
+            let mut inputs_from_storage = false;
+            for region in &regions {
+                let executor = region.executor();
+                let capabilities = executor.capabilities();
+                capabilities.check(executor.name(), &spec, &args)?;
+                inputs_from_storage |= capabilities.inputs_from_storage;
+            }
             let inputs = Arc::new(Inputs::pack(&args));
             drop(args);
+            let data = Arc::new(data);
             // Fast: the record is stored once the job ends, so its disk work (a new inode costs
             // real CPU on some file systems) never competes with the call it records; inputs
             // the executor's workers read from storage are stored first all the same.
@@ -269,13 +307,13 @@ impl Session {
             // does not run its tasks a second time.
             let (deferred_record, lease) = match durability {
                 Durability::Attachable => {
-                    self.write_job::<Out>(&spec, Some(inputs.bytes())).await?;
+                    self.write_job::<Out>(&spec, &data, Some(inputs.bytes())).await?;
                     let lease = Lease::take_new(&self.inner.storage, &spec.id).await?;
                     (None, Some(lease))
                 }
                 Durability::Fast => {
                     let permit = self.background_permit().await?;
-                    if capabilities.inputs_from_storage && inputs.len() > 0 {
+                    if inputs_from_storage && inputs.len() > 0 {
                         let key = self.inner.storage.layout().input(&spec.id);
                         self.inner.storage.put(&key, inputs.bytes().clone()).await?;
                     }
@@ -285,8 +323,11 @@ impl Session {
             let driving = drive(DriveRequest {
                 spec: spec.clone(),
                 storage: self.inner.storage.clone(),
-                executor: backend.clone(),
+                regions: self.lanes(),
+                placement: self.inner.placement,
+                failover_after: self.inner.failover_after,
                 inputs: inputs.clone(),
+                data: data.clone(),
                 todo: (0..spec.task_count).map(|i| (i, 0)).collect(),
                 follow: false,
                 durable: durability == Durability::Attachable,
@@ -300,7 +341,7 @@ impl Session {
                 let (session, spec, job) = (self.clone(), spec.clone(), job.clone());
                 tokio::spawn(async move {
                     job.wait_finished().await;
-                    if let Err(e) = session.write_call_record::<Out>(&spec, &inputs, &job).await {
+                    if let Err(e) = session.write_call_record::<Out>(&spec, &data, &inputs, &job).await {
                         tracing::warn!(job = %spec.id, error = %e, "could not store the call's record");
                     }
                     drop((permit, pending));
@@ -310,6 +351,37 @@ impl Session {
         }
         .instrument(span)
         .await
+    }
+
+    /// The regions a job with `options` may run in: all, or the one it is pinned to.
+    pub(crate) fn regions_for(&self, options: &TaskOptions) -> Result<Vec<Region>> {
+        let Some(name) = &options.region else {
+            return Ok(self.inner.regions.clone());
+        };
+        match self.inner.regions.iter().find(|r| r.name() == name) {
+            Some(_) => Ok(self.inner.regions.clone()),
+            None => {
+                let known: Vec<&str> = self.inner.regions.iter().map(Region::name).collect();
+                Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "TaskOptions::region(\"{name}\"): the session has no region `{name}` \
+                         (it has: {})",
+                        known.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The regions, as the job driver takes them.
+    pub(crate) fn lanes(&self) -> Vec<Region> {
+        self.inner.regions.clone()
+    }
+
+    /// How tasks are spread over regions, and how long a failing region is given.
+    pub(crate) fn placement(&self) -> (Placement, Duration) {
+        (self.inner.placement, self.inner.failover_after)
     }
 
     /// A permit to store one job record in the background; waits while too many are under way.
@@ -326,6 +398,7 @@ impl Session {
     async fn write_call_record<Out>(
         &self,
         spec: &JobSpec,
+        data: &TaskData,
         inputs: &Inputs,
         job: &Job<Out>,
     ) -> Result<()>
@@ -333,7 +406,7 @@ impl Session {
         Out: DeserializeOwned + Send + 'static,
     {
         let storage = &self.inner.storage;
-        let manifest = self.manifest::<Out>(spec);
+        let manifest = self.manifest::<Out>(spec, data);
         let outcome = job.outcome_of(0).await?;
         let record = pack_call_record(&manifest, inputs.bytes(), &outcome)?;
         storage
@@ -342,17 +415,24 @@ impl Session {
     }
 
     /// The manifest of a job of this session whose results are `Out`.
-    fn manifest<Out>(&self, spec: &JobSpec) -> JobManifest {
-        JobManifest::new(spec, self.inner.backend.name(), self.inner.storage.url())
-            .with_result_type(std::any::type_name::<Out>())
+    fn manifest<Out>(&self, spec: &JobSpec, data: &TaskData) -> JobManifest {
+        let mut manifest = JobManifest::new(spec, self.backend().name(), self.inner.storage.url())
+            .with_result_type(std::any::type_name::<Out>());
+        manifest.data = data.clone();
+        manifest
     }
 
     /// Stores the manifest of a job whose results are `Out` and, unless `None` (already
     /// stored), the packed inputs, concurrently.
-    async fn write_job<Out>(&self, spec: &JobSpec, inputs: Option<&Bytes>) -> Result<()> {
+    async fn write_job<Out>(
+        &self,
+        spec: &JobSpec,
+        data: &TaskData,
+        inputs: Option<&Bytes>,
+    ) -> Result<()> {
         let storage = &self.inner.storage;
         let layout = storage.layout();
-        let manifest = self.manifest::<Out>(spec);
+        let manifest = self.manifest::<Out>(spec, data);
         let manifest_key = layout.manifest(&spec.id);
         let write_inputs = async {
             match inputs {
@@ -495,14 +575,18 @@ impl Session {
     }
 
     async fn release_backend(&self, objects_deleted: usize) -> Result<CleanupReport> {
-        let reply = self
-            .inner
-            .backend
-            .release(CleanupRequest::default())
-            .await?;
+        let mut released = Vec::new();
+        for region in &self.inner.regions {
+            let reply = region
+                .executor()
+                .release(CleanupRequest::default())
+                .await
+                .map_err(|e| e.with_context("region", region.name()))?;
+            released.extend(reply.released);
+        }
         Ok(CleanupReport {
             objects_deleted,
-            released: reply.released,
+            released,
         })
     }
 
@@ -552,31 +636,17 @@ fn new_job_id(function: &str) -> String {
 }
 
 /// The configuration narrowed to its one `[[regions]]` entry (whose `backend`, `storage` and
-/// `storage_options` replace the profile's), after checking the keys about regions. Several
-/// regions in one profile are refused: running across regions is not built yet.
+/// `storage_options` replace the profile's), after checking the keys about regions; a profile
+/// with several regions is kept whole (each region is built from it).
 fn narrow_to_the_region(loaded: LoadedConfig) -> Result<LoadedConfig> {
     loaded.failover_after()?;
     match loaded.config.regions.len() {
-        0 => Ok(loaded),
         1 => {
             let narrowed = loaded.for_region(0).unwrap_or(loaded);
             narrowed.region_weight()?;
             Ok(narrowed)
         }
-        n => {
-            let names: Vec<&str> = loaded
-                .config
-                .regions
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect();
-            Err(loaded.error(
-                "regions",
-                &format!("{n} regions ({})", names.join(", ")),
-                "a profile lists several `[[regions]]`, but running one session across \
-                 regions is not built yet: keep one region per profile",
-            ))
-        }
+        _ => Ok(loaded),
     }
 }
 
@@ -592,6 +662,9 @@ pub struct SessionBuilder {
     workers: Option<usize>,
     progress: Option<bool>,
     storage_options: Vec<(String, String)>,
+    regions: Vec<Region>,
+    placement: Option<Placement>,
+    failover_after: Option<Duration>,
 }
 
 impl fmt::Debug for SessionBuilder {
@@ -649,6 +722,26 @@ impl SessionBuilder {
     /// Local backend: this many worker processes.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
+        self
+    }
+
+    /// Adds a region (replacing the profile's `[[regions]]` and its backend): with two or more,
+    /// each job's tasks are spread over them (see the README's "Several regions").
+    pub fn region(mut self, region: Region) -> Self {
+        self.regions.push(region);
+        self
+    }
+
+    /// How tasks are spread over several regions (overrides `placement`).
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// How long a region may fail before its tasks move to the others (overrides
+    /// `failover_after`; at least 1 ms).
+    pub fn failover_after(mut self, after: Duration) -> Self {
+        self.failover_after = Some(after);
         self
     }
 
@@ -716,19 +809,53 @@ impl SessionBuilder {
         } else {
             storage.with_root(&loaded.config.namespace)
         };
-        let backend = match self.backend {
-            Some(b) => b,
-            None => build_backend(&loaded)?,
+        let regions = if !self.regions.is_empty() {
+            if self.backend.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "SessionBuilder: set either `backend` or `region`s, not both",
+                ));
+            }
+            self.regions
+        } else if let Some(backend) = self.backend {
+            vec![Region::new(
+                region_name(&loaded, backend.name()),
+                backend,
+                storage.clone(),
+            )]
+        } else if loaded.config.regions.len() >= 2 {
+            regions_of(&loaded, &storage)?
+        } else {
+            let backend = build_backend(&loaded)?;
+            vec![Region::new(
+                region_name(&loaded, backend.name()),
+                backend,
+                storage.clone(),
+            )]
+        };
+        check_regions(&regions)?;
+        let failover_after = match self.failover_after {
+            Some(d) if d.is_zero() => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "SessionBuilder::failover_after: must be above 0",
+                ));
+            }
+            Some(d) => d,
+            None => loaded.failover_after()?,
         };
         let progress = loaded.config.progress.unwrap_or(true);
         tracing::debug!(
-            backend = backend.name(),
+            backend = regions[0].executor().name(),
+            regions = regions.len(),
             storage = storage.url(),
             "session ready"
         );
         Ok(Session {
             inner: Arc::new(Inner {
-                backend,
+                regions,
+                placement: self.placement.unwrap_or_else(|| loaded.placement()),
+                failover_after,
                 storage,
                 progress,
                 background_writes: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_WRITES)),
@@ -736,4 +863,12 @@ impl SessionBuilder {
             }),
         })
     }
+}
+
+/// The name of a session's only region: its `[[regions]]` name, else the backend's.
+fn region_name(loaded: &LoadedConfig, backend: &str) -> String {
+    loaded
+        .region()
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| backend.to_string())
 }

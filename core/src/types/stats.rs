@@ -32,6 +32,59 @@ pub struct JobStats {
     pub max_task_time: Option<Duration>,
     /// Finished tasks per second over `elapsed`.
     pub tasks_per_second: f64,
+    /// Tasks per region, when the session has several (in the order of the regions that
+    /// ran, copied or moved something).
+    pub regions: Vec<RegionTasks>,
+}
+
+/// What one region did for a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegionTasks {
+    /// The region's name.
+    pub name: String,
+    /// Tasks it finished with a value.
+    pub succeeded: u64,
+    /// Tasks it finished with an error.
+    pub failed: u64,
+    /// Objects copied into its store for its tasks.
+    pub copied_objects: u64,
+    /// Bytes copied into its store for its tasks.
+    pub copied_bytes: u64,
+    /// Unfinished tasks that moved away when it went down.
+    pub moved_out: u64,
+}
+
+impl RegionTasks {
+    /// The entry for `name` in `list`, added when missing.
+    pub(crate) fn entry<'a>(list: &'a mut Vec<RegionTasks>, name: &str) -> &'a mut RegionTasks {
+        match list.iter().position(|r| r.name == name) {
+            Some(i) => &mut list[i],
+            None => {
+                list.push(RegionTasks {
+                    name: name.to_string(),
+                    ..RegionTasks::default()
+                });
+                let last = list.len() - 1;
+                &mut list[last]
+            }
+        }
+    }
+
+    /// `west 120, east 98` (finished tasks per region), for the progress bar.
+    pub(crate) fn summary(list: &[RegionTasks]) -> String {
+        list.iter()
+            .map(|r| {
+                let moved = if r.moved_out > 0 {
+                    format!(" ({} moved out)", r.moved_out)
+                } else {
+                    String::new()
+                };
+                format!("{} {}{moved}", r.name, r.succeeded + r.failed)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 pub(crate) fn summarize(spec: &JobSpec, s: &JobState) -> JobStats {
@@ -54,5 +107,6 @@ pub(crate) fn summarize(spec: &JobSpec, s: &JobState) -> JobStats {
         } else {
             0.0
         },
+        regions: s.regions.clone(),
     }
 }
