@@ -213,11 +213,12 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     if fixed != 0 {
         c.fixed.fetch_add(1, Ordering::Relaxed);
         let status = StatusCode::from_u16(fixed).unwrap_or(StatusCode::FORBIDDEN);
-        return error_response(
-            status,
-            "AuthorizationFailure",
-            "Injected by the fault proxy.",
-        );
+        let code = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "ServerBusy"
+        } else {
+            "AuthorizationFailure"
+        };
+        return error_response(status, code, "Injected by the fault proxy.");
     }
     let latency = shared.latency_us.load(Ordering::Relaxed);
     if latency > 0 {

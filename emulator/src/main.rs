@@ -7,6 +7,7 @@ use base64::Engine;
 use clap::Parser;
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
 use sha2::Digest;
 
 /// Runs a local Azure Batch service and an Azurite until Ctrl-C.
@@ -138,6 +139,9 @@ async fn main() -> ExitCode {
         println!("REDWOOD_BATCH_ACCOUNT_{upper}={}", account.name);
         println!("REDWOOD_BATCH_KEY_{upper}={}", account.key);
     }
+    // Each Batch account (a region) gets its own Azurite account, reached through a proxy the
+    // account's outage switch can turn to refusing (`POST /_emulator/outage`).
+    let mut proxies = Vec::new();
     if let Some(az) = &azurite {
         for (i, account) in az.accounts().iter().enumerate() {
             let suffix = if i == 0 {
@@ -150,6 +154,33 @@ async fn main() -> ExitCode {
                 az.connection_string(account)
             );
         }
+        if accounts.len() > az.accounts().len() {
+            eprintln!(
+                "redwood-emulator: {} Batch accounts share {} storage accounts",
+                accounts.len(),
+                az.accounts().len()
+            );
+        }
+        for (i, batch_account) in accounts.iter().enumerate() {
+            let storage = &az.accounts()[i % az.accounts().len()];
+            let proxy = match FaultProxy::start(az.blob_base(), FaultConfig::default()).await {
+                Ok(p) => std::sync::Arc::new(p),
+                Err(e) => {
+                    eprintln!("redwood-emulator: cannot start a storage proxy: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Err(e) = batch.put_storage_behind(&batch_account.name, proxy.clone()) {
+                eprintln!("redwood-emulator: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!(
+                "AZURE_STORAGE_CONNECTION_STRING_{}=\"{}\"",
+                batch_account.name.to_uppercase(),
+                az.connection_string_via(storage, &proxy.url())
+            );
+            proxies.push(proxy);
+        }
     }
     println!("# running until Ctrl-C or SIGTERM");
     stopped().await;
@@ -159,5 +190,6 @@ async fn main() -> ExitCode {
         az.stop().await;
     }
     drop(batch);
+    drop(proxies);
     ExitCode::SUCCESS
 }

@@ -186,3 +186,77 @@ async fn autoscale_pools_follow_their_pending_tasks() {
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
 }
+
+#[tokio::test]
+async fn an_account_goes_down_and_comes_back() {
+    let (emu, c) = emulator().await;
+    // Compute refused: every API call is a 503 ServerBusy, the admin calls still work.
+    assert_eq!(admin(&c, "outage", json!({"compute": "refuse"})).await, 204);
+    let r = c.call(Method::GET, "/pools", &[], None).await;
+    assert_eq!((r.status, r.code()), (503, "ServerBusy"), "{}", r.text);
+    assert_eq!(admin(&c, "outage", json!({"compute": "up"})).await, 204);
+    assert_eq!(c.call(Method::GET, "/pools", &[], None).await.status, 200);
+
+    // Hang: no answer at all.
+    assert_eq!(admin(&c, "outage", json!({"compute": "hang"})).await, 204);
+    let hung = tokio::time::timeout(
+        Duration::from_millis(500),
+        c.call(Method::GET, "/pools", &[], None),
+    )
+    .await;
+    assert!(hung.is_err(), "a hanging account answered");
+    emu.set_outage(
+        "testacct",
+        redwood_emulator::batch::outage::Outage::default(),
+    )
+    .unwrap();
+    emu.set_outage(
+        "testacct",
+        redwood_emulator::batch::outage::Outage {
+            compute: Some(redwood_emulator::batch::outage::Compute::Up),
+            storage: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.call(Method::GET, "/pools", &[], None).await.status, 200);
+
+    // Storage: only when the emulator fronts the account's store.
+    let r = c
+        .call(
+            Method::POST,
+            "/_emulator/outage",
+            &[],
+            Some(json!({"storage": "refuse"})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "NoStorageSwitch"), "{}", r.text);
+    let proxy = std::sync::Arc::new(
+        redwood_emulator::fault_proxy::FaultProxy::start(
+            &c.base,
+            redwood_emulator::fault_proxy::FaultConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    emu.put_storage_behind("testacct", proxy.clone()).unwrap();
+    assert_eq!(admin(&c, "outage", json!({"storage": "refuse"})).await, 204);
+    let through = reqwest::get(format!("{}/anything", proxy.url()))
+        .await
+        .unwrap();
+    assert_eq!(through.status().as_u16(), 503);
+    assert_eq!(admin(&c, "outage", json!({"storage": "up"})).await, 204);
+    assert_eq!(proxy.stats().fixed, 1);
+
+    // A bad body is named.
+    let r = c
+        .call(
+            Method::POST,
+            "/_emulator/outage",
+            &[],
+            Some(json!({"compute": "sideways"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("hang"), "{}", r.text);
+    assert!(emu.set_outage("nobody", Default::default()).is_err());
+}

@@ -67,6 +67,8 @@ pub(super) async fn check_request(
     let admin = request.uri().path().starts_with("/_emulator/");
     let checked = if admin {
         authorize(&state, &request).and_then(|()| json_only(&request))
+    } else if let Err(down) = super::outage::gate(&state).await {
+        Err(down)
     } else {
         match admin::injected_fault(&state).await {
             Some(fault) => Err(fault),

@@ -15,6 +15,7 @@ mod multi_instance;
 mod node_task;
 mod nodes;
 mod odata;
+pub mod outage;
 mod placement;
 mod pools;
 mod preparation;

@@ -59,10 +59,18 @@ impl std::fmt::Debug for BatchAccount {
 }
 
 /// A running Batch emulator: one endpoint per account. Stops when dropped.
-#[derive(Debug)]
 pub struct BatchEmulator {
     endpoints: Vec<(String, SocketAddr)>,
+    states: Vec<Arc<AccountState>>,
     _stops: Vec<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for BatchEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchEmulator")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BatchEmulator {
@@ -71,6 +79,7 @@ impl BatchEmulator {
         // reqwest is built without a TLS provider of its own.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut endpoints = Vec::new();
+        let mut states = Vec::new();
         let mut stops = Vec::new();
         for account in accounts {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -92,10 +101,12 @@ impl BatchEmulator {
                 changed: tokio::sync::Notify::new(),
                 running: Mutex::new(Default::default()),
                 runs: Default::default(),
+                outage: Default::default(),
                 preps: Mutex::new(Default::default()),
                 http: reqwest::Client::new(),
             });
             tokio::spawn(scheduler(Arc::downgrade(&state)));
+            states.push(state.clone());
             let app = router(state);
             let (stop, stopped) = oneshot::channel::<()>();
             tokio::spawn(async move {
@@ -112,8 +123,35 @@ impl BatchEmulator {
         }
         Ok(BatchEmulator {
             endpoints,
+            states,
             _stops: stops,
         })
+    }
+
+    /// Takes an account (a region) down or brings it back, as `POST /_emulator/outage` does.
+    pub fn set_outage(&self, account: &str, outage: super::outage::Outage) -> Result<(), String> {
+        let state = self.account(account)?;
+        state.outage.apply(outage)?;
+        tracing::warn!(account, ?outage, "outage changed");
+        Ok(())
+    }
+
+    /// Says that the account's storage is reached through `proxy` (by its nodes and clients),
+    /// so an outage of the account's storage can refuse them.
+    pub fn put_storage_behind(
+        &self,
+        account: &str,
+        proxy: Arc<crate::fault_proxy::FaultProxy>,
+    ) -> Result<(), String> {
+        self.account(account)?.outage.put_storage_behind(proxy);
+        Ok(())
+    }
+
+    fn account(&self, name: &str) -> Result<&Arc<AccountState>, String> {
+        self.states
+            .iter()
+            .find(|s| s.account.name == name)
+            .ok_or_else(|| format!("no Batch account `{name}` in this emulator"))
     }
 
     /// The endpoint URL of an account (`http://127.0.0.1:<port>`).
@@ -138,6 +176,8 @@ pub(super) struct AccountState {
     running: Mutex<exec::Running>,
     /// The last run number given to a placed task.
     runs: std::sync::atomic::AtomicU64,
+    /// Whether the account is down (see [`super::outage`]).
+    pub(super) outage: super::outage::Switches,
     /// Whether a job's preparation task succeeded on a node, by (node, job).
     preps: Mutex<preparation::Preps>,
     /// For resource and output files.
@@ -259,6 +299,7 @@ fn router(state: Shared) -> Router {
             post(admin::set_storage_firewall),
         )
         .route("/_emulator/faults", post(admin::set_faults))
+        .route("/_emulator/outage", post(super::outage::set_outage))
         .route("/_emulator/bearer-token", post(admin::rotate_bearer_token))
         .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
         .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
