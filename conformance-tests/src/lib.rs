@@ -8,6 +8,7 @@ pub mod functions;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use redwood::Session;
 
@@ -24,6 +25,49 @@ pub struct Ctx {
     pub exe: std::path::PathBuf,
     /// Environment a second client process needs to reach the same storage (credentials).
     pub child_env: Vec<(String, String)>,
+    /// A set-up with several regions: how to take its regions down and back.
+    pub outages: Option<RegionSwitch>,
+}
+
+/// What an outage takes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// The region's compute API.
+    Compute,
+    /// The region's store.
+    Storage,
+    /// Both.
+    Both,
+    /// Nothing: the region is back.
+    Up,
+}
+
+/// Takes a region of a set-up down (or back).
+pub type SwitchFn = Arc<dyn Fn(&str, Outage) -> Result<(), String> + Send + Sync>;
+
+/// The outages a multi-region set-up can make, and the switch.
+#[derive(Clone)]
+pub struct RegionSwitch {
+    /// The region outage cases take down (not the one holding the home store).
+    pub region: String,
+    /// Its compute can go down.
+    pub compute: bool,
+    /// Its store can go down.
+    pub storage: bool,
+    /// Every region's compute can go down (for the all-regions-down case).
+    pub all_compute: bool,
+    /// The switch.
+    pub switch: SwitchFn,
+}
+
+impl std::fmt::Debug for RegionSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionSwitch")
+            .field("region", &self.region)
+            .field("compute", &self.compute)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The error type of a case.
@@ -46,6 +90,14 @@ pub struct Needs {
     pub concurrency: bool,
     /// A store other processes can read (not `memory://`).
     pub shared_store: bool,
+    /// A session with several regions.
+    pub regions: bool,
+    /// A region that can be taken down (such a case runs alone in its set-up).
+    pub outages: bool,
+    /// A region whose compute API can be taken down.
+    pub outage_compute: bool,
+    /// A region whose store can be taken down.
+    pub outage_storage: bool,
 }
 
 /// One conformance case.
@@ -66,12 +118,31 @@ impl Needs {
         retries: false,
         concurrency: false,
         shared_store: false,
+        regions: false,
+        outages: false,
+        outage_compute: false,
+        outage_storage: false,
     };
 }
 
 impl Case {
-    /// Why this case cannot run on `session`, or `None` when it can.
-    pub fn skip_reason(&self, session: &Session) -> Option<String> {
+    /// Why this case cannot run on `session` (with `outages`, for a multi-region set-up), or
+    /// `None` when it can.
+    pub fn skip_reason(&self, session: &Session, outages: Option<&RegionSwitch>) -> Option<String> {
+        if self.needs.regions && session.regions().len() < 2 {
+            return Some("the session has one region".into());
+        }
+        if self.needs.outages {
+            let Some(switch) = outages else {
+                return Some("the set-up cannot take a region down".into());
+            };
+            if self.needs.outage_compute && !switch.compute {
+                return Some("the set-up cannot take a region's compute down".into());
+            }
+            if self.needs.outage_storage && !switch.storage {
+                return Some("the set-up cannot take a region's store down".into());
+            }
+        }
         let caps = session.backend().capabilities();
         let backend = session.backend().name().to_string();
         let missing = [

@@ -19,7 +19,7 @@ use redwood::Session;
 use redwood_conformance::{Ctx, all_cases, cases::child_main};
 
 mod fixtures;
-use fixtures::{Services, Store};
+use fixtures::{Home, Services, Store};
 
 fn main() -> ExitCode {
     redwood::worker_entry();
@@ -113,7 +113,15 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
         for (k, v) in &store.options {
             builder = builder.storage_option(k, v);
         }
-        let (builder, backend_env) = backend.configure(&mut services, builder)?;
+        let home = Home {
+            store,
+            url: &url,
+            namespace: &namespace,
+        };
+        let (builder, backend_env) = backend.configure(&mut services, &home, builder)?;
+        let outages = backend.outages();
+        // Outage cases take a region down: they run alone in their set-up.
+        let exclusive = Arc::new(std::sync::RwLock::new(()));
         let session = {
             let _guard = runtime.enter();
             builder
@@ -125,17 +133,25 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
         child_env.extend(backend_env);
         for case in all_cases() {
             let trial_name = format!("{name}::{}::{}", store.name, case.name);
-            let skip = case.skip_reason(&session);
+            let skip = case.skip_reason(&session, outages.as_ref());
             let ctx = Ctx {
                 session: session.clone(),
                 storage_url: url.clone(),
                 namespace: namespace.clone(),
                 exe: exe.clone(),
                 child_env: child_env.clone(),
+                outages: outages.clone(),
             };
             let rt = runtime.clone();
             let run = case.run;
+            let alone = case.needs.outages;
+            let exclusive = exclusive.clone();
             let trial = Trial::test(trial_name, move || {
+                let _turn = if alone {
+                    Err(exclusive.write().unwrap_or_else(|p| p.into_inner()))
+                } else {
+                    Ok(exclusive.read().unwrap_or_else(|p| p.into_inner()))
+                };
                 rt.block_on(run(ctx))
                     .map_err(|e| Failed::from(e.to_string()))
             });

@@ -23,6 +23,7 @@ mod data;
 mod failures;
 mod layout;
 mod refusals;
+mod regions;
 mod restarts;
 
 pub use attach::child_main;
@@ -63,6 +64,7 @@ pub fn all() -> Vec<Case> {
     all.extend(restarts::cases());
     all.extend(layout::cases());
     all.extend(refusals::cases());
+    all.extend(regions::cases());
     all
 }
 

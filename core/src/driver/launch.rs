@@ -66,7 +66,16 @@ impl Driver {
         let ids: Vec<(u64, u32)> = attempts.iter().map(|a| (a.task, a.attempt)).collect();
         let result = if self.multi {
             let (_, limit) = check_timing(self.failover_after);
-            match self.replicate(lane, &ids).await {
+            // Copies may be large, but a store that does not answer must not hold the job.
+            let copy_limit = (self.failover_after * 4).max(limit);
+            let copied = match tokio::time::timeout(copy_limit, self.replicate(lane, &ids)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("copying the tasks' data took more than {copy_limit:?}"),
+                )),
+            };
+            match copied {
                 Ok(()) => match tokio::time::timeout(limit, job.launch(attempts)).await {
                     Ok(result) => result,
                     Err(_) => Err(Error::new(

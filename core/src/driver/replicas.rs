@@ -56,7 +56,7 @@ impl Driver {
                 };
                 if r.store != dest.identity()
                     && !wanted.contains(&object)
-                    && self.replicated.insert((lane as u8, object))
+                    && !self.replicated.contains(&(lane as u8, object))
                 {
                     wanted.push(object);
                 }
@@ -101,11 +101,10 @@ impl Driver {
         }
         if let Some(e) = failed {
             // Copied again on the next try.
-            for object in wanted {
-                self.replicated.remove(&(lane as u8, object));
-            }
             return Err(e);
         }
+        self.replicated
+            .extend(wanted.into_iter().map(|object| (lane as u8, object)));
         Ok(())
     }
 
@@ -123,13 +122,21 @@ impl Driver {
 }
 
 /// Copies one object (the same key) from `source` to `dest`; returns the bytes copied, 0 when
-/// `dest` has it already (broadcast values and results never change once stored).
+/// `dest` has it already: a result (never changed once stored), or a broadcast value whose
+/// bytes match the sha256 its key names (a corrupt copy is replaced).
 async fn copy_object(source: Storage, dest: Storage, key: String) -> Result<u64> {
     let path = object_store::path::Path::from(key.as_str());
     let layout = dest.layout();
-    let immutable =
-        key.starts_with(layout.broadcasts().as_ref()) || key.starts_with(layout.jobs().as_ref());
-    if immutable && dest.exists(&path).await? {
+    if key.starts_with(layout.broadcasts().as_ref()) {
+        let named = key.rsplit('/').next().unwrap_or_default();
+        if dest
+            .sha256(&path)
+            .await?
+            .is_some_and(|(sha, _)| sha == named)
+        {
+            return Ok(0);
+        }
+    } else if key.starts_with(layout.jobs().as_ref()) && dest.exists(&path).await? {
         return Ok(0);
     }
     let span = tracing::debug_span!("replicate", key = %key, to = %dest.identity());
