@@ -34,8 +34,11 @@ pub(crate) struct Lane {
     pub(crate) state: LaneState,
     /// Attempts launched here that have not ended.
     pub(crate) launched: u64,
-    /// The most attempts launched here at once.
+    /// The most attempts launched here at once (several regions: it grows while the region
+    /// keeps up).
     pub(crate) window: u64,
+    /// The most the window may grow to.
+    pub(crate) limit: u64,
     /// When an attempt here last ended (or the lane came up).
     pub(crate) progress: Instant,
     /// A health check (or an open) is under way.
@@ -66,6 +69,7 @@ impl Lane {
             state: LaneState::Opening,
             launched: 0,
             window,
+            limit,
             progress: Instant::now(),
             checking: false,
             generation: 0,
@@ -90,6 +94,14 @@ impl Lane {
             self.window.saturating_sub(self.launched)
         } else {
             0
+        }
+    }
+
+    /// A region that finished most of what it held since the last launch keeps up: it may hold
+    /// twice as much (a cloud backend learns of ends a poll at a time).
+    pub(crate) fn grow_if_drained(&mut self) {
+        if self.is_up() && self.launched.saturating_mul(4) < self.window {
+            self.window = self.window.saturating_mul(2).min(self.limit);
         }
     }
 

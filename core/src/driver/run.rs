@@ -101,6 +101,9 @@ impl Driver {
                         {
                             self.on_lane_end(lane, generation, end);
                         }
+                        if self.multi && !self.waiting.is_empty() {
+                            self.lanes.iter_mut().for_each(Lane::grow_if_drained);
+                        }
                         self.launch_more().await;
                     }
                 },
