@@ -1,8 +1,10 @@
 //! The conformance runner: every case against every configured backend and store.
 //!
-//! - `REDWOOD_TEST_BACKEND`: comma-separated backends among `local` and `azure-batch`
-//!   (default: both). `azure-batch` runs against `redwood-emulator`'s Batch API, started here,
-//!   whose nodes are local folders and processes.
+//! - `REDWOOD_TEST_BACKEND`: comma-separated set-ups among `local`, `azure-batch`,
+//!   `local-regions` and `azure-batch-regions` (default: all). `azure-batch` runs against
+//!   `redwood-emulator`'s Batch API, started here, whose nodes are local folders and processes;
+//!   the `-regions` set-ups have two regions each (two local pools, or two emulated Batch
+//!   accounts), region `east` with its own Azurite account that outage cases take down.
 //! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory`, `azurite` and
 //!   `azurite-faults` (default: all of them for `local`; `azurite` for `azure-batch`, whose
 //!   nodes need a store they can reach by URL). `azurite` starts a real Azurite (see `redwood-emulator`);

@@ -142,7 +142,12 @@ impl Driver {
         let follow = self.follow || again;
         tokio::spawn(async move {
             let opened = open_region(&region, spec, &home, &inputs, follow).await;
-            let _ = notes.send(Note::Opened(lane, opened));
+            // Opened after the job ended: nobody will launch there, so it is closed.
+            if let Err(tokio::sync::mpsc::error::SendError(Note::Opened(_, Ok(late)))) =
+                notes.send(Note::Opened(lane, opened))
+            {
+                late.job.close().await;
+            }
         });
     }
 
