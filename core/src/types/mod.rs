@@ -14,6 +14,7 @@ pub mod region;
 pub mod remote;
 pub mod result_ref;
 pub mod session;
+pub mod session_builder;
 pub mod stats;
 pub mod task;
 pub mod task_error;
