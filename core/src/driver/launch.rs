@@ -141,7 +141,21 @@ impl Driver {
         // A lane opened again follows the job it had there.
         let follow = self.follow || again;
         tokio::spawn(async move {
-            let opened = open_region(&region, spec, &home, &inputs, follow).await;
+            // A backend that panics while opening is a region that could not open, not a
+            // driver waiting for ever.
+            let opening = open_region(&region, spec, &home, &inputs, follow);
+            let opened =
+                match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(opening)).await
+                {
+                    Ok(opened) => opened,
+                    Err(_) => Err(Error::new(
+                        ErrorKind::Backend,
+                        format!(
+                            "region `{}`: the backend panicked while opening the job",
+                            region.name()
+                        ),
+                    )),
+                };
             // Opened after the job ended: nobody will launch there, so it is closed.
             if let Err(tokio::sync::mpsc::error::SendError(Note::Opened(_, Ok(late)))) =
                 notes.send(Note::Opened(lane, opened))

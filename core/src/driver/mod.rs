@@ -247,3 +247,91 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::backend::{Capabilities, CleanupReply, CleanupRequest};
+    use crate::raw::executor::{Executor, OpenRequest};
+    use crate::types::options::TaskOptions;
+
+    /// A backend that cannot open a job: it panics, or refuses.
+    #[derive(Debug)]
+    struct Broken {
+        panics: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Executor for Broken {
+        fn name(&self) -> &str {
+            "broken"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::none()
+        }
+        async fn open(&self, _: OpenRequest) -> Result<Opened> {
+            if self.panics {
+                panic!("a backend bug");
+            }
+            Err(Error::new(ErrorKind::Backend, "the account refuses"))
+        }
+        async fn release(&self, _: CleanupRequest) -> Result<CleanupReply> {
+            Ok(CleanupReply::default())
+        }
+    }
+
+    fn request(regions: Vec<Region>, storage: Storage) -> DriveRequest {
+        DriveRequest {
+            spec: Arc::new(JobSpec {
+                id: "j".into(),
+                function: "f".into(),
+                signature: 0,
+                binary: String::new(),
+                task_count: 2,
+                options: TaskOptions::default(),
+            }),
+            storage,
+            regions,
+            placement: Placement::default(),
+            failover_after: Duration::from_secs(1),
+            inputs: Arc::new(Inputs::pack(&[vec![1], vec![2]])),
+            data: Arc::new(TaskData::default()),
+            todo: vec![(0, 0), (1, 0)],
+            follow: false,
+            durable: false,
+            keep: Arc::new(|| true),
+        }
+    }
+
+    #[tokio::test]
+    async fn regions_that_cannot_open_are_an_error_not_a_hang() {
+        let storage = Storage::open("memory://").unwrap();
+        let region = |name: &str, panics: bool| {
+            Region::new(name, Arc::new(Broken { panics }), storage.clone())
+        };
+        let one = drive(request(vec![region("solo", true)], storage.clone()));
+        let e = tokio::time::timeout(Duration::from_secs(10), one)
+            .await
+            .expect("no hang")
+            .err()
+            .expect("an error");
+        assert!(e.to_string().contains("panicked"), "{e}");
+        let two = drive(request(
+            vec![region("west", true), region("east", false)],
+            storage.clone(),
+        ));
+        let e = tokio::time::timeout(Duration::from_secs(10), two)
+            .await
+            .expect("no hang")
+            .err()
+            .expect("an error");
+        let text = e.to_string();
+        assert!(
+            text.contains("no region could open")
+                && text.contains("`west`")
+                && text.contains("`east`")
+                && text.contains("refuses"),
+            "{text}"
+        );
+    }
+}
