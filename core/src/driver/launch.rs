@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
-
 use super::lanes::{LaneState, check_timing};
 use super::run::{Driver, MAX_MOVES};
 use super::{Note, lanes::Lane};
@@ -178,14 +176,7 @@ impl Driver {
         if came_back {
             tracing::info!(region = l.name(), "region is back: it gets new work");
         }
-        let ends = opened
-            .ends
-            .map(move |end| (lane, generation, Some(end)))
-            .chain(futures::stream::once(
-                async move { (lane, generation, None) },
-            ))
-            .boxed();
-        self.ends.push(ends);
+        self.ends.push(lane, generation, opened.ends);
     }
 
     /// A lane that could not be opened.
@@ -397,7 +388,7 @@ impl Driver {
 
 /// Opens a job on a region: its input copied into the region's store first when the
 /// region's workers read it from there.
-async fn open_region(
+pub(super) async fn open_region(
     region: &Region,
     spec: Arc<JobSpec>,
     home: &Storage,

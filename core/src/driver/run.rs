@@ -10,9 +10,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::commit::CommitItem;
+use super::ends::LaneEnds;
 use super::inputs::Inputs;
 use super::lanes::{Lane, NO_LANE, Placer, check_timing};
-use super::{Command, LaneEnds, Note};
+use super::{Command, Note};
 use crate::raw::backend::{JobSpec, TaskEvent};
 use crate::raw::envelope::Outcome;
 use crate::raw::executor::{AttemptEnd, Ended};
