@@ -124,9 +124,8 @@ async fn collect_keeps_task_order(ctx: Ctx) -> CaseResult {
 }
 
 async fn results_stream_in_completion_order(ctx: Ctx) -> CaseResult {
-    // Task 0 sleeps long; every other task is quick and must come out before it. Long enough
-    // that a second region's first tasks (a job preparation on each of its nodes) are quick.
-    let mut items = vec![(6000u64, 0u64)];
+    // Task 0 sleeps long; every other task is quick and must come out before it.
+    let mut items = vec![(1500u64, 0u64)];
     items.extend((1..8).map(|i| (0, i)));
     let job = ctx.session.map(sleep_echo, items).await?;
     let order: Vec<u64> = job
@@ -156,11 +155,10 @@ async fn reduce_streams(ctx: Ctx) -> CaseResult {
         .await?;
     check!(sum == (0..n).map(|x| x * x).sum::<u64>(), "sum {sum}");
 
-    // The first result arrives long before the slowest task ends (with margin for a second
-    // region's first tasks, which wait for a job preparation on its nodes).
+    // The first result arrives long before the slowest task ends.
     let job = ctx
         .session
-        .map(sleep_echo, vec![(6000u64, 1u64), (0, 2)])
+        .map(sleep_echo, vec![(2000u64, 1u64), (0, 2)])
         .await?;
     let started = Instant::now();
     let mut stream = Box::pin(job.results());
@@ -168,15 +166,14 @@ async fn reduce_streams(ctx: Ctx) -> CaseResult {
     let waited = started.elapsed();
     check!(matches!(first, Some((1, Ok(2)))), "first was {first:?}");
     check!(
-        waited < Duration::from_millis(4500),
+        waited < Duration::from_millis(1500),
         "first result took {waited:?}"
     );
     Ok(())
 }
 
 async fn wait_variants(ctx: Ctx) -> CaseResult {
-    // Task 0 outlasts the others by far, in whichever region each runs.
-    let mut items = vec![(8000u64, 0u64)];
+    let mut items = vec![(3000u64, 0u64)];
     items.extend((1..10).map(|i| (0, i)));
     let job = ctx.session.map(sleep_echo, items).await?;
     let any = job.wait(WaitFor::Any).await?;
