@@ -3,7 +3,7 @@
 use crate::functions::*;
 use crate::{Case, CaseFuture, CaseResult, Ctx, Needs, check};
 use futures::StreamExt;
-use redwood::{ErrorKind, WaitFor};
+use redwood::{ErrorKind, TaskOptions, WaitFor};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -123,11 +123,24 @@ async fn collect_keeps_task_order(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
+/// Cases about the order results come in run their tasks in one region: two regions' own
+/// latencies (a job's first tasks wait for its preparation on each node) are not what they
+/// test (the region cases test placement).
+fn one_region(ctx: &Ctx) -> TaskOptions {
+    match ctx.session.regions() {
+        [first, _, ..] => TaskOptions::new().region(first.name()),
+        _ => TaskOptions::new(),
+    }
+}
+
 async fn results_stream_in_completion_order(ctx: Ctx) -> CaseResult {
     // Task 0 sleeps long; every other task is quick and must come out before it.
     let mut items = vec![(1500u64, 0u64)];
     items.extend((1..8).map(|i| (0, i)));
-    let job = ctx.session.map(sleep_echo, items).await?;
+    let job = ctx
+        .session
+        .map_with(sleep_echo, items, one_region(&ctx))
+        .await?;
     let order: Vec<u64> = job
         .results()
         .map(|(i, r)| r.map(|_| i))
@@ -158,7 +171,7 @@ async fn reduce_streams(ctx: Ctx) -> CaseResult {
     // The first result arrives long before the slowest task ends.
     let job = ctx
         .session
-        .map(sleep_echo, vec![(2000u64, 1u64), (0, 2)])
+        .map_with(sleep_echo, vec![(2000u64, 1u64), (0, 2)], one_region(&ctx))
         .await?;
     let started = Instant::now();
     let mut stream = Box::pin(job.results());
@@ -175,7 +188,10 @@ async fn reduce_streams(ctx: Ctx) -> CaseResult {
 async fn wait_variants(ctx: Ctx) -> CaseResult {
     let mut items = vec![(3000u64, 0u64)];
     items.extend((1..10).map(|i| (0, i)));
-    let job = ctx.session.map(sleep_echo, items).await?;
+    let job = ctx
+        .session
+        .map_with(sleep_echo, items, one_region(&ctx))
+        .await?;
     let any = job.wait(WaitFor::Any).await?;
     check!(any.finished >= 1, "any: {any:?}");
     let most = job.wait(WaitFor::Fraction(0.9)).await?;

@@ -69,16 +69,16 @@ fn per_region(stats: &JobStats) -> BTreeMap<String, u64> {
 async fn regions_both_get_tasks_when_both_have_room(ctx: Ctx) -> CaseResult {
     let job = ctx
         .session
-        .map(sleep_echo, (0..120u64).map(|i| (30, i)))
+        .map(sleep_echo, (0..300u64).map(|i| (30, i)))
         .await?;
     let got = job.collect().await?;
-    check!(got == (0..120).collect::<Vec<_>>(), "results {got:?}");
+    check!(got == (0..300).collect::<Vec<_>>(), "results {got:?}");
     let counts = per_region(&job.stats());
     check!(
         counts.len() == 2 && counts.values().all(|&n| n > 0),
         "tasks per region: {counts:?}"
     );
-    check!(counts.values().sum::<u64>() == 120, "{counts:?}");
+    check!(counts.values().sum::<u64>() == 300, "{counts:?}");
     Ok(())
 }
 

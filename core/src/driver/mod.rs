@@ -33,7 +33,7 @@ use crate::types::region::Region;
 use commit::Committer;
 use ends::LaneEnds;
 use inputs::Inputs;
-use lanes::{Lane, NO_LANE, Placer};
+use lanes::{Lane, LaneState, NO_LANE, Placer};
 use run::Driver;
 
 /// What the driver of one job needs.
@@ -207,6 +207,27 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
                     ));
                 }
             }
+            Note::Checked(..) => {}
+        }
+    }
+    // The others get a moment to open too, so the first one does not take every task.
+    let (grace, _) = lanes::check_timing(request.failover_after);
+    let deadline = tokio::time::Instant::now() + grace;
+    while multi
+        && driver
+            .lanes
+            .iter()
+            .any(|l| matches!(l.state, LaneState::Opening))
+    {
+        let Ok(Some(note)) = tokio::time::timeout_at(deadline, notes_rx.recv()).await else {
+            break;
+        };
+        match note {
+            Note::Opened(lane, Ok(opened)) => {
+                running.extend(opened.running.iter().map(|&(t, a)| (t, a, lane)));
+                driver.lane_opened(lane, opened);
+            }
+            Note::Opened(lane, Err(e)) => driver.lane_down(lane, e.to_string()),
             Note::Checked(..) => {}
         }
     }
