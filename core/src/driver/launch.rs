@@ -353,6 +353,9 @@ impl Driver {
     pub(super) fn on_tick(&mut self) {
         let (every, _) = check_timing(self.failover_after);
         for lane in 0..self.lanes.len() {
+            if self.placer.pinned.is_some_and(|pin| pin != lane) {
+                continue; // never opened: the job is pinned elsewhere
+            }
             let l = &self.lanes[lane];
             match &l.state {
                 LaneState::Failing { since, why } if since.elapsed() >= self.failover_after => {

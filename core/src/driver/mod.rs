@@ -180,7 +180,14 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
         driver.lane_opened(0, opened);
     }
     for lane in (0..driver.lanes.len()).filter(|_| multi) {
-        driver.open_lane(lane);
+        match pinned {
+            // A job pinned to one region opens nothing elsewhere.
+            Some(pin) if pin != lane => {
+                let why = format!("the job is pinned to `{}`", driver.lanes[pin].name());
+                driver.lanes[lane].state = LaneState::Down { why };
+            }
+            _ => driver.open_lane(lane),
+        }
     }
     // Start once the first lane is open: the others join as they open.
     let mut failures: Vec<String> = Vec::new();
