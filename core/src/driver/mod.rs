@@ -204,14 +204,20 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
                 failures.push(format!("`{}`: {e}", driver.lanes[lane].name()));
                 driver.lane_down(lane, e.to_string());
                 if driver.lanes.iter().all(Lane::is_down) {
-                    return Err(Error::new(
-                        ErrorKind::Backend,
-                        format!(
+                    let message = match pinned {
+                        Some(pin) => format!(
+                            "region `{}`, which job `{}` is pinned to (TaskOptions::region), is \
+                             down: {e}",
+                            driver.lanes[pin].name(),
+                            spec.id
+                        ),
+                        None => format!(
                             "no region could open job `{}`: {}",
                             spec.id,
                             failures.join("; ")
                         ),
-                    ));
+                    };
+                    return Err(Error::new(ErrorKind::Backend, message));
                 }
             }
             Note::Checked(..) => {}
