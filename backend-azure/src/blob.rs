@@ -8,17 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-use sha2::Sha256;
 use tracing::Instrument;
 
 use redwood_core::retry::RetryPolicy;
 use redwood_core::storage::scheme::StorageScheme;
 use redwood_core::storage::{Access, Container, Storage};
 use redwood_core::{Error, ErrorKind, Result};
+
+use crate::account::{AccountSettings, parse_connection_string};
+use crate::sas::{encode_path, service_sas, sign_with_key};
 
 inventory::submit! {
     StorageScheme {
@@ -29,74 +28,6 @@ inventory::submit! {
 
 /// The REST API version of the container-create call (supported by Azure and Azurite).
 const API_VERSION: &str = "2021-08-06";
-
-/// Where the well-known development storage is (`UseDevelopmentStorage=true`).
-const DEV_STORAGE_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
-const DEV_STORAGE_ACCOUNT: &str = "devstoreaccount1";
-const DEV_STORAGE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-/// The credentials and endpoint of one storage account.
-#[derive(Default, Clone, PartialEq, Eq)]
-struct AccountSettings {
-    account: Option<String>,
-    key: Option<String>,
-    sas: Option<String>,
-    endpoint: Option<String>,
-}
-
-impl fmt::Debug for AccountSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountSettings")
-            .field("account", &self.account)
-            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
-            .field("sas", &self.sas.as_ref().map(|_| "<redacted>"))
-            .field("endpoint", &self.endpoint)
-            .finish()
-    }
-}
-
-/// Parses an Azure storage connection string.
-fn parse_connection_string(s: &str) -> Result<AccountSettings> {
-    let mut out = AccountSettings::default();
-    let mut protocol = "https".to_string();
-    let mut suffix = "core.windows.net".to_string();
-    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = part.split_once('=') else {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "connection string part `{}` is not key=value",
-                    redact_part(part)
-                ),
-            ));
-        };
-        match k.to_ascii_lowercase().as_str() {
-            "accountname" => out.account = Some(v.to_string()),
-            "accountkey" => out.key = Some(v.to_string()),
-            "sharedaccesssignature" => out.sas = Some(v.to_string()),
-            "blobendpoint" => out.endpoint = Some(v.trim_end_matches('/').to_string()),
-            "defaultendpointsprotocol" => protocol = v.to_string(),
-            "endpointsuffix" => suffix = v.to_string(),
-            "usedevelopmentstorage" if v.eq_ignore_ascii_case("true") => {
-                out.account = Some(DEV_STORAGE_ACCOUNT.into());
-                out.key = Some(DEV_STORAGE_KEY.into());
-                out.endpoint = Some(DEV_STORAGE_ENDPOINT.into());
-            }
-            _ => {} // QueueEndpoint, TableEndpoint, ...: not for blob storage
-        }
-    }
-    if out.endpoint.is_none()
-        && let Some(account) = &out.account
-    {
-        out.endpoint = Some(format!("{protocol}://{account}.blob.{suffix}"));
-    }
-    Ok(out)
-}
-
-fn redact_part(part: &str) -> String {
-    part.chars().take(12).collect::<String>() + "…"
-}
 
 /// Opens `az://<container>/<prefix>`.
 pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
@@ -213,91 +144,6 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
             .with_container(creator)
             .with_identity(identity),
     )
-}
-
-/// The SAS version minted (the 2020-12-06 string-to-sign layout).
-const SAS_VERSION: &str = "2022-11-02";
-
-/// A service SAS query string for a container or one blob, signed with the account key.
-fn service_sas(
-    account: &str,
-    key: &str,
-    container: &str,
-    blob: Option<&str>,
-    permissions: &str,
-    expiry: SystemTime,
-) -> Result<String> {
-    let expiry = iso8601_seconds(expiry);
-    let resource = if blob.is_some() { "b" } else { "c" };
-    let canonical = match blob {
-        Some(b) => format!("/blob/{account}/{container}/{b}"),
-        None => format!("/blob/{account}/{container}"),
-    };
-    // permissions, start, expiry, resource, identifier, IP, protocol, version, signed resource,
-    // snapshot, encryption scope, then the five response-header overrides.
-    let to_sign = [
-        permissions,
-        "",
-        &expiry,
-        &canonical,
-        "",
-        "",
-        "https,http",
-        SAS_VERSION,
-        resource,
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-    ]
-    .join("\n");
-    let signature = sign_with_key(key, &to_sign)?;
-    Ok(format!(
-        "sv={SAS_VERSION}&sr={resource}&sp={}&se={}&spr=https,http&sig={}",
-        encode_query(permissions),
-        encode_query(&expiry),
-        encode_query(&signature)
-    ))
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-fn iso8601_seconds(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// The base64 HMAC-SHA256 of `text` under a base64 account key.
-fn sign_with_key(key: &str, text: &str) -> Result<String> {
-    let key = STANDARD.decode(key).map_err(|e| {
-        Error::new(
-            ErrorKind::Config,
-            "the storage account key is not valid base64",
-        )
-        .with_source(e)
-    })?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key)
-        .map_err(|_| Error::new(ErrorKind::Config, "the storage account key is empty"))?;
-    mac.update(text.as_bytes());
-    Ok(STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-fn encode_query(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// A blob key as a URL path: each segment percent-encoded (unreserved characters kept).
-pub fn encode_path(s: &str) -> String {
-    s.split('/').map(encode_query).collect::<Vec<_>>().join("/")
 }
 
 fn redact_url(url: &str) -> String {
@@ -555,43 +401,6 @@ mod tests {
         assert_eq!(east.identity(), "http://127.0.0.1:10000/east/redwood");
         assert_ne!(east.identity(), west.identity());
         assert!(!east.identity().contains("a2V5"));
-    }
-
-    #[test]
-    fn connection_strings() {
-        let s = parse_connection_string(
-            "DefaultEndpointsProtocol=http;AccountName=a1;AccountKey=k==;BlobEndpoint=http://127.0.0.1:1/a1/;",
-        )
-        .unwrap();
-        assert_eq!(s.account.as_deref(), Some("a1"));
-        assert_eq!(s.key.as_deref(), Some("k=="));
-        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:1/a1"));
-        assert!(!format!("{s:?}").contains("k=="));
-
-        let d = parse_connection_string("UseDevelopmentStorage=true").unwrap();
-        assert_eq!(d.endpoint.as_deref(), Some(DEV_STORAGE_ENDPOINT));
-
-        let c = parse_connection_string("AccountName=acct;AccountKey=x").unwrap();
-        assert_eq!(
-            c.endpoint.as_deref(),
-            Some("https://acct.blob.core.windows.net")
-        );
-        assert!(parse_connection_string("garbage").is_err());
-    }
-
-    #[test]
-    fn sas_dates_and_encoding() {
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_547_000);
-        assert_eq!(iso8601_seconds(t), "2026-11-24T19:03:20Z");
-        assert_eq!(encode_query("a+b/c="), "a%2Bb%2Fc%3D");
-        assert_eq!(encode_path("dir/a b.txt"), "dir/a%20b.txt");
-        let q = service_sas("acct", "c2VjcmV0", "box", Some("x"), "r", t).unwrap();
-        assert!(
-            q.starts_with(
-                "sv=2022-11-02&sr=b&sp=r&se=2026-11-24T19%3A03%3A20Z&spr=https,http&sig="
-            ),
-            "{q}"
-        );
     }
 
     #[test]

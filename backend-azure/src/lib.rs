@@ -3,5 +3,8 @@
 //! ([`batch::AzureBatchBackend`]) with its own Batch REST client ([`batch::client`]) and the
 //! worker mode its tasks start in ([`batch::worker`]).
 
+pub mod account;
 pub mod batch;
 pub mod blob;
+pub mod queue;
+pub mod sas;

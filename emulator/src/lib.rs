@@ -1,8 +1,9 @@
 #![deny(missing_docs)]
 //! Local stand-ins for Azure that Redwood's tests (and users) start themselves: a real Azurite
 //! ([`azurite`]), a fault-injecting HTTP proxy ([`fault_proxy`]) and an Azure Batch service
-//! ([`batch`]).
+//! ([`batch`]), and an Azure Functions host for custom handlers ([`functions`]).
 
 pub mod azurite;
 pub mod batch;
 pub mod fault_proxy;
+pub mod functions;

@@ -326,7 +326,7 @@ impl BlobIo {
         let url = format!(
             "{}/{}?{}",
             self.container,
-            crate::blob::encode_path(key),
+            crate::sas::encode_path(key),
             self.read_sas
         );
         self.with_retries("read", key, || {
