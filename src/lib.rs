@@ -61,7 +61,7 @@ pub mod local {
     pub use redwood_local::{LocalBackend, LocalBackendBuilder};
 }
 
-/// The Azure Batch backend.
+/// The Azure backends: Azure Batch, and Azure Functions (with the function app writer).
 #[cfg(feature = "azure")]
 pub mod azure {
     pub use redwood_azure::batch::config::{ImageConfig, PoolConfig, RegionConfig, region};
@@ -71,6 +71,8 @@ pub mod azure {
         AzureBatchBackend, AzureBatchBackendBuilder, BATCH_SCOPE, BatchClient, BatchClientBuilder,
         CredentialKind,
     };
+    pub use redwood_azure::functions::app::{AppOptions, write_app};
+    pub use redwood_azure::functions::{AzureFunctionsBackend, FunctionsConfig, FunctionsSettings};
 }
 
 /// Everything a program usually needs: `use redwood::prelude::*;` (also `StreamExt`, for
@@ -96,6 +98,8 @@ pub fn worker_entry() {
     let _ = redwood_local::worker::serve as fn() -> !;
     #[cfg(feature = "azure")]
     let _ = redwood_azure::batch::worker::serve as fn() -> !;
+    #[cfg(feature = "azure")]
+    let _ = redwood_azure::functions::handler::serve as fn() -> !;
     redwood_core::raw::worker::enter_worker_mode();
 }
 

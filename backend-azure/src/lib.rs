@@ -6,5 +6,9 @@
 pub mod account;
 pub mod batch;
 pub mod blob;
+mod env;
+pub mod functions;
 pub mod queue;
 pub mod sas;
+mod sas_io;
+mod task_thread;

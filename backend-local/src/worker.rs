@@ -170,6 +170,7 @@ impl WorkerIo for PipeIo {
 inventory::submit! {
     redwood_core::raw::worker::WorkerMode {
         name: WORKER_MODE,
+        also_when: &[],
         serve,
     }
 }

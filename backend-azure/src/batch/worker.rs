@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use redwood_core::raw::envelope::{Outcome, TaskEnvelope};
 use redwood_core::raw::worker::{self, WorkerIo};
-use redwood_core::redact;
-use redwood_core::retry::RetryPolicy;
+
+use crate::sas_io::SasBlobs;
 use redwood_core::{Error, ErrorKind, MpiShape, MpiWorld, Result, TaskError, TaskErrorKind};
 use serde::Deserialize;
 
@@ -67,7 +67,7 @@ pub struct TaskSpec {
 }
 
 inventory::submit! {
-    redwood_core::raw::worker::WorkerMode { name: MODE, serve }
+    redwood_core::raw::worker::WorkerMode { name: MODE, also_when: &[], serve }
 }
 
 /// Runs the task this process was started for, then exits.
@@ -207,39 +207,7 @@ fn run_task(spec: &TaskSpec, args: Vec<u8>) -> Outcome {
         binary: spec.binary.clone(),
         args,
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("redwood-task".into())
-        .spawn(move || {
-            let _ = tx.send(worker::execute(&envelope, &own));
-        });
-    if let Err(e) = spawned {
-        return failed(
-            spec,
-            TaskErrorKind::Crash,
-            format!("cannot start the task thread: {e}"),
-        );
-    }
-    let waited = match spec.timeout_ms {
-        Some(ms) => rx.recv_timeout(Duration::from_millis(ms)).map_err(|e| {
-            matches!(e, std::sync::mpsc::RecvTimeoutError::Timeout)
-                .then(|| Duration::from_millis(ms))
-        }),
-        None => rx.recv().map_err(|_| None),
-    };
-    match waited {
-        Ok(outcome) => outcome,
-        Err(Some(limit)) => failed(
-            spec,
-            TaskErrorKind::Timeout,
-            format!("ran longer than its timeout of {limit:?}; its worker stopped it"),
-        ),
-        Err(None) => failed(
-            spec,
-            TaskErrorKind::Crash,
-            "the task thread ended without an outcome".into(),
-        ),
-    }
+    crate::task_thread::run(envelope, &own, spec.timeout_ms.map(Duration::from_millis))
 }
 
 /// The sha256 of this executable. Tasks on one node often run the same copy of it, so the
@@ -279,11 +247,8 @@ fn own_binary_hash() -> Result<String> {
 
 /// Blob reads and writes through SAS URLs, on a small runtime of its own.
 struct BlobIo {
-    http: reqwest::Client,
+    blobs: SasBlobs,
     runtime: tokio::runtime::Runtime,
-    container: String,
-    read_sas: String,
-    retry: RetryPolicy,
 }
 
 struct SharedIo(Arc<BlobIo>);
@@ -295,107 +260,32 @@ impl WorkerIo for SharedIo {
 }
 
 impl BlobIo {
-    /// `plain_http`: every URL is `http://` (an emulator), so no root certificates are loaded,
-    /// which would be most of a short task's start-up.
     fn new(container: &str, read_sas: &str, plain_http: bool) -> Result<BlobIo> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(300));
-        if plain_http {
-            builder = builder.tls_certs_only(Vec::new());
-        }
-        let http = builder.build().map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                format!("cannot build an HTTP client: {e}"),
-            )
-        })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot start a runtime: {e}")))?;
         Ok(BlobIo {
-            http,
+            blobs: SasBlobs::new(container, read_sas, plain_http)?,
             runtime,
-            container: container.trim_end_matches('/').to_string(),
-            read_sas: read_sas.trim_start_matches('?').to_string(),
-            retry: RetryPolicy::STORAGE,
         })
     }
 
     fn fetch(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
-        let url = format!(
-            "{}/{}?{}",
-            self.container,
-            crate::sas::encode_path(key),
-            self.read_sas
-        );
-        self.with_retries("read", key, || {
-            let mut request = self.http.get(&url).header("x-ms-version", "2021-08-06");
-            if let Some(r) = &range {
-                if r.is_empty() {
-                    return None;
-                }
-                request = request.header("Range", format!("bytes={}-{}", r.start, r.end - 1));
-            }
-            Some(request)
-        })
+        self.runtime.block_on(self.blobs.fetch(key, range))
     }
 
     fn put(&self, url: &str, bytes: Bytes) -> Result<()> {
-        let shown = url.split('?').next().unwrap_or(url).to_string();
-        self.with_retries("write", &shown, || {
-            Some(
-                self.http
-                    .put(url)
-                    .header("x-ms-version", "2021-08-06")
-                    .header("x-ms-blob-type", "BlockBlob")
-                    .body(bytes.clone()),
-            )
-        })
-        .map(|_| ())
-    }
-
-    /// Sends a request, its transient failures (throttling, server errors, broken
-    /// connections) retried by the storage policy. `make` returns `None` when nothing needs to
-    /// be sent (an empty range). No error text carries a URL's query (a SAS).
-    fn with_retries(
-        &self,
-        what: &str,
-        shown: &str,
-        make: impl Fn() -> Option<reqwest::RequestBuilder>,
-    ) -> Result<Bytes> {
-        let failed = |why: String, transient: bool| {
-            Error::new(ErrorKind::Storage, format!("cannot {what} {shown}: {why}"))
-                .set_retryable(transient)
-        };
-        let attempt = || async {
-            let Some(request) = make() else {
-                return Ok(Bytes::new());
-            };
-            match request.send().await {
-                Ok(r) if r.status().is_success() => r.bytes().await.map_err(|e| {
-                    failed(
-                        format!("the body broke off: {}", redact::transport_error(&e)),
-                        true,
-                    )
-                }),
-                Ok(r) => {
-                    let status = r.status();
-                    let transient =
-                        status.is_server_error() || matches!(status.as_u16(), 408 | 429);
-                    Err(failed(format!("HTTP {status}"), transient))
-                }
-                Err(e) => Err(failed(redact::transport_error(&e), true)),
-            }
-        };
         self.runtime
-            .block_on(self.retry.run("worker.blob", attempt))
+            .block_on(self.blobs.put(url, bytes, false))
+            .map(|_| ())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redwood_core::retry::RetryPolicy;
 
     #[test]
     fn transport_errors_carry_no_signature() {
@@ -404,7 +294,7 @@ mod tests {
         drop(listener); // nothing listens there now
         let container = format!("http://127.0.0.1:{port}/acct/box");
         let mut io = BlobIo::new(&container, "sv=1&sp=r&sig=READSECRET", true).unwrap();
-        io.retry = RetryPolicy::NONE;
+        io.blobs.retry = RetryPolicy::NONE;
         let read = io.fetch("jobs/j/input", Some(0..10)).unwrap_err();
         let write = io
             .put(

@@ -20,8 +20,9 @@ use super::inputs::Inputs;
 impl Driver {
     /// Launches waiting tasks while lanes have room.
     pub(super) async fn launch_waiting(&mut self) -> Result<()> {
+        // The limit holds across regions and whatever each executor does itself.
         let mut budget = match self.spec.options.concurrency {
-            Some(limit) if self.multi => {
+            Some(limit) => {
                 let launched: u64 = self.lanes.iter().map(|l| l.launched).sum();
                 (limit as u64).saturating_sub(launched)
             }

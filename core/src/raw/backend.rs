@@ -91,8 +91,10 @@ impl Capabilities {
         if o.timeout.is_some() && !self.timeout {
             return unsupported("task timeouts (TaskOptions::timeout)");
         }
+        // `Duration::MAX` is no timeout of the task's own: the platform's longest still holds.
         if let (Some(timeout), Some(longest)) = (o.timeout, self.longest_task)
             && timeout > longest
+            && timeout != std::time::Duration::MAX
         {
             return unsupported(&format!(
                 "a task timeout of {} (tasks run at most {} there)",

@@ -78,12 +78,22 @@ pub fn mpi_world() -> Option<&'static MpiWorld> {
     MPI_WORLD.get()
 }
 
-/// The task running in this process, if this is a worker running one.
+thread_local! {
+    /// The task this thread runs: a worker that runs several tasks at once (the Functions
+    /// handler) runs each on its own thread.
+    static CURRENT_HERE: RefCell<Option<TaskContext>> = const { RefCell::new(None) };
+}
+
+/// The task running in this process, if this is a worker running one: the one on this thread,
+/// else the one the process started last (for threads a task spawned).
 pub fn current_task() -> Option<TaskContext> {
-    CURRENT.read().ok().and_then(|c| c.clone())
+    CURRENT_HERE
+        .with(|c| c.borrow().clone())
+        .or_else(|| CURRENT.read().ok().and_then(|c| c.clone()))
 }
 
 fn set_current(ctx: Option<TaskContext>) {
+    CURRENT_HERE.with(|c| *c.borrow_mut() = ctx.clone());
     if let Ok(mut c) = CURRENT.write() {
         *c = ctx;
     }
@@ -112,6 +122,9 @@ thread_local! {
 pub struct WorkerMode {
     /// The value of [`WORKER_ENV`] (`local`, `batch`).
     pub name: &'static str,
+    /// Variables that also select this mode when `REDWOOD_WORKER` is not set: a platform
+    /// that starts the program itself (a Functions host sets `FUNCTIONS_CUSTOMHANDLER_PORT`).
+    pub also_when: &'static [&'static str],
     /// Serves tasks and exits the process.
     pub serve: fn() -> !,
 }
@@ -119,11 +132,21 @@ pub struct WorkerMode {
 inventory::collect!(WorkerMode);
 
 /// Runs this process as the worker `REDWOOD_WORKER` names, if it is set, and never returns
-/// then: a mode this build lacks is an error on stderr and exit code 64. Returns when the
-/// variable is not set.
+/// then: a mode this build lacks is an error on stderr and exit code 64. Without it, a mode
+/// whose `also_when` variable is set runs. Returns otherwise.
 pub fn enter_worker_mode() {
-    let Ok(mode) = std::env::var(WORKER_ENV) else {
-        return;
+    let mode = match std::env::var(WORKER_ENV) {
+        Ok(mode) => mode,
+        Err(_) => {
+            let Some(found) = inventory::iter::<WorkerMode>.into_iter().find(|m| {
+                m.also_when
+                    .iter()
+                    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
+            }) else {
+                return;
+            };
+            (found.serve)();
+        }
     };
     if let Some(found) = inventory::iter::<WorkerMode>
         .into_iter()

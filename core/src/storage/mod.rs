@@ -795,6 +795,24 @@ impl Layout {
         self.key(&["jobs", job, "results"])
     }
 
+    /// `<root>/jobs/<job>/groups/`: the groups of tasks a queue-driven executor sent as one
+    /// message each (`<name>`: the group's tasks and attempt; `<name>.note`: why a delivery
+    /// of it failed).
+    pub fn groups(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "groups"])
+    }
+
+    /// `<root>/jobs/<job>/groups/<name>`: one group (see [`Layout::groups`]).
+    pub fn group(&self, job: &str, name: &str) -> Path {
+        self.key(&["jobs", job, "groups", name])
+    }
+
+    /// `<root>/jobs/<job>/cancelled`: exists once the job was cancelled, for workers that
+    /// check storage before they run a task.
+    pub fn cancelled(&self, job: &str) -> Path {
+        self.key(&["jobs", job, "cancelled"])
+    }
+
     /// `<root>/jobs/<job>/lease/`: the leases of the clients that ran the job.
     pub fn leases(&self, job: &str) -> Path {
         self.key(&["jobs", job, "lease"])

@@ -1,0 +1,410 @@
+//! The `azure-functions` executor: a job's attempts travel as queue messages, many tasks per
+//! message, to the function app's `redwood-task` function (the same program, as a custom
+//! handler); the handler stores each message's outcomes as one segment of the job's
+//! `results/`; the executor learns of them by listing that prefix (no per-task polling), and
+//! of messages that failed every delivery from the app's poison queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use futures::StreamExt;
+use redwood_core::config::LoadedConfig;
+use redwood_core::raw::backend::{Capabilities, CleanupReply, CleanupRequest, JobSpec};
+use redwood_core::raw::executor::{Attempt, Executor, ExecutorJob, Health, OpenRequest, Opened};
+use redwood_core::raw::factory::BackendFactory;
+use redwood_core::storage::Access;
+use redwood_core::{Error, ErrorKind, Result, Storage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, OnceCell};
+use tracing::Instrument;
+
+use super::config::FunctionsSettings;
+use super::message::{GroupTask, TaskMessage, VERSION, segment_name};
+use super::watch::{Watch, watch};
+use crate::queue::{MAX_MESSAGE_TEXT, Queue, QueueService};
+
+/// The backend's name in configuration.
+pub const NAME: &str = "azure-functions";
+/// Arguments up to this size travel inline in the message; larger ones are read from the
+/// job's input.
+const INLINE_ARGS: usize = 512;
+/// How many messages one launch sends at once.
+const SENDS_AT_ONCE: usize = 16;
+
+/// Runs tasks on an Azure Functions app (or the emulator's Functions host) through a queue.
+pub struct AzureFunctionsBackend {
+    settings: FunctionsSettings,
+    queue: Arc<Queue>,
+    poison: Arc<Queue>,
+    created: OnceCell<()>,
+    /// The mean task time of each function, learnt from stored groups (µs).
+    task_times: Arc<std::sync::Mutex<HashMap<String, Arc<AtomicU64>>>>,
+}
+
+impl fmt::Debug for AzureFunctionsBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureFunctionsBackend")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a group's record (`jobs/<job>/groups/<name>`) says: for a client that attaches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GroupRecord {
+    attempt: u32,
+    tasks: Vec<u64>,
+}
+
+impl AzureFunctionsBackend {
+    /// A backend sending to the queue `settings` name.
+    pub fn new(settings: FunctionsSettings) -> Result<AzureFunctionsBackend> {
+        let service = QueueService::from_connection_string(&settings.connection_string)
+            .map_err(|e| e.with_context("backend", NAME))?;
+        let queue = Arc::new(service.queue(&settings.queue)?);
+        let poison = Arc::new(service.queue(&format!("{}-poison", settings.queue))?);
+        Ok(AzureFunctionsBackend {
+            settings,
+            queue,
+            poison,
+            created: OnceCell::new(),
+            task_times: Arc::default(),
+        })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &FunctionsSettings {
+        &self.settings
+    }
+
+    /// The mean task time of `function` as learnt so far (shared by its jobs).
+    fn task_time(&self, function: &str) -> Arc<AtomicU64> {
+        match self.task_times.lock() {
+            Ok(mut times) => times.entry(function.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// The attempts of a followed job that its groups say are still out: groups with a record
+    /// and no stored segment.
+    async fn running_groups(&self, storage: &Storage, job: &str) -> Result<HashMap<u64, u32>> {
+        let layout = storage.layout();
+        let stored: std::collections::HashSet<String> = storage
+            .list(&layout.result_segments(job))
+            .await?
+            .into_iter()
+            .filter_map(|k| k.filename().map(str::to_string))
+            .collect();
+        let mut out: HashMap<u64, u32> = HashMap::new();
+        for key in storage.list(&layout.groups(job)).await? {
+            let Some(name) = key.filename().map(str::to_string) else {
+                continue;
+            };
+            if name.ends_with(".note") || stored.contains(&name) {
+                continue;
+            }
+            let record: GroupRecord = match serde_json::from_slice(&storage.get(&key).await?) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%key, "a group record is not readable: {e}");
+                    continue;
+                }
+            };
+            for task in record.tasks {
+                let a = out.entry(task).or_insert(record.attempt);
+                *a = (*a).max(record.attempt);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Executor for AzureFunctionsBackend {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::none();
+        c.cancel = true;
+        // A running group finishes (or reaches functionTimeout); only queued ones stop.
+        c.cancel_running = false;
+        c.timeout = true;
+        c.retries = true;
+        c.concurrency_limit = true;
+        c.survives_client = true;
+        c.inputs_from_storage = true;
+        c.longest_task = Some(self.settings.function_timeout);
+        c.slots = self.settings.slots;
+        c
+    }
+
+    async fn open(&self, request: OpenRequest) -> Result<Opened> {
+        let span = tracing::info_span!("functions.open", job = %request.job.id, follow = request.follow, queue = %self.settings.queue);
+        async {
+            let storage = request.storage.clone();
+            if !storage.url().starts_with("az://") && !storage.url().starts_with("azure://") {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "backend `{NAME}` needs Azure Blob storage (az://...) that the function \
+                         app can reach; {} is not",
+                        storage.url()
+                    ),
+                ));
+            }
+            self.created.get_or_try_init(|| self.queue.create()).await?;
+            let read_url = storage.signed_url(None, Access::READ, self.settings.sas_valid_for)?;
+            let (container, read_sas) = read_url
+                .split_once('?')
+                .map(|(c, q)| (c.to_string(), q.to_string()))
+                .unwrap_or((read_url.clone(), String::new()));
+            let outstanding = if request.follow {
+                self.running_groups(&storage, &request.job.id).await?
+            } else {
+                HashMap::new()
+            };
+            let running: Vec<(u64, u32)> = outstanding.iter().map(|(&t, &a)| (t, a)).collect();
+            let (ends_tx, ends_rx) = futures::channel::mpsc::unbounded();
+            let shared = Arc::new(Shared {
+                spec: request.job.clone(),
+                storage,
+                queue: self.queue.clone(),
+                settings: self.settings.clone(),
+                container,
+                read_sas,
+                token: format!("{:08x}", fastrand::u32(..)),
+                seq: AtomicU64::new(0),
+                watch: Watch {
+                    outstanding: std::sync::Mutex::new(outstanding),
+                    ends: ends_tx,
+                    done: AtomicBool::new(false),
+                    wake: Notify::new(),
+                    mean_task_us: self.task_time(&request.job.function),
+                },
+            });
+            tokio::spawn(
+                watch(shared.clone(), self.poison.clone()).instrument(tracing::Span::current()),
+            );
+            let job = FunctionsJob { shared };
+            Ok(Opened::new(Box::new(job), Box::pin(ends_rx)).with_running(running))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn health(&self) -> Health {
+        let span = tracing::debug_span!("functions.health", queue = %self.settings.queue);
+        match self.queue.approximate_count().instrument(span).await {
+            Ok(_) => Health::Healthy,
+            Err(e) if e.kind() == ErrorKind::NotFound => Health::Healthy,
+            Err(e) => Health::Unhealthy(format!("the task queue does not answer: {e}")),
+        }
+    }
+
+    async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+        // The queue is the app's, shared by every client: nothing of this client's to release.
+        Ok(CleanupReply::default())
+    }
+}
+
+/// What a job's handle and its watcher share.
+pub(super) struct Shared {
+    pub(super) spec: Arc<JobSpec>,
+    pub(super) storage: Storage,
+    queue: Arc<Queue>,
+    pub(super) settings: FunctionsSettings,
+    container: String,
+    read_sas: String,
+    token: String,
+    seq: AtomicU64,
+    pub(super) watch: Watch,
+}
+
+struct FunctionsJob {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ExecutorJob for FunctionsJob {
+    async fn launch(&self, attempts: Vec<Attempt>) -> Result<()> {
+        let s = &self.shared;
+        let span =
+            tracing::debug_span!("functions.launch", job = %s.spec.id, attempts = attempts.len());
+        async {
+            let mut by_attempt: BTreeMap<u32, Vec<Attempt>> = BTreeMap::new();
+            for a in attempts {
+                by_attempt.entry(a.attempt).or_default().push(a);
+            }
+            let mut groups = Vec::new();
+            for (_, attempts) in by_attempt {
+                let size = s.group_size(attempts.len());
+                for chunk in attempts.chunks(size) {
+                    groups.extend(s.messages(chunk)?);
+                }
+            }
+            if let Ok(mut o) = s.watch.outstanding.lock() {
+                for (m, _) in &groups {
+                    for t in &m.tasks {
+                        o.insert(t.task, m.attempt);
+                    }
+                }
+            }
+            s.watch.wake.notify_one();
+            let sent: Vec<(TaskMessage, Result<()>)> = futures::stream::iter(groups)
+                .map(|(message, text)| async move {
+                    let result = s.send(&message, &text).await;
+                    (message, result)
+                })
+                .buffer_unordered(SENDS_AT_ONCE)
+                .collect()
+                .await;
+            for (message, result) in sent {
+                if let Err(e) = result {
+                    // Never sent: the driver hears of each task as lost, and may retry it.
+                    s.watch.end_group(
+                        &message,
+                        redwood_core::TaskErrorKind::Lost,
+                        format!("its queue message could not be sent: {e}"),
+                    );
+                }
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn stop(&self) -> Result<()> {
+        let s = &self.shared;
+        s.watch.done.store(true, Ordering::SeqCst);
+        s.watch.wake.notify_one();
+        // Deliveries check this before they run a group.
+        s.storage
+            .put(
+                &s.storage.layout().cancelled(&s.spec.id),
+                bytes::Bytes::new(),
+            )
+            .await
+    }
+
+    async fn close(&self) {
+        self.shared.watch.done.store(true, Ordering::SeqCst);
+        self.shared.watch.wake.notify_one();
+    }
+}
+
+impl Shared {
+    /// How many tasks of a launch of `n` go in one message: enough messages for the app's
+    /// instances to share the work, a group's work kept short once task times are known, and
+    /// a group within `functionTimeout` when tasks have a timeout.
+    fn group_size(&self, n: usize) -> usize {
+        let max = self.settings.group_size.max(1) as usize;
+        let mut size = n.div_ceil(32).clamp(1, max);
+        let mean = self.watch.mean_task_us.load(Ordering::Relaxed);
+        if let Some(fit) = 250_000u64.checked_div(mean) {
+            size = size.min(usize::try_from(fit.max(1)).unwrap_or(usize::MAX));
+        }
+        if let Some(timeout) = self.spec.options.timeout.filter(|t| *t != Duration::MAX) {
+            let fits =
+                self.settings.function_timeout.as_millis() / (2 * timeout.as_millis().max(1));
+            size = size.min(usize::try_from(fits).unwrap_or(usize::MAX).max(1));
+        }
+        size
+    }
+
+    /// The messages of a chunk of attempts (one, or more when one would be too large), each
+    /// with its text as the queue takes it.
+    fn messages(&self, chunk: &[Attempt]) -> Result<Vec<(TaskMessage, String)>> {
+        let Some(first) = chunk.first() else {
+            return Ok(Vec::new());
+        };
+        let layout = self.storage.layout();
+        let job = &self.spec.id;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let name = segment_name(&self.token, seq, first.attempt);
+        let segment = layout.result_segment(job, &name);
+        let note = layout.group(job, &format!("{name}.note"));
+        let valid = self.settings.sas_valid_for;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let message = TaskMessage {
+            v: VERSION,
+            job: job.clone(),
+            function: self.spec.function.clone(),
+            signature: self.spec.signature,
+            binary: self.spec.binary.clone(),
+            container: self.container.clone(),
+            read_sas: self.read_sas.clone(),
+            input: layout.input(job).to_string(),
+            stop: layout.cancelled(job).to_string(),
+            timeout_ms: self
+                .spec
+                .options
+                .timeout
+                .filter(|t| *t != Duration::MAX)
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            attempt: first.attempt,
+            tasks: chunk
+                .iter()
+                .map(|a| GroupTask {
+                    task: a.task,
+                    range: a.range,
+                    args: (a.args.len() <= INLINE_ARGS).then(|| engine.encode(&a.args)),
+                })
+                .collect(),
+            segment: segment.to_string(),
+            result_url: self
+                .storage
+                .signed_url(Some(&segment), Access::WRITE, valid)?,
+            note_url: self.storage.signed_url(Some(&note), Access::WRITE, valid)?,
+        };
+        let json = serde_json::to_string(&message)
+            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a message: {e}")))?;
+        let text = if self.settings.base64 {
+            engine.encode(&json)
+        } else {
+            json
+        };
+        if text.len() <= MAX_MESSAGE_TEXT || chunk.len() == 1 {
+            return Ok(vec![(message, text)]);
+        }
+        let (a, b) = chunk.split_at(chunk.len() / 2);
+        let mut out = self.messages(a)?;
+        out.extend(self.messages(b)?);
+        Ok(out)
+    }
+
+    /// Records the group (for a client that attaches later), then puts its message.
+    async fn send(&self, message: &TaskMessage, text: &str) -> Result<()> {
+        let name = message
+            .segment
+            .rsplit('/')
+            .next()
+            .unwrap_or(&message.segment);
+        let record = GroupRecord {
+            attempt: message.attempt,
+            tasks: message.tasks.iter().map(|t| t.task).collect(),
+        };
+        let record = serde_json::to_vec(&record)
+            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a group: {e}")))?;
+        self.storage
+            .put(&self.storage.layout().group(&self.spec.id, name), record)
+            .await?;
+        self.queue.send(text, Duration::ZERO).await
+    }
+}
+
+fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
+    let settings = FunctionsSettings::from_config(config)?;
+    Ok(Arc::new(AzureFunctionsBackend::new(settings)?))
+}
+
+inventory::submit! {
+    BackendFactory { name: NAME, build: build_from_config }
+}

@@ -1,0 +1,189 @@
+//! The settings of an `azure-functions` region (`[[regions]]` in `Redwood.toml`, or the
+//! `REDWOOD_FUNCTIONS_*` variables): the queue the function app's `redwood-task` function is
+//! triggered by, the storage account that holds it, and what the app's `host.json` says.
+
+use std::time::Duration;
+
+use redwood_core::config::LoadedConfig;
+use redwood_core::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+
+/// One region of the `azure-functions` backend. `Debug` hides the connection string.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionsConfig {
+    /// A name for messages.
+    #[serde(default)]
+    pub name: String,
+    /// The queue `redwood-task` is triggered by (default `redwood-tasks`;
+    /// `REDWOOD_FUNCTIONS_QUEUE`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The connection string of the storage account holding the queue (the app's
+    /// `AzureWebJobsStorage`; `REDWOOD_FUNCTIONS_QUEUE_CONNECTION_STRING`, else
+    /// `AZURE_STORAGE_CONNECTION_STRING`).
+    #[serde(default)]
+    pub queue_connection_string: Option<String>,
+    /// The app's `functionTimeout` (humantime, default `5m`, the Consumption plan's):
+    /// the longest a group of tasks may run.
+    #[serde(default)]
+    pub function_timeout: Option<String>,
+    /// The most tasks one message carries (default 64; `1` sends one message per task).
+    #[serde(default)]
+    pub group_size: Option<u32>,
+    /// The app's `extensions.queues.messageEncoding`: `base64` (the default) or `none`.
+    #[serde(default)]
+    pub message_encoding: Option<String>,
+    /// How often the job's stored outcomes are listed (humantime, default `100ms`).
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    /// How long the signed URLs in messages stay valid (humantime, default `2days`).
+    #[serde(default)]
+    pub sas_valid_for: Option<String>,
+    /// How many tasks the app runs at once (instances × per-instance concurrency), for
+    /// placement across regions; unknown when unset.
+    #[serde(default)]
+    pub slots: Option<u64>,
+}
+
+impl std::fmt::Debug for FunctionsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionsConfig")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field(
+                "queue_connection_string",
+                &self.queue_connection_string.as_ref().map(|_| "<redacted>"),
+            )
+            .field("function_timeout", &self.function_timeout)
+            .field("group_size", &self.group_size)
+            .field("message_encoding", &self.message_encoding)
+            .field("poll_interval", &self.poll_interval)
+            .field("sas_valid_for", &self.sas_valid_for)
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+/// The settings, resolved: defaults and variables applied, durations parsed.
+#[derive(Clone)]
+pub struct FunctionsSettings {
+    /// The queue's name.
+    pub queue: String,
+    /// The queue's account.
+    pub connection_string: String,
+    /// The app's `functionTimeout`.
+    pub function_timeout: Duration,
+    /// The most tasks per message.
+    pub group_size: u32,
+    /// Messages are base64.
+    pub base64: bool,
+    /// How often outcomes are listed.
+    pub poll_interval: Duration,
+    /// How long signed URLs stay valid.
+    pub sas_valid_for: Duration,
+    /// Tasks at once, if known.
+    pub slots: Option<u64>,
+}
+
+impl std::fmt::Debug for FunctionsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionsSettings")
+            .field("queue", &self.queue)
+            .field("function_timeout", &self.function_timeout)
+            .field("group_size", &self.group_size)
+            .field("base64", &self.base64)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FunctionsSettings {
+    /// Settings for the queue `queue` of the account `connection_string`, with defaults.
+    pub fn new(queue: impl Into<String>, connection_string: impl Into<String>) -> Self {
+        FunctionsSettings {
+            queue: queue.into(),
+            connection_string: connection_string.into(),
+            function_timeout: Duration::from_secs(300),
+            group_size: 64,
+            base64: true,
+            poll_interval: Duration::from_millis(100),
+            sas_valid_for: Duration::from_secs(2 * 24 * 3600),
+            slots: None,
+        }
+    }
+
+    /// Resolves a region's keys, its `REDWOOD_FUNCTIONS_*_<REGION>` and `REDWOOD_FUNCTIONS_*`
+    /// variables, and the defaults; errors name the key.
+    pub fn from_config(config: &LoadedConfig) -> Result<FunctionsSettings> {
+        let region: FunctionsConfig = config.region_settings()?;
+        let env =
+            |value: &Option<String>, var: &str| crate::env::from_env_or(&region.name, value, var);
+        let queue = env(&region.queue, "REDWOOD_FUNCTIONS_QUEUE")
+            .unwrap_or_else(|| "redwood-tasks".to_string());
+        let connection_string = env(
+            &region.queue_connection_string,
+            "REDWOOD_FUNCTIONS_QUEUE_CONNECTION_STRING",
+        )
+        .or_else(|| std::env::var("AZURE_STORAGE_CONNECTION_STRING").ok())
+        .ok_or_else(|| {
+            config.error(
+                "regions",
+                &region.name,
+                "backend `azure-functions` needs the connection string of the storage account \
+                 holding its queue: set `queue_connection_string` in the region, or \
+                 REDWOOD_FUNCTIONS_QUEUE_CONNECTION_STRING (or AZURE_STORAGE_CONNECTION_STRING)",
+            )
+        })?;
+        let duration = |value: Option<String>, key: &'static str, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(&text).map_err(|e| {
+                config.error(
+                    key,
+                    &text,
+                    format!("`{key}` = `{text}` is not a duration: {e}"),
+                )
+            }),
+        };
+        let base64 = match env(
+            &region.message_encoding,
+            "REDWOOD_FUNCTIONS_MESSAGE_ENCODING",
+        )
+        .as_deref()
+        {
+            None | Some("base64") => true,
+            Some("none") => false,
+            Some(other) => {
+                return Err(config.error(
+                    "message_encoding",
+                    other,
+                    "`message_encoding` is `base64` or `none` (the app's host.json \
+                     extensions.queues.messageEncoding)",
+                ));
+            }
+        };
+        let group_size = region.group_size.unwrap_or(64);
+        if group_size == 0 {
+            return Err(config.error("group_size", "0", "`group_size` must be at least 1"));
+        }
+        let mut s = FunctionsSettings::new(queue, connection_string);
+        s.function_timeout = duration(
+            env(&region.function_timeout, "REDWOOD_FUNCTIONS_TIMEOUT"),
+            "function_timeout",
+            s.function_timeout,
+        )?;
+        s.poll_interval = duration(region.poll_interval, "poll_interval", s.poll_interval)?;
+        s.sas_valid_for = duration(region.sas_valid_for, "sas_valid_for", s.sas_valid_for)?;
+        s.group_size = group_size;
+        s.base64 = base64;
+        s.slots = region.slots;
+        if !crate::queue::valid_queue_name(&s.queue) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("`{}` is not a valid queue name", s.queue),
+            )
+            .with_context("key", "queue"));
+        }
+        Ok(s)
+    }
+}

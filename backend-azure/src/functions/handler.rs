@@ -1,0 +1,451 @@
+//! Worker mode under a Functions host: a `#[redwood::main]` program started with
+//! `FUNCTIONS_CUSTOMHANDLER_PORT` is a custom handler. It answers `GET /` (ready), and each
+//! `POST /{function}` carrying a queue message runs that message's group of tasks and stores
+//! their outcomes as one segment through the message's write SAS; it never sees an account key.
+//! The tasks run in a warm pool of worker processes of the same program (the local backend's),
+//! so a task that crashes or overruns its timeout costs its worker, not the instance, and its
+//! error says how it ended (signal, stderr tail). A delivery of a cancelled job's group runs
+//! nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use base64::Engine;
+use futures::StreamExt;
+use futures::channel::oneshot;
+use redwood_core::raw::backend::JobSpec;
+use redwood_core::raw::envelope::Outcome;
+use redwood_core::raw::executor::{Attempt, AttemptEnd, Executor, ExecutorJob, OpenRequest};
+use redwood_core::raw::pack::PackWriter;
+use redwood_core::{Error, ErrorKind, Result, Storage, TaskError, TaskErrorKind, TaskOptions};
+use serde_json::{Value, json};
+
+use super::message::{GroupTask, GroupTimes, TIMES_KEY, TaskMessage};
+use crate::sas_io::{Put, SasBlobs};
+
+/// The worker mode's name (`REDWOOD_WORKER=functions` selects it too).
+pub const MODE: &str = "functions";
+/// The variable a Functions host starts its handler with.
+pub const PORT_ENV: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
+/// A job no group of which ran for this long is closed (its pool state released).
+const JOB_IDLE: Duration = Duration::from_secs(60);
+
+inventory::submit! {
+    redwood_core::raw::worker::WorkerMode { name: MODE, also_when: &[PORT_ENV], serve }
+}
+
+/// Who waits for the end of which `(task, attempt)`.
+type Waiting = Arc<Mutex<HashMap<(u64, u32), oneshot::Sender<AttemptEnd>>>>;
+
+/// A job this instance runs groups of: its job on the pool, and who waits for which attempt.
+struct JobRun {
+    job: Box<dyn ExecutorJob>,
+    waiting: Waiting,
+    used: Mutex<Instant>,
+}
+
+/// The instance: its pool of workers and the jobs it runs.
+struct Handler {
+    pool: Arc<dyn Executor>,
+    jobs: tokio::sync::Mutex<HashMap<String, Arc<JobRun>>>,
+}
+
+fn handler() -> Result<&'static Handler> {
+    static HANDLER: OnceLock<Handler> = OnceLock::new();
+    if let Some(h) = HANDLER.get() {
+        return Ok(h);
+    }
+    // The pool's workers are this program in the local worker mode: naming it links it in.
+    let _ = redwood_local::worker::serve as fn() -> !;
+    // REDWOOD_WORKERS (an app setting) sizes it; default: the instance's cores.
+    let pool = redwood_local::LocalBackendBuilder::from_env()?.build()?;
+    Ok(HANDLER.get_or_init(|| Handler {
+        pool: Arc::new(pool),
+        jobs: tokio::sync::Mutex::new(HashMap::new()),
+    }))
+}
+
+/// Serves invocations until the host stops this process.
+pub fn serve() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("redwood functions handler: {e}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> Result<()> {
+    let port: u16 = std::env::var(PORT_ENV)
+        .or_else(|_| std::env::var("FUNCTIONS_HTTPWORKER_PORT"))
+        .map_err(|_| Error::new(ErrorKind::Config, format!("{PORT_ENV} is not set")))?
+        .parse()
+        .map_err(|_| Error::new(ErrorKind::Config, format!("{PORT_ENV} is not a port")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(async move {
+        handler()?;
+        tokio::spawn(close_idle_jobs());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("cannot listen on 127.0.0.1:{port}: {e}"),
+                )
+            })?;
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "redwood" }))
+            .route("/{function}", axum::routing::post(invoke));
+        axum::serve(listener, router).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("the handler's server stopped: {e}"),
+            )
+        })
+    })
+}
+
+/// Closes the jobs no group ran for a while.
+async fn close_idle_jobs() {
+    loop {
+        tokio::time::sleep(JOB_IDLE / 4).await;
+        let Ok(h) = handler() else { return };
+        let idle: Vec<Arc<JobRun>> = {
+            let mut jobs = h.jobs.lock().await;
+            let ids: Vec<String> = jobs
+                .iter()
+                .filter(|(_, j)| {
+                    j.used
+                        .lock()
+                        .map(|u| u.elapsed() > JOB_IDLE)
+                        .unwrap_or(true)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| jobs.remove(id)).collect()
+        };
+        for j in idle {
+            j.job.close().await;
+        }
+    }
+}
+
+/// One invocation: the queue message's group, run and stored.
+async fn invoke(body: Bytes) -> axum::response::Response {
+    match handle(&body).await {
+        Ok(logs) => {
+            axum::Json(json!({"Outputs": {}, "Logs": logs, "ReturnValue": null})).into_response()
+        }
+        Err(why) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"Outputs": {}, "Logs": [why], "ReturnValue": null})),
+        )
+            .into_response(),
+    }
+}
+
+async fn handle(body: &Bytes) -> std::result::Result<Vec<String>, String> {
+    let request: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the invocation is not JSON: {e}"))?;
+    let data = request["Data"]
+        .as_object()
+        .ok_or("the invocation has no Data object")?;
+    let value = data
+        .get("task")
+        .or_else(|| data.values().next())
+        .ok_or("the invocation's Data is empty")?;
+    let message = TaskMessage::from_trigger(value)?;
+    let delivery = request["Metadata"]["DequeueCount"].as_u64().unwrap_or(1);
+    let plain_http =
+        message.container.starts_with("http://") && message.result_url.starts_with("http://");
+    let blobs = SasBlobs::new(&message.container, &message.read_sas, plain_http)
+        .map_err(|e| e.to_string())?;
+    match blobs.exists(&message.stop).await {
+        Ok(true) => {
+            return Ok(vec![format!(
+                "job {} was cancelled: group not run",
+                message.job
+            )]);
+        }
+        Ok(false) => {}
+        Err(e) => {
+            let why = format!("cannot check whether the job was cancelled: {e}");
+            return Err(fail(&blobs, &message, why).await);
+        }
+    }
+    if delivery > 1 {
+        // What the client reports if this message ends in the poison queue.
+        let note = format!(
+            "delivery {delivery} started on instance {} at {}; the delivery before it stored \
+             nothing (its instance died, or it ran past functionTimeout)",
+            std::process::id(),
+            humantime::format_rfc3339_seconds(SystemTime::now())
+        );
+        let _ = blobs.put(&message.note_url, Bytes::from(note), false).await;
+    }
+    let pack = match run_group(&message).await {
+        Ok(p) => p,
+        Err(e) => return Err(fail(&blobs, &message, e).await),
+    };
+    match blobs
+        .put(&message.result_url, Bytes::from(pack), true)
+        .await
+    {
+        Ok(Put::Written) => Ok(vec![format!(
+            "{} tasks of job {} stored",
+            message.tasks.len(),
+            message.job
+        )]),
+        Ok(Put::Existed) => Ok(vec!["an earlier delivery stored this group".to_string()]),
+        Err(e) => Err(fail(&blobs, &message, format!("cannot store the outcomes: {e}")).await),
+    }
+}
+
+/// Records why a delivery failed (in the group's note) and returns it.
+async fn fail(blobs: &SasBlobs, message: &TaskMessage, why: String) -> String {
+    let _ = blobs
+        .put(&message.note_url, Bytes::from(why.clone()), false)
+        .await;
+    why
+}
+
+/// The job a message belongs to, opened on the pool once per instance.
+async fn job_run(message: &TaskMessage) -> Result<Arc<JobRun>> {
+    let h = handler()?;
+    let mut jobs = h.jobs.lock().await;
+    if let Some(j) = jobs.get(&message.job) {
+        return Ok(j.clone());
+    }
+    let storage = sas_storage(&message.container, &message.read_sas)?;
+    let mut options = TaskOptions::new();
+    if let Some(ms) = message.timeout_ms {
+        options = options.timeout(Duration::from_millis(ms));
+    }
+    let spec = JobSpec {
+        id: message.job.clone(),
+        function: message.function.clone(),
+        signature: message.signature,
+        binary: message.binary.clone(),
+        task_count: u64::MAX,
+        options,
+    };
+    let opened = h
+        .pool
+        .open(OpenRequest::new(Arc::new(spec), storage))
+        .await?;
+    let waiting: Waiting = Arc::default();
+    let mut ends = opened.ends;
+    let routes = waiting.clone();
+    tokio::spawn(async move {
+        while let Some(end) = ends.next().await {
+            let waiter = routes
+                .lock()
+                .ok()
+                .and_then(|mut w| w.remove(&(end.task, end.attempt)));
+            if let Some(w) = waiter {
+                let _ = w.send(end);
+            }
+        }
+        // The pool is gone: whoever still waits hears so (their senders drop).
+        if let Ok(mut w) = routes.lock() {
+            w.clear();
+        }
+    });
+    let run = Arc::new(JobRun {
+        job: opened.job,
+        waiting,
+        used: Mutex::new(Instant::now()),
+    });
+    jobs.insert(message.job.clone(), run.clone());
+    Ok(run)
+}
+
+/// The job's container as a store, read through the message's SAS (for what tasks read:
+/// broadcasts, results of other jobs).
+fn sas_storage(container: &str, read_sas: &str) -> Result<Storage> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("`{container}` is not a container URL"),
+        )
+    };
+    let url = reqwest::Url::parse(container).map_err(|_| bad())?;
+    let segments: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
+    let (name, parents) = segments.split_last().ok_or_else(bad)?;
+    let host = url.host_str().ok_or_else(bad)?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let mut endpoint = format!("{}://{host}{port}", url.scheme());
+    for p in parents {
+        endpoint.push('/');
+        endpoint.push_str(p);
+    }
+    // Path-style (an emulator): the account is the first segment; else the host's first label.
+    let account = match parents.first() {
+        Some(a) => a.to_string(),
+        None => host.split('.').next().unwrap_or(host).to_string(),
+    };
+    let connection =
+        format!("AccountName={account};BlobEndpoint={endpoint};SharedAccessSignature={read_sas}");
+    let options = std::collections::BTreeMap::from([("connection_string".to_string(), connection)]);
+    Storage::open_with(&format!("az://{name}"), &options)
+}
+
+/// Each task's arguments: inline, else read in one request covering the group's ranges (or
+/// one each when they are far apart).
+async fn read_args(blobs: &SasBlobs, message: &TaskMessage) -> Result<Vec<bytes::Bytes>> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let stored: Vec<&GroupTask> = message.tasks.iter().filter(|t| t.args.is_none()).collect();
+    let mut covering = None;
+    if let (Some(lo), Some(hi)) = (
+        stored.iter().map(|t| t.range.0).min(),
+        stored.iter().map(|t| t.range.1).max(),
+    ) {
+        let needed: u64 = stored
+            .iter()
+            .map(|t| t.range.1.saturating_sub(t.range.0))
+            .sum();
+        if hi.saturating_sub(lo) <= needed.saturating_mul(4).max(64 * 1024) {
+            covering = Some((lo, blobs.fetch(&message.input, Some(lo..hi)).await?));
+        }
+    }
+    let mut out = Vec::with_capacity(message.tasks.len());
+    for t in &message.tasks {
+        let bytes = match (&t.args, &covering) {
+            (Some(inline), _) => bytes::Bytes::from(engine.decode(inline).map_err(|e| {
+                Error::new(
+                    ErrorKind::Codec,
+                    format!("task {}: inline arguments are not base64: {e}", t.task),
+                )
+            })?),
+            (None, Some((lo, all))) => {
+                let start = usize::try_from(t.range.0.saturating_sub(*lo));
+                let end = usize::try_from(t.range.1.saturating_sub(*lo));
+                match (start, end) {
+                    (Ok(s), Ok(e)) if s <= e && e <= all.len() => all.slice(s..e),
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::Codec,
+                            format!("task {}: its range is outside the input", t.task),
+                        ));
+                    }
+                }
+            }
+            (None, None) => {
+                blobs
+                    .fetch(&message.input, Some(t.range.0..t.range.1))
+                    .await?
+            }
+        };
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
+/// Runs the group's tasks on the pool; their outcomes and times as one pack.
+async fn run_group(message: &TaskMessage) -> std::result::Result<Vec<u8>, String> {
+    let plain_http = message.container.starts_with("http://");
+    let blobs = SasBlobs::new(&message.container, &message.read_sas, plain_http)
+        .map_err(|e| e.to_string())?;
+    let args = read_args(&blobs, message)
+        .await
+        .map_err(|e| format!("cannot read the tasks' arguments: {e}"))?;
+    let run = job_run(message)
+        .await
+        .map_err(|e| format!("cannot start the group's workers: {e}"))?;
+    if let Ok(mut u) = run.used.lock() {
+        *u = Instant::now();
+    }
+    let mut receivers = Vec::with_capacity(message.tasks.len());
+    let mut attempts = Vec::with_capacity(message.tasks.len());
+    {
+        let mut waiting = run
+            .waiting
+            .lock()
+            .map_err(|_| "the handler's state is poisoned")?;
+        for (t, args) in message.tasks.iter().zip(args) {
+            let (tx, rx) = oneshot::channel();
+            waiting.insert((t.task, message.attempt), tx);
+            receivers.push((t.task, rx));
+            attempts.push(Attempt {
+                task: t.task,
+                attempt: message.attempt,
+                args,
+                range: t.range,
+            });
+        }
+    }
+    let launched = run.job.launch(attempts).await;
+    let mut pack = PackWriter::new();
+    let mut times = GroupTimes {
+        tasks: Vec::with_capacity(receivers.len()),
+        instance: Some(std::process::id()),
+    };
+    for (task, rx) in receivers {
+        let outcome = match (&launched, rx.await) {
+            (Ok(()), Ok(end)) => {
+                times.tasks.push((
+                    task,
+                    micros(end.started.unwrap_or(end.finished)),
+                    micros(end.finished),
+                ));
+                end.outcome().clone()
+            }
+            (Err(e), _) => lost(
+                message,
+                task,
+                format!("the instance's workers did not take it: {e}"),
+            ),
+            (Ok(()), Err(_)) => lost(message, task, "the instance's workers stopped".into()),
+        };
+        let bytes = outcome
+            .to_stored()
+            .map_err(|e| format!("cannot encode an outcome: {e}"))?;
+        pack.push(task, &bytes);
+    }
+    let times = serde_json::to_vec(&times).map_err(|e| format!("cannot encode the times: {e}"))?;
+    pack.push(TIMES_KEY, &times);
+    Ok(pack.finish())
+}
+
+fn lost(message: &TaskMessage, task: u64, why: String) -> Outcome {
+    let mut e = TaskError::new(TaskErrorKind::Lost, why);
+    e.job = message.job.clone();
+    e.function = message.function.clone();
+    e.task = task;
+    e.attempt = message.attempt;
+    Outcome::Err(e)
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_url_makes_a_store() {
+        for url in [
+            "http://127.0.0.1:10000/devstoreaccount1/box",
+            "https://acct.blob.core.windows.net/box",
+        ] {
+            let s = sas_storage(url, "sv=1&sig=SECRET").unwrap();
+            assert!(!format!("{s:?}").contains("SECRET"));
+        }
+        assert!(sas_storage("not a url", "").is_err());
+    }
+}
