@@ -100,6 +100,8 @@ pub fn worker_entry() {
     let _ = redwood_azure::batch::worker::serve as fn() -> !;
     #[cfg(feature = "azure")]
     let _ = redwood_azure::functions::handler::serve as fn() -> !;
+    #[cfg(feature = "azure")]
+    let _ = redwood_azure::functions::app::serve as fn() -> !;
     redwood_core::raw::worker::enter_worker_mode();
 }
 

@@ -38,6 +38,12 @@ impl LocalBackend {
         self.workers
     }
 
+    /// Starts the worker processes now (otherwise they start with the first job), so a first
+    /// task does not wait for them.
+    pub fn warm(&self) -> Result<()> {
+        self.pool().map(|_| ())
+    }
+
     fn pool(&self) -> Result<PoolHandle> {
         let mut guard = self
             .pool

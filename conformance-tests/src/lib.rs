@@ -149,10 +149,6 @@ impl Case {
             (self.needs.cancel && !caps.cancel, "cancel"),
             (self.needs.timeout && !caps.timeout, "timeouts"),
             (self.needs.retries && !caps.retries, "retries"),
-            (
-                self.needs.concurrency && !caps.concurrency_limit,
-                "concurrency limits",
-            ),
         ];
         if let Some((_, what)) = missing.iter().find(|(m, _)| *m) {
             return Some(format!("backend `{backend}` does not declare {what}"));

@@ -1,5 +1,6 @@
-//! `redwood-emulator`: a local Azure Batch service (one endpoint per account) and an Azurite,
-//! for offline development. Prints the endpoints and keys as environment lines to paste.
+//! `redwood-emulator`: a local Azure Batch service (one endpoint per account), an Azurite, and
+//! (with `--functions`) a Functions host for a function app folder, for offline development.
+//! Prints the endpoints and keys as environment lines to paste.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,7 @@ use clap::Parser;
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
 use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
+use redwood_emulator::functions::{FunctionsHost, FunctionsHostOptions};
 use sha2::Digest;
 
 /// Runs a local Azure Batch service and an Azurite until Ctrl-C.
@@ -31,6 +33,21 @@ struct Args {
     /// Do not start Azurite (storage comes from elsewhere).
     #[arg(long)]
     no_azurite: bool,
+
+    /// Also run a Functions host for this function app folder (a custom handler's `host.json`
+    /// and function folders; Redwood programs write theirs with
+    /// `REDWOOD_WORKER=functions-app`). Its queues are in Azurite's first account unless
+    /// `--functions-setting AzureWebJobsStorage=...` says otherwise.
+    #[arg(long, value_name = "APP_DIR")]
+    functions: Option<std::path::PathBuf>,
+
+    /// An app setting of the function app, NAME=VALUE (repeat for several).
+    #[arg(long = "functions-setting", value_name = "NAME=VALUE")]
+    functions_settings: Vec<String>,
+
+    /// The most instances of the function app at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    functions_instances: u32,
 }
 
 /// A random-looking account key for a session (sha256 of the time, pid and name).
@@ -182,10 +199,48 @@ async fn main() -> ExitCode {
             proxies.push(proxy);
         }
     }
+    let functions = match &args.functions {
+        None => None,
+        Some(dir) => {
+            let mut options = FunctionsHostOptions::new(dir);
+            options.max_instances = args.functions_instances;
+            if let Some(az) = &azurite {
+                options = options.setting(
+                    "AzureWebJobsStorage",
+                    az.connection_string(&az.accounts()[0]),
+                );
+            }
+            for setting in &args.functions_settings {
+                let Some((name, value)) = setting.split_once('=') else {
+                    eprintln!(
+                        "redwood-emulator: --functions-setting `{setting}` is not NAME=VALUE"
+                    );
+                    return ExitCode::from(2);
+                };
+                options = options.setting(name, value);
+            }
+            let storage = options.settings.get("AzureWebJobsStorage").cloned();
+            match FunctionsHost::start(options).await {
+                Ok(host) => {
+                    println!("REDWOOD_FUNCTIONS_URL={}", host.url());
+                    println!("REDWOOD_FUNCTIONS_MASTER_KEY={}", host.master_key());
+                    if let Some(conn) = storage {
+                        println!("REDWOOD_FUNCTIONS_QUEUE_CONNECTION_STRING=\"{conn}\"");
+                    }
+                    Some(host)
+                }
+                Err(e) => {
+                    eprintln!("redwood-emulator: cannot start the Functions host: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     println!("# running until Ctrl-C or SIGTERM");
     stopped().await;
     // Stop as cleanly on SIGTERM as on Ctrl-C: Azurite, then the Batch endpoints, whose
     // tasks' processes are killed and whose node folders are removed.
+    drop(functions);
     if let Some(az) = azurite {
         az.stop().await;
     }

@@ -134,3 +134,67 @@ async fn sigterm_stops_azurite_and_removes_the_node_folders() {
         assert!(!folder.exists(), "{} is left behind", folder.display());
     }
 }
+
+#[tokio::test]
+async fn runs_a_functions_host_for_an_app_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("handler");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexec python3 -m http.server --bind 127.0.0.1 \"$FUNCTIONS_CUSTOMHANDLER_PORT\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.path().join("host.json"),
+        r#"{"customHandler": {"description": {"defaultExecutablePath": "handler"}}}"#,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    std::fs::write(
+        dir.path().join("work/function.json"),
+        r#"{"bindings": [{"type": "queueTrigger", "name": "m", "queueName": "cli-work"}]}"#,
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--account", "fnhost", "--functions"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let env = common::printed_env(child.stdout.take().unwrap()).await;
+    let url = &env["REDWOOD_FUNCTIONS_URL"];
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(env["REDWOOD_FUNCTIONS_QUEUE_CONNECTION_STRING"].contains("QueueEndpoint="));
+    let http = reqwest::Client::new();
+    let status = http
+        .get(format!("{url}/_emulator/functions/status"))
+        .header("x-functions-key", &env["REDWOOD_FUNCTIONS_MASTER_KEY"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let denied = http
+        .get(format!("{url}/_emulator/functions/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    child.kill().await.unwrap();
+
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "--no-azurite",
+            "--functions-setting",
+            "nonsense",
+            "--functions",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=VALUE"));
+}

@@ -3,6 +3,10 @@
 //! the task queue), `local.settings.json` for local runs, and the executable itself. Deploy the
 //! folder (zipped) to a Function App whose OS can run the executable, or point the emulator's
 //! Functions host at it.
+//!
+//! Any `#[redwood::main]` program writes its own: `REDWOOD_WORKER=functions-app
+//! REDWOOD_FUNCTIONS_APP=<dir> <program>` (queue from `REDWOOD_FUNCTIONS_QUEUE`, timeout from
+//! `REDWOOD_FUNCTIONS_TIMEOUT`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +15,51 @@ use redwood_core::{Error, ErrorKind, Result};
 use serde_json::json;
 
 use super::TASK_FUNCTION;
+
+/// The worker mode that writes the running program's app folder and exits.
+pub const MODE: &str = "functions-app";
+
+inventory::submit! {
+    redwood_core::raw::worker::WorkerMode { name: MODE, also_when: &[], serve }
+}
+
+/// Writes this program's app folder where `REDWOOD_FUNCTIONS_APP` says, prints its path, and
+/// exits (code 2 with the reason on stderr when it cannot).
+pub fn serve() -> ! {
+    let written = (|| {
+        let dir = std::env::var_os("REDWOOD_FUNCTIONS_APP").ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "REDWOOD_FUNCTIONS_APP (the folder to write) is not set",
+            )
+        })?;
+        let mut options = AppOptions::default();
+        if let Ok(queue) = std::env::var("REDWOOD_FUNCTIONS_QUEUE") {
+            options.queue = queue;
+        }
+        if let Ok(text) = std::env::var("REDWOOD_FUNCTIONS_TIMEOUT") {
+            options.function_timeout = humantime::parse_duration(&text).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("REDWOOD_FUNCTIONS_TIMEOUT `{text}` is not a duration: {e}"),
+                )
+            })?;
+        }
+        let dir = PathBuf::from(dir);
+        write_app(&dir, &options)?;
+        Ok::<_, Error>(dir)
+    })();
+    match written {
+        Ok(dir) => {
+            println!("{}", dir.display());
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("redwood: cannot write the function app: {e}");
+            std::process::exit(2)
+        }
+    }
+}
 
 /// The name the executable gets in the folder.
 pub const HANDLER_FILE: &str = "redwood-handler";

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use super::config::FunctionsSettings;
 use super::message::{GroupTask, TaskMessage, VERSION, segment_name};
-use super::watch::{Watch, watch};
+use super::watch::{TaskTimes, Watch, watch};
 use crate::queue::{MAX_MESSAGE_TEXT, Queue, QueueService};
 
 /// The backend's name in configuration.
@@ -42,8 +42,8 @@ pub struct AzureFunctionsBackend {
     queue: Arc<Queue>,
     poison: Arc<Queue>,
     created: OnceCell<()>,
-    /// The mean task time of each function, learnt from stored groups (µs).
-    task_times: Arc<std::sync::Mutex<HashMap<String, Arc<AtomicU64>>>>,
+    /// The task times of each function, learnt from stored groups.
+    task_times: Arc<std::sync::Mutex<HashMap<String, Arc<TaskTimes>>>>,
 }
 
 impl fmt::Debug for AzureFunctionsBackend {
@@ -82,8 +82,8 @@ impl AzureFunctionsBackend {
         &self.settings
     }
 
-    /// The mean task time of `function` as learnt so far (shared by its jobs).
-    fn task_time(&self, function: &str) -> Arc<AtomicU64> {
+    /// The task times of `function` as learnt so far (shared by its jobs).
+    fn task_time(&self, function: &str) -> Arc<TaskTimes> {
         match self.task_times.lock() {
             Ok(mut times) => times.entry(function.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
@@ -137,7 +137,8 @@ impl Executor for AzureFunctionsBackend {
         c.cancel_running = false;
         c.timeout = true;
         c.retries = true;
-        c.concurrency_limit = true;
+        // The driver keeps a concurrency limit: the queue cannot.
+        c.concurrency_limit = false;
         c.survives_client = true;
         c.inputs_from_storage = true;
         c.longest_task = Some(self.settings.function_timeout);
@@ -186,7 +187,7 @@ impl Executor for AzureFunctionsBackend {
                     ends: ends_tx,
                     done: AtomicBool::new(false),
                     wake: Notify::new(),
-                    mean_task_us: self.task_time(&request.job.function),
+                    task_times: self.task_time(&request.job.function),
                 },
             });
             tokio::spawn(
@@ -307,8 +308,8 @@ impl Shared {
     fn group_size(&self, n: usize) -> usize {
         let max = self.settings.group_size.max(1) as usize;
         let mut size = n.div_ceil(32).clamp(1, max);
-        let mean = self.watch.mean_task_us.load(Ordering::Relaxed);
-        if let Some(fit) = 250_000u64.checked_div(mean) {
+        let typical = self.watch.task_times.typical_us();
+        if let Some(fit) = 250_000u64.checked_div(typical) {
             size = size.min(usize::try_from(fit.max(1)).unwrap_or(usize::MAX));
         }
         if let Some(timeout) = self.spec.options.timeout.filter(|t| *t != Duration::MAX) {

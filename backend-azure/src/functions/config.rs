@@ -187,3 +187,56 @@ impl FunctionsSettings {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(dir: &std::path::Path, text: &str) -> LoadedConfig {
+        let file = dir.join("Redwood.toml");
+        std::fs::write(&file, text).unwrap();
+        LoadedConfig::load_from(Some(file), "default", false).unwrap()
+    }
+
+    #[test]
+    fn a_region_reads_its_keys_and_refuses_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = "AccountName=a;AccountKey=c2VjcmV0;QueueEndpoint=http://127.0.0.1:1/a";
+        let loaded = load(
+            dir.path(),
+            &format!(
+                "[default]\nbackend = \"azure-functions\"\n[[default.regions]]\nname = \"fn\"\n\
+                 queue = \"my-tasks\"\nqueue_connection_string = \"{conn}\"\n\
+                 function_timeout = \"10m\"\ngroup_size = 8\nslots = 40\n"
+            ),
+        );
+        let s = FunctionsSettings::from_config(&loaded).unwrap();
+        assert_eq!(s.queue, "my-tasks");
+        assert_eq!(s.function_timeout, Duration::from_secs(600));
+        assert_eq!((s.group_size, s.slots, s.base64), (8, Some(40), true));
+        assert!(!format!("{s:?}").contains("c2VjcmV0"));
+
+        let bad = |keys: &str| {
+            let loaded = load(
+                dir.path(),
+                &format!(
+                    "[default]\n[[default.regions]]\nname = \"fn\"\n\
+                     queue_connection_string = \"{conn}\"\n{keys}\n"
+                ),
+            );
+            FunctionsSettings::from_config(&loaded)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("qeue = \"x\"");
+        assert!(e.contains("qeue") && e.contains("region `fn`"), "{e}");
+        let e = bad("function_timeout = \"soon\"");
+        assert!(e.contains("function_timeout") && e.contains("soon"), "{e}");
+        let e = bad("message_encoding = \"utf7\"");
+        assert!(e.contains("base64") && e.contains("none"), "{e}");
+        let e = bad("group_size = 0");
+        assert!(e.contains("group_size"), "{e}");
+        let e = bad("queue = \"Bad_Queue\"");
+        assert!(e.contains("not a valid queue name"), "{e}");
+    }
+}

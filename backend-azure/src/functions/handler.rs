@@ -64,6 +64,8 @@ fn handler() -> Result<&'static Handler> {
     let _ = redwood_local::worker::serve as fn() -> !;
     // REDWOOD_WORKERS (an app setting) sizes it; default: the instance's cores.
     let pool = redwood_local::LocalBackendBuilder::from_env()?.build()?;
+    // Workers start with the instance, not with its first task.
+    pool.warm()?;
     Ok(HANDLER.get_or_init(|| Handler {
         pool: Arc::new(pool),
         jobs: tokio::sync::Mutex::new(HashMap::new()),

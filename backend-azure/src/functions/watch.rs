@@ -22,6 +22,43 @@ use super::backend::Shared;
 use super::message::{GroupTimes, TIMES_KEY, TaskMessage, segment_attempt};
 use crate::queue::Queue;
 
+/// The task times of one function: the median of the last [`TaskTimes::KEPT`], once there
+/// are [`TaskTimes::ENOUGH`] (a cold start's first task, which waited for its instance's
+/// workers, does not make later groups small).
+#[derive(Debug, Default)]
+pub(super) struct TaskTimes {
+    recent: Mutex<std::collections::VecDeque<u64>>,
+    median_us: AtomicU64,
+}
+
+impl TaskTimes {
+    const KEPT: usize = 64;
+    const ENOUGH: usize = 8;
+
+    fn add(&self, took: impl Iterator<Item = u64>) {
+        let Ok(mut recent) = self.recent.lock() else {
+            return;
+        };
+        for t in took {
+            if recent.len() == Self::KEPT {
+                recent.pop_front();
+            }
+            recent.push_back(t);
+        }
+        if recent.len() >= Self::ENOUGH {
+            let mut sorted: Vec<u64> = recent.iter().copied().collect();
+            sorted.sort_unstable();
+            self.median_us
+                .store(sorted[sorted.len() / 2], Ordering::Relaxed);
+        }
+    }
+
+    /// The typical task time in µs; 0 while unknown.
+    pub(super) fn typical_us(&self) -> u64 {
+        self.median_us.load(Ordering::Relaxed)
+    }
+}
+
 /// How often the poison queue is looked at.
 const POISON_EVERY: Duration = Duration::from_secs(1);
 /// The longest wait between two listings of a job whose groups take long.
@@ -37,8 +74,8 @@ pub(super) struct Watch {
     pub(super) done: AtomicBool,
     /// New attempts, or the job is over.
     pub(super) wake: Notify,
-    /// The mean task time (µs) the backend learns from stored groups.
-    pub(super) mean_task_us: Arc<AtomicU64>,
+    /// What the backend learns of the function's task times from stored groups.
+    pub(super) task_times: Arc<TaskTimes>,
 }
 
 impl Watch {
@@ -78,14 +115,13 @@ impl Watch {
         }
     }
 
-    /// Folds a stored group's task times into the mean.
+    /// Adds a stored group's task times to what is known of the function.
     fn learn(&self, times: &GroupTimes) {
-        for &(_, started, finished) in &times.tasks {
-            let took = finished.saturating_sub(started).max(1);
-            let old = self.mean_task_us.load(Ordering::Relaxed);
-            let new = if old == 0 { took } else { (old * 7 + took) / 8 };
-            self.mean_task_us.store(new, Ordering::Relaxed);
-        }
+        let took = times
+            .tasks
+            .iter()
+            .map(|&(_, started, finished)| finished.saturating_sub(started).max(1));
+        self.task_times.add(took);
     }
 }
 
@@ -226,8 +262,8 @@ async fn check_poison(shared: &Shared, poison: &Queue) {
             .group(&shared.spec.id, &format!("{name}.note"));
         let note = match shared.storage.get(&note_key).await {
             Ok(b) => String::from_utf8_lossy(&b).to_string(),
-            Err(_) => "no delivery reported why: each one's instance died or ran past \
-                       functionTimeout"
+            Err(_) => "no delivery left a note (the handler never answered: the host failed \
+                       the invocation, its instance died, or it ran past functionTimeout)"
                 .to_string(),
         };
         let why = format!(

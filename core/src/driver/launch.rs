@@ -20,9 +20,8 @@ use super::inputs::Inputs;
 impl Driver {
     /// Launches waiting tasks while lanes have room.
     pub(super) async fn launch_waiting(&mut self) -> Result<()> {
-        // The limit holds across regions and whatever each executor does itself.
         let mut budget = match self.spec.options.concurrency {
-            Some(limit) => {
+            Some(limit) if self.holds_limit => {
                 let launched: u64 = self.lanes.iter().map(|l| l.launched).sum();
                 (limit as u64).saturating_sub(launched)
             }

@@ -123,6 +123,12 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
     let (events_tx, events_rx) = futures::channel::mpsc::unbounded();
     let spec = request.spec.clone();
     let multi = request.regions.len() > 1;
+    // The driver holds attempts beyond a concurrency limit unless the one executor does.
+    let holds_limit = multi
+        || request
+            .regions
+            .iter()
+            .any(|r| !r.executor().capabilities().concurrency_limit);
     let pinned = match &spec.options.region {
         Some(name) => request.regions.iter().position(|r| r.name() == name),
         None => None,
@@ -154,6 +160,7 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
         lanes,
         placer: Placer::new(request.placement, pinned),
         multi,
+        holds_limit,
         failover_after: request.failover_after,
         home: request.storage.clone(),
         follow: request.follow,

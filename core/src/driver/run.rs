@@ -54,6 +54,9 @@ pub(crate) struct Driver {
     pub(super) lanes: Vec<Lane>,
     pub(super) placer: Placer,
     pub(super) multi: bool,
+    /// The driver keeps a concurrency limit itself (several regions, or an executor that
+    /// does not).
+    pub(super) holds_limit: bool,
     pub(super) failover_after: Duration,
     pub(super) home: Storage,
     pub(super) follow: bool,

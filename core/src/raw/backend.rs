@@ -36,7 +36,8 @@ pub struct Capabilities {
     pub timeout: bool,
     /// Failed attempts are retried with backoff.
     pub retries: bool,
-    /// A per-job concurrency limit is honoured.
+    /// The executor keeps a per-job concurrency limit itself (so it holds while no client
+    /// runs the job); otherwise the job driver holds the attempts beyond the limit.
     pub concurrency_limit: bool,
     /// Multi-node (MPI) tasks.
     pub mpi: bool,
@@ -104,9 +105,6 @@ impl Capabilities {
         }
         if o.retries > 0 && !self.retries {
             return unsupported("retries (TaskOptions::retries)");
-        }
-        if o.concurrency.is_some() && !self.concurrency_limit {
-            return unsupported("a concurrency limit (TaskOptions::concurrency)");
         }
         if let Some(shape) = o.mpi {
             if !self.mpi {

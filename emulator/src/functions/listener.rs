@@ -98,13 +98,17 @@ async fn deliver(
 ) {
     state.counters.invocations.fetch_add(1, Ordering::Relaxed);
     let held = Arc::new(AsyncMutex::new(message.clone()));
+    let done = Arc::new(tokio::sync::Notify::new());
     let renew = tokio::spawn(renew_lease(
         queue.clone(),
         held.clone(),
         state.options.message_lease,
+        done.clone(),
     ));
     let outcome = invoke(&state, &function, &instance, &message).await;
-    renew.abort();
+    // Stopped between renewals, never mid-request: the receipt held is the message's last.
+    done.notify_one();
+    let _ = renew.await;
     let message = held.lock().await.clone();
     instance.end();
     state.capacity.notify_waiters();
@@ -149,10 +153,18 @@ async fn deliver(
     }
 }
 
-/// Keeps a running message hidden: its lease is renewed at half its length.
-async fn renew_lease(queue: Arc<Queue>, held: Arc<AsyncMutex<Message>>, lease: Duration) {
+/// Keeps a running message hidden until `done`: its lease is renewed at half its length.
+async fn renew_lease(
+    queue: Arc<Queue>,
+    held: Arc<AsyncMutex<Message>>,
+    lease: Duration,
+    done: Arc<tokio::sync::Notify>,
+) {
     loop {
-        tokio::time::sleep(lease / 2).await;
+        tokio::select! {
+            _ = tokio::time::sleep(lease / 2) => {}
+            _ = done.notified() => return,
+        }
         let current = held.lock().await.clone();
         match queue.hide(&current, lease).await {
             Ok(renewed) => *held.lock().await = renewed,

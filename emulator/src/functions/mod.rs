@@ -65,7 +65,7 @@ impl FunctionsHostOptions {
             max_instances: 4,
             idle_timeout: Duration::from_secs(30),
             message_lease: Duration::from_secs(30),
-            scale_interval: Duration::from_millis(100),
+            scale_interval: Duration::from_millis(50),
             init_timeout: Duration::from_secs(30),
             master_key: None,
         }
