@@ -274,6 +274,22 @@ impl Container for AzureContainer {
     }
 }
 
+/// Refuses a store other than Azure Blob for `backend`, whose `workers` (nodes, a function
+/// app) reach it through signed URLs.
+pub(crate) fn require_blob_storage(storage: &Storage, backend: &str, workers: &str) -> Result<()> {
+    if storage.url().starts_with("az://") || storage.url().starts_with("azure://") {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "backend `{backend}` needs Azure Blob storage (az://...) that {workers} can reach; {} \
+             is not",
+            storage.url()
+        ),
+    ))
+}
+
 /// Whether an HTTP status is worth another attempt: 5xx, 408 and 429.
 pub(crate) fn is_transient_status(status: u16) -> bool {
     (500..600).contains(&status) || matches!(status, 408 | 429)

@@ -428,16 +428,7 @@ impl Executor for AzureBatchBackend {
         let span = tracing::info_span!("batch.open", job = %request.job.id, follow = request.follow, account = %self.client.account());
         async {
             let storage = request.storage.clone();
-            if !storage.url().starts_with("az://") && !storage.url().starts_with("azure://") {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "backend `{NAME}` needs Azure Blob storage (az://...) that its nodes can \
-                         reach; {} is not",
-                        storage.url()
-                    ),
-                ));
-            }
+            crate::blob::require_blob_storage(&storage, NAME, "its nodes")?;
             let job = request.job.id.clone();
             if request.follow {
                 let template = self.existing_template(&request).await?;

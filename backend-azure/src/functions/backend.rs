@@ -150,16 +150,7 @@ impl Executor for AzureFunctionsBackend {
         let span = tracing::info_span!("functions.open", job = %request.job.id, follow = request.follow, queue = %self.settings.queue);
         async {
             let storage = request.storage.clone();
-            if !storage.url().starts_with("az://") && !storage.url().starts_with("azure://") {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "backend `{NAME}` needs Azure Blob storage (az://...) that the function \
-                         app can reach; {} is not",
-                        storage.url()
-                    ),
-                ));
-            }
+            crate::blob::require_blob_storage(&storage, NAME, "the function app")?;
             self.created.get_or_try_init(|| self.queue.create()).await?;
             let read_url = storage.signed_url(None, Access::READ, self.settings.sas_valid_for)?;
             let (container, read_sas) = read_url
