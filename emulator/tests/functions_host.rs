@@ -3,7 +3,6 @@
 //! output bindings, retries, the poison queue, a killed instance, `functionTimeout`), scaling
 //! from zero and back, HTTP triggers with keys, and the admin calls.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -425,5 +424,4 @@ async fn a_bad_app_is_a_clear_error() {
     let options = FunctionsHostOptions::new(dir.path()).setting("TASKS", "q-1");
     let e = FunctionsHost::start(options).await.unwrap_err();
     assert!(e.contains("AzureWebJobsStorage"), "{e}");
-    let _ = BTreeMap::<String, String>::new();
 }

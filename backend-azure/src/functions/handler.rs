@@ -196,7 +196,7 @@ async fn handle(body: &Bytes) -> std::result::Result<Vec<String>, String> {
         );
         let _ = blobs.put(&message.note_url, Bytes::from(note), false).await;
     }
-    let pack = match run_group(&message).await {
+    let pack = match run_group(&blobs, &message).await {
         Ok(p) => p,
         Err(e) => return Err(fail(&blobs, &message, e).await),
     };
@@ -355,11 +355,11 @@ async fn read_args(blobs: &SasBlobs, message: &TaskMessage) -> Result<Vec<bytes:
 }
 
 /// Runs the group's tasks on the pool; their outcomes and times as one pack.
-async fn run_group(message: &TaskMessage) -> std::result::Result<Vec<u8>, String> {
-    let plain_http = message.container.starts_with("http://");
-    let blobs = SasBlobs::new(&message.container, &message.read_sas, plain_http)
-        .map_err(|e| e.to_string())?;
-    let args = read_args(&blobs, message)
+async fn run_group(
+    blobs: &SasBlobs,
+    message: &TaskMessage,
+) -> std::result::Result<Vec<u8>, String> {
+    let args = read_args(blobs, message)
         .await
         .map_err(|e| format!("cannot read the tasks' arguments: {e}"))?;
     let run = job_run(message)
