@@ -72,7 +72,9 @@ pub mod azure {
         CredentialKind,
     };
     pub use redwood_azure::functions::app::{AppOptions, write_app};
-    pub use redwood_azure::functions::{AzureFunctionsBackend, FunctionsConfig, FunctionsSettings};
+    pub use redwood_azure::functions::{
+        AzureFunctionsBackend, FunctionsConfig, FunctionsSettings, Invoke,
+    };
 }
 
 /// Everything a program usually needs: `use redwood::prelude::*;` (also `StreamExt`, for

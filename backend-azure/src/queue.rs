@@ -343,8 +343,9 @@ impl Queue {
     }
 
     /// Puts a message (its text as given: encode it first if readers expect base64),
-    /// invisible for `hidden` first. It never expires.
-    pub async fn send(&self, text: &str, hidden: Duration) -> Result<()> {
+    /// invisible for `hidden` first. It never expires. The message returned holds its id and
+    /// receipt, to delete it or show it sooner.
+    pub async fn send(&self, text: &str, hidden: Duration) -> Result<Message> {
         if text.len() > MAX_MESSAGE_TEXT {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -355,20 +356,45 @@ impl Queue {
             ));
         }
         let hidden = i32::try_from(hidden.as_secs()).unwrap_or(i32::MAX);
-        self.call("queue.send", |c| async move {
-            let message = QueueMessage {
-                message_text: Some(text.to_string()),
-            };
-            let content: RequestContent<QueueMessage, XmlFormat> = message.try_into()?;
-            let options = QueueClientSendMessageOptions {
-                message_time_to_live: Some(-1),
-                visibility_timeout: (hidden > 0).then_some(hidden),
-                ..Default::default()
-            };
-            c.send_message(content, Some(options)).await
+        let sent = self
+            .call("queue.send", |c| async move {
+                let message = QueueMessage {
+                    message_text: Some(text.to_string()),
+                };
+                let content: RequestContent<QueueMessage, XmlFormat> = message.try_into()?;
+                let options = QueueClientSendMessageOptions {
+                    message_time_to_live: Some(-1),
+                    visibility_timeout: (hidden > 0).then_some(hidden),
+                    ..Default::default()
+                };
+                c.send_message(content, Some(options)).await?.into_model()
+            })
+            .await?;
+        let sent = sent
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|m| {
+                Some(Message {
+                    id: m.message_id?,
+                    pop_receipt: m.pop_receipt?,
+                    text: text.to_string(),
+                    dequeue_count: 0,
+                    insertion_time: m.insertion_time.map(SystemTime::from),
+                    expiration_time: m.expiration_time.map(SystemTime::from),
+                    next_visible_time: m.time_next_visible.map(SystemTime::from),
+                })
+            });
+        sent.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "queue `{}`: a sent message came back without its receipt",
+                    self.name
+                ),
+            )
         })
-        .await
-        .map(|_| ())
     }
 
     /// Receives up to `max` messages (at most 32), each hidden from other receivers for

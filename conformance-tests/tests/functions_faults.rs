@@ -1,14 +1,15 @@
 //! The azure-functions backend under faults, against the emulator's Functions host and a real
 //! Azurite: an instance killed mid-group, a host that fails every invocation (the poison
 //! queue), a task longer than `functionTimeout`, the task queue behind a proxy that fails 10%
-//! of the requests, and a cold start from zero instances.
+//! of the requests, a cold start from zero instances, and calls through the HTTP trigger
+//! (`invoke = "http"`) with a wrong key or a failing host.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use redwood::azure::{AppOptions, AzureFunctionsBackend, FunctionsSettings, write_app};
+use redwood::azure::{AppOptions, AzureFunctionsBackend, FunctionsSettings, Invoke, write_app};
 use redwood::{ErrorKind, Session, TaskErrorKind, WaitFor};
 use redwood_conformance::functions::{sleep_echo, square};
 use redwood_emulator::azurite::Azurite;
@@ -53,6 +54,19 @@ impl Env {
         host: impl FnOnce(FunctionsHostOptions) -> FunctionsHostOptions,
         queue_via: Option<&str>,
     ) -> Result<Setup, Failed> {
+        self.setup_invoked(name, app, host, queue_via, |_| Invoke::Queue)
+            .await
+    }
+
+    /// As [`Env::setup`], the session sending its launches as `invoke` says.
+    async fn setup_invoked(
+        &self,
+        name: &str,
+        app: AppOptions,
+        host: impl FnOnce(FunctionsHostOptions) -> FunctionsHostOptions,
+        queue_via: Option<&str>,
+        invoke: impl FnOnce(&FunctionsHost) -> Invoke,
+    ) -> Result<Setup, Failed> {
         let dir = self.scratch.path().join(name);
         let exe = std::env::current_exe().map_err(fail)?;
         let app = AppOptions {
@@ -71,6 +85,7 @@ impl Env {
         let mut settings = FunctionsSettings::new(&app.queue, &connection);
         settings.function_timeout = app.function_timeout;
         settings.poll_interval = Duration::from_millis(50);
+        settings.invoke = invoke(&host);
         let backend = AzureFunctionsBackend::new(settings).map_err(fail)?;
         let session = Session::builder()
             .backend(Arc::new(backend))
@@ -299,6 +314,86 @@ async fn a_call_starts_from_zero_instances(env: Env) -> TrialResult {
     Ok(())
 }
 
+/// A call through the HTTP trigger with a wrong key is refused at once, with an error that
+/// names the setting to fix; nothing runs.
+async fn an_http_call_with_a_wrong_key_is_refused_clearly(env: Env) -> TrialResult {
+    let s = env
+        .setup_invoked(
+            "wrongkey",
+            AppOptions::default(),
+            |h| h,
+            None,
+            |h| Invoke::Http {
+                url: h.url().to_string(),
+                key: Some("not-the-key".into()),
+            },
+        )
+        .await?;
+    let started = Instant::now();
+    let err = s
+        .session
+        .call(square, 5)
+        .await
+        .err()
+        .ok_or("a call with a wrong key succeeded")?;
+    let te = err
+        .task_error()
+        .ok_or_else(|| format!("not a task error: {err}"))?;
+    if te.kind != TaskErrorKind::Refused || !te.message.contains("function_key") {
+        return Err(format!("unclear error: {err}").into());
+    }
+    if started.elapsed() > Duration::from_secs(10) {
+        return Err(format!("the refusal took {:?}", started.elapsed()).into());
+    }
+    let status = s.host.status();
+    if status.succeeded != 0 {
+        return Err(format!("something ran: {status:?}").into());
+    }
+    if err.to_string().contains("not-the-key") {
+        return Err(format!("the key is in the error: {err}").into());
+    }
+    Ok(())
+}
+
+/// Calls through the HTTP trigger while the host fails 30% of invocations: a failed call
+/// falls back to its queue message, and every call answers once and right.
+async fn http_calls_fall_back_to_the_queue_under_faults(env: Env) -> TrialResult {
+    let app = AppOptions {
+        max_dequeue_count: 12,
+        ..AppOptions::default()
+    };
+    let s = env
+        .setup_invoked(
+            "httpfaults",
+            app,
+            |h| h,
+            None,
+            |h| Invoke::Http {
+                url: h.url().to_string(),
+                key: Some(h.master_key().to_string()),
+            },
+        )
+        .await?;
+    s.host.set_faults(HostFaults {
+        latency_ms: 0,
+        error_rate: 0.3,
+    });
+    for i in 0..16u64 {
+        let v = s.session.call(square, i).await.map_err(fail)?;
+        if v != i * i {
+            return Err(format!("square({i}) = {v}").into());
+        }
+    }
+    let status = s.host.status();
+    if status.failed == 0 {
+        return Err(format!("no fault was injected: {status:?}").into());
+    }
+    if status.succeeded < 16 || status.poisoned != 0 {
+        return Err(format!("host after the calls: {status:?}").into());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     redwood::worker_entry();
     let args = Arguments::from_args();
@@ -341,7 +436,7 @@ fn main() -> ExitCode {
         scratch,
     };
     type Run = fn(Env) -> std::pin::Pin<Box<dyn std::future::Future<Output = TrialResult> + Send>>;
-    let cases: [(&str, Run); 5] = [
+    let cases: [(&str, Run); 7] = [
         ("a_killed_instance_loses_and_duplicates_nothing", |e| {
             Box::pin(a_killed_instance_loses_and_duplicates_nothing(e))
         }),
@@ -356,6 +451,12 @@ fn main() -> ExitCode {
         }),
         ("a_call_starts_from_zero_instances", |e| {
             Box::pin(a_call_starts_from_zero_instances(e))
+        }),
+        ("an_http_call_with_a_wrong_key_is_refused_clearly", |e| {
+            Box::pin(an_http_call_with_a_wrong_key_is_refused_clearly(e))
+        }),
+        ("http_calls_fall_back_to_the_queue_under_faults", |e| {
+            Box::pin(http_calls_fall_back_to_the_queue_under_faults(e))
         }),
     ];
     let trials = cases

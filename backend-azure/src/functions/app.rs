@@ -1,6 +1,7 @@
 //! The function app folder of a program: `host.json` (the custom handler, the queue
 //! extension's settings, `functionTimeout`), `redwood-task/function.json` (a queue trigger on
-//! the task queue), `local.settings.json` for local runs, and the executable itself. Deploy the
+//! the task queue), `redwood-call/function.json` (an HTTP trigger, function keys, for
+//! `invoke = "http"`), `local.settings.json` for local runs, and the executable itself. Deploy the
 //! folder (zipped) to a Function App whose OS can run the executable, or point the emulator's
 //! Functions host at it.
 //!
@@ -14,7 +15,7 @@ use std::time::Duration;
 use redwood_core::{Error, ErrorKind, Result};
 use serde_json::json;
 
-use super::TASK_FUNCTION;
+use super::{CALL_FUNCTION, TASK_FUNCTION};
 
 /// The worker mode that writes the running program's app folder and exits.
 pub const MODE: &str = "functions-app";
@@ -129,7 +130,9 @@ pub fn write_app(dir: &Path, options: &AppOptions) -> Result<PathBuf> {
             format!("batch_size {} is not between 1 and 32", options.batch_size),
         ));
     }
-    std::fs::create_dir_all(dir.join(TASK_FUNCTION)).map_err(|e| io("folders", e))?;
+    for function in [TASK_FUNCTION, CALL_FUNCTION] {
+        std::fs::create_dir_all(dir.join(function)).map_err(|e| io("folders", e))?;
+    }
     let exe = match &options.executable {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| io("this program's path", e))?,
@@ -169,6 +172,16 @@ pub fn write_app(dir: &Path, options: &AppOptions) -> Result<PathBuf> {
         "queueName": options.queue,
         "connection": "AzureWebJobsStorage"
     }]});
+    let call = json!({"bindings": [
+        {
+            "type": "httpTrigger",
+            "direction": "in",
+            "name": "req",
+            "authLevel": "function",
+            "methods": ["post"]
+        },
+        {"type": "http", "direction": "out", "name": "res"}
+    ]});
     let settings = json!({
         "IsEncrypted": false,
         "Values": {
@@ -182,6 +195,7 @@ pub fn write_app(dir: &Path, options: &AppOptions) -> Result<PathBuf> {
     };
     write(dir.join("host.json"), host)?;
     write(dir.join(TASK_FUNCTION).join("function.json"), function)?;
+    write(dir.join(CALL_FUNCTION).join("function.json"), call)?;
     write(dir.join("local.settings.json"), settings)?;
     Ok(target)
 }

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OnceCell};
 use tracing::Instrument;
 
-use super::config::FunctionsSettings;
+use super::call::{Answer, Caller};
+use super::config::{FunctionsSettings, Invoke};
 use super::message::{GroupTask, TaskMessage, VERSION, segment_name};
-use super::watch::{TaskTimes, Watch, watch};
+use super::watch::{TaskTimes, Watch, read_group, watch};
 use crate::queue::{MAX_MESSAGE_TEXT, Queue, QueueService};
 
 /// The backend's name in configuration.
@@ -33,7 +34,12 @@ pub const NAME: &str = "azure-functions";
 /// Arguments up to this size travel inline in the message; larger ones are read from the
 /// job's input.
 const INLINE_ARGS: usize = 512;
-/// How many messages one launch sends at once.
+/// How long past `functionTimeout` a call's backup stays hidden.
+const CALL_GRACE: Duration = Duration::from_secs(60);
+/// The longest a queue message can stay hidden (7 days).
+const MAX_HIDDEN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How many messages one launch sends at once; with `invoke = "http"`, a launch of at most
+/// this many groups is sent as calls.
 const SENDS_AT_ONCE: usize = 16;
 
 /// Runs tasks on an Azure Functions app (or the emulator's Functions host) through a queue.
@@ -42,6 +48,8 @@ pub struct AzureFunctionsBackend {
     queue: Arc<Queue>,
     poison: Arc<Queue>,
     created: OnceCell<()>,
+    /// Calls `redwood-call` (`invoke = "http"`).
+    caller: Option<Arc<Caller>>,
     /// The task times of each function, learnt from stored groups.
     task_times: Arc<std::sync::Mutex<HashMap<String, Arc<TaskTimes>>>>,
 }
@@ -68,11 +76,20 @@ impl AzureFunctionsBackend {
             .map_err(|e| e.with_context("backend", NAME))?;
         let queue = Arc::new(service.queue(&settings.queue)?);
         let poison = Arc::new(service.queue(&format!("{}-poison", settings.queue))?);
+        let caller = match &settings.invoke {
+            Invoke::Queue => None,
+            Invoke::Http { url, key } => Some(Arc::new(Caller::new(
+                url,
+                key.clone(),
+                settings.function_timeout,
+            )?)),
+        };
         Ok(AzureFunctionsBackend {
             settings,
             queue,
             poison,
             created: OnceCell::new(),
+            caller,
             task_times: Arc::default(),
         })
     }
@@ -168,6 +185,7 @@ impl Executor for AzureFunctionsBackend {
                 spec: request.job.clone(),
                 storage,
                 queue: self.queue.clone(),
+                caller: self.caller.clone(),
                 settings: self.settings.clone(),
                 container,
                 read_sas,
@@ -179,6 +197,7 @@ impl Executor for AzureFunctionsBackend {
                     done: AtomicBool::new(false),
                     wake: Notify::new(),
                     task_times: self.task_time(&request.job.function),
+                    seen: std::sync::Mutex::default(),
                 },
             });
             tokio::spawn(
@@ -211,6 +230,7 @@ pub(super) struct Shared {
     pub(super) spec: Arc<JobSpec>,
     pub(super) storage: Storage,
     queue: Arc<Queue>,
+    caller: Option<Arc<Caller>>,
     pub(super) settings: FunctionsSettings,
     container: String,
     read_sas: String,
@@ -221,6 +241,19 @@ pub(super) struct Shared {
 
 struct FunctionsJob {
     shared: Arc<Shared>,
+}
+
+impl FunctionsJob {
+    /// Sends a small launch's groups as calls, each in the background: a launch returns at
+    /// once, and each call's answer ends its tasks.
+    fn call(&self, caller: &Arc<Caller>, groups: Vec<(TaskMessage, String)>) {
+        for (message, _) in groups {
+            let shared = self.shared.clone();
+            let caller = caller.clone();
+            let span = tracing::Span::current();
+            tokio::spawn(shared.call(caller, message).instrument(span));
+        }
+    }
 }
 
 #[async_trait]
@@ -249,6 +282,10 @@ impl ExecutorJob for FunctionsJob {
                 }
             }
             s.watch.wake.notify_one();
+            if let Some(caller) = s.caller.as_ref().filter(|_| groups.len() <= SENDS_AT_ONCE) {
+                self.call(caller, groups);
+                return Ok(());
+            }
             let sent: Vec<(TaskMessage, Result<()>)> = futures::stream::iter(groups)
                 .map(|(message, text)| async move {
                     let result = s.send(&message, &text).await;
@@ -355,15 +392,12 @@ impl Shared {
                 .storage
                 .signed_url(Some(&segment), Access::WRITE, valid)?,
             note_url: self.storage.signed_url(Some(&note), Access::WRITE, valid)?,
+            called: false,
         };
-        let json = serde_json::to_string(&message)
-            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a message: {e}")))?;
-        let text = if self.settings.base64 {
-            engine.encode(&json)
-        } else {
-            json
-        };
-        if text.len() <= MAX_MESSAGE_TEXT || chunk.len() == 1 {
+        let text = self.queue_text(&message)?;
+        // Room for `"called":true` when the group may be sent as a call.
+        let room = if self.caller.is_some() { 16 } else { 0 };
+        if text.len() + room <= MAX_MESSAGE_TEXT || chunk.len() == 1 {
             return Ok(vec![(message, text)]);
         }
         let (a, b) = chunk.split_at(chunk.len() / 2);
@@ -372,23 +406,123 @@ impl Shared {
         Ok(out)
     }
 
+    /// A message's text as the queue takes it (JSON, base64 when the app says so).
+    fn queue_text(&self, message: &TaskMessage) -> Result<String> {
+        let json = serde_json::to_string(message)
+            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a message: {e}")))?;
+        Ok(if self.settings.base64 {
+            base64::engine::general_purpose::STANDARD.encode(&json)
+        } else {
+            json
+        })
+    }
+
     /// Records the group (for a client that attaches later), then puts its message.
     async fn send(&self, message: &TaskMessage, text: &str) -> Result<()> {
-        let name = message
-            .segment
-            .rsplit('/')
-            .next()
-            .unwrap_or(&message.segment);
+        self.record(message).await?;
+        self.queue.send(text, Duration::ZERO).await.map(|_| ())
+    }
+
+    /// Writes the group's record.
+    async fn record(&self, message: &TaskMessage) -> Result<()> {
         let record = GroupRecord {
             attempt: message.attempt,
             tasks: message.tasks.iter().map(|t| t.task).collect(),
         };
         let record = serde_json::to_vec(&record)
             .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a group: {e}")))?;
+        let name = message.segment_name();
         self.storage
             .put(&self.storage.layout().group(&self.spec.id, name), record)
-            .await?;
-        self.queue.send(text, Duration::ZERO).await
+            .await
+    }
+
+    /// Sends one group as a call and ends its tasks with the answer. Beside the call, the
+    /// group goes to the queue as a backup, hidden for as long as the call may take: deleted
+    /// once the call is answered, shown at once if the call fails, and run by the app on its
+    /// own if this client dies mid-call (so the group is as durable as a queued one, and a
+    /// client that attaches waits for it as for any other).
+    async fn call(self: Arc<Self>, caller: Arc<Caller>, mut message: TaskMessage) {
+        message.called = true;
+        let hidden = self
+            .settings
+            .function_timeout
+            .saturating_add(CALL_GRACE)
+            .min(MAX_HIDDEN);
+        let backup = async {
+            let text = self.queue_text(&message)?;
+            self.record(&message).await?;
+            self.queue.send(&text, hidden).await
+        };
+        let json =
+            serde_json::to_string(&message).map_err(|e| format!("cannot encode the group: {e}"));
+        let called = async {
+            match json {
+                Ok(json) => caller.call(json).await,
+                Err(why) => Answer::Failed(why),
+            }
+        };
+        let (backup, answer) = futures::join!(backup, called);
+        let key = self
+            .storage
+            .layout()
+            .result_segment(&self.spec.id, message.segment_name());
+        let drop_backup = async |backup: &Result<crate::queue::Message>| {
+            if let Ok(b) = backup
+                && let Err(e) = self.queue.delete(b).await
+            {
+                // Its delivery finds the outcomes stored and runs nothing.
+                tracing::debug!(job = %self.spec.id, "cannot delete a call's backup: {e}");
+            }
+        };
+        match answer {
+            Answer::Stored(Some(outcomes)) => {
+                read_group(&self, &key, message.attempt, &outcomes);
+                drop_backup(&backup).await;
+            }
+            // Stored, and not in the answer: read it now rather than at the next listing.
+            Answer::Stored(None) => {
+                match self.storage.get(&key).await {
+                    Ok(outcomes) => {
+                        read_group(&self, &key, message.attempt, &outcomes);
+                    }
+                    Err(_) => self.watch.wake.notify_one(),
+                }
+                drop_backup(&backup).await;
+            }
+            Answer::Refused(why) => {
+                drop_backup(&backup).await;
+                self.watch
+                    .end_group(&message, redwood_core::TaskErrorKind::Refused, why);
+            }
+            Answer::Failed(why) => {
+                tracing::debug!(job = %self.spec.id, "a call failed, its backup runs now: {why}");
+                let shown = match &backup {
+                    Ok(b) => self.queue.hide(b, Duration::ZERO).await.map(|_| ()),
+                    Err(_) => match self.queue_text(&message) {
+                        Ok(text) => self.send(&message, &text).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Err(e) = shown {
+                    match backup {
+                        // It shows itself when its time is up.
+                        Ok(_) => tracing::warn!(
+                            job = %self.spec.id,
+                            "a failed call's backup could not be shown now ({e}); it runs within {hidden:?}"
+                        ),
+                        Err(_) => self.watch.end_group(
+                            &message,
+                            redwood_core::TaskErrorKind::Lost,
+                            format!(
+                                "its call failed ({why}) and its queue message could not be \
+                                 sent: {e}"
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
     }
 }
 

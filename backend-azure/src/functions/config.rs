@@ -44,6 +44,19 @@ pub struct FunctionsConfig {
     /// placement across regions; unknown when unset.
     #[serde(default)]
     pub slots: Option<u64>,
+    /// How tasks reach the app: `queue` (the default) or `http`, which sends small launches
+    /// (a `call`, a retry) to the HTTP-triggered function `redwood-call` for latency and the
+    /// rest through the queue (`REDWOOD_FUNCTIONS_INVOKE`).
+    #[serde(default)]
+    pub invoke: Option<String>,
+    /// The app's base URL, for `invoke = "http"` (`https://<app>.azurewebsites.net`;
+    /// `REDWOOD_FUNCTIONS_URL`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A key of `redwood-call` (or the app's master key), for `invoke = "http"`
+    /// (`REDWOOD_FUNCTIONS_KEY`, else `REDWOOD_FUNCTIONS_MASTER_KEY`).
+    #[serde(default)]
+    pub function_key: Option<String>,
 }
 
 impl std::fmt::Debug for FunctionsConfig {
@@ -61,7 +74,41 @@ impl std::fmt::Debug for FunctionsConfig {
             .field("poll_interval", &self.poll_interval)
             .field("sas_valid_for", &self.sas_valid_for)
             .field("slots", &self.slots)
+            .field("invoke", &self.invoke)
+            .field("url", &self.url)
+            .field(
+                "function_key",
+                &self.function_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
+    }
+}
+
+/// How tasks reach the function app.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Invoke {
+    /// Every group through the queue.
+    #[default]
+    Queue,
+    /// Small launches through the HTTP-triggered `redwood-call`, the rest through the queue.
+    Http {
+        /// The app's base URL (no trailing `/`).
+        url: String,
+        /// The key sent as `x-functions-key`, if any.
+        key: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Invoke {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invoke::Queue => f.write_str("Queue"),
+            Invoke::Http { url, key } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field("key", &key.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
     }
 }
 
@@ -84,6 +131,8 @@ pub struct FunctionsSettings {
     pub sas_valid_for: Duration,
     /// Tasks at once, if known.
     pub slots: Option<u64>,
+    /// How tasks reach the app.
+    pub invoke: Invoke,
 }
 
 impl std::fmt::Debug for FunctionsSettings {
@@ -94,6 +143,7 @@ impl std::fmt::Debug for FunctionsSettings {
             .field("group_size", &self.group_size)
             .field("base64", &self.base64)
             .field("poll_interval", &self.poll_interval)
+            .field("invoke", &self.invoke)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +160,7 @@ impl FunctionsSettings {
             poll_interval: Duration::from_millis(100),
             sas_valid_for: Duration::from_secs(2 * 24 * 3600),
             slots: None,
+            invoke: Invoke::Queue,
         }
     }
 
@@ -177,6 +228,38 @@ impl FunctionsSettings {
         s.group_size = group_size;
         s.base64 = base64;
         s.slots = region.slots;
+        s.invoke = match env(&region.invoke, "REDWOOD_FUNCTIONS_INVOKE").as_deref() {
+            None | Some("queue") => Invoke::Queue,
+            Some("http") => {
+                let url = env(&region.url, "REDWOOD_FUNCTIONS_URL").ok_or_else(|| {
+                    config.error(
+                        "url",
+                        &region.name,
+                        "`invoke = \"http\"` needs the function app's base URL: set `url` in \
+                         the region, or REDWOOD_FUNCTIONS_URL",
+                    )
+                })?;
+                match reqwest::Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => {
+                        return Err(config.error(
+                            "url",
+                            &url,
+                            format!("`url` = `{url}` is not an http(s) URL"),
+                        ));
+                    }
+                }
+                let key = env(&region.function_key, "REDWOOD_FUNCTIONS_KEY")
+                    .or_else(|| env(&None, "REDWOOD_FUNCTIONS_MASTER_KEY"));
+                Invoke::Http {
+                    url: url.trim_end_matches('/').to_string(),
+                    key,
+                }
+            }
+            Some(other) => {
+                return Err(config.error("invoke", other, "`invoke` is `queue` or `http`"));
+            }
+        };
         if !crate::queue::valid_queue_name(&s.queue) {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -238,5 +321,34 @@ mod tests {
         assert!(e.contains("group_size"), "{e}");
         let e = bad("queue = \"Bad_Queue\"");
         assert!(e.contains("not a valid queue name"), "{e}");
+        let e = bad("invoke = \"carrier-pigeon\"");
+        assert!(e.contains("`queue` or `http`"), "{e}");
+        let e = bad("invoke = \"http\"\nurl = \"ftp://app\"");
+        assert!(e.contains("not an http(s) URL"), "{e}");
+    }
+
+    #[test]
+    fn http_invocation_reads_the_url_and_hides_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = "AccountName=a;AccountKey=c2VjcmV0;QueueEndpoint=http://127.0.0.1:1/a";
+        let loaded = load(
+            dir.path(),
+            &format!(
+                "[default]\n[[default.regions]]\nname = \"fn\"\n\
+                 queue_connection_string = \"{conn}\"\ninvoke = \"http\"\n\
+                 url = \"https://app.example/\"\nfunction_key = \"k3y-s3cret\"\n"
+            ),
+        );
+        let s = FunctionsSettings::from_config(&loaded).unwrap();
+        assert_eq!(
+            s.invoke,
+            Invoke::Http {
+                url: "https://app.example".into(),
+                key: Some("k3y-s3cret".into())
+            }
+        );
+        assert!(!format!("{s:?}").contains("k3y-s3cret"));
+        let region: FunctionsConfig = loaded.region_settings().unwrap();
+        assert!(!format!("{region:?}").contains("k3y-s3cret"));
     }
 }

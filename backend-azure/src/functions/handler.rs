@@ -1,7 +1,9 @@
 //! Worker mode under a Functions host: a `#[redwood::main]` program started with
 //! `FUNCTIONS_CUSTOMHANDLER_PORT` is a custom handler. It answers `GET /` (ready), and each
-//! `POST /{function}` carrying a queue message runs that message's group of tasks and stores
-//! their outcomes as one segment through the message's write SAS; it never sees an account key.
+//! `POST /{function}` carrying a queue message (`redwood-task`) or an HTTP request whose body
+//! is one (`redwood-call`) runs that group of tasks and stores their outcomes as one segment
+//! through the message's write SAS; it never sees an account key. An HTTP invocation's answer
+//! carries the stored outcomes too, so its caller need not read them back.
 //! The tasks run in a warm pool of worker processes of the same program (the local backend's),
 //! so a task that crashes or overruns its timeout costs its worker, not the instance, and its
 //! error says how it ended (signal, stderr tail). A delivery of a cancelled job's group runs
@@ -39,8 +41,9 @@ inventory::submit! {
     redwood_core::raw::worker::WorkerMode { name: MODE, also_when: &[PORT_ENV], serve }
 }
 
-/// Who waits for the end of which `(task, attempt)`.
-type Waiting = Arc<Mutex<HashMap<(u64, u32), oneshot::Sender<AttemptEnd>>>>;
+/// Who waits for the end of which `(task, attempt)`: more than one delivery when a group
+/// reaches the instance twice while it runs (the attempt runs once, and both hear its end).
+type Waiting = Arc<Mutex<HashMap<(u64, u32), Vec<oneshot::Sender<Arc<AttemptEnd>>>>>>;
 
 /// A job this instance runs groups of: its job on the pool, and who waits for which attempt.
 struct JobRun {
@@ -143,21 +146,66 @@ async fn close_idle_jobs() {
     }
 }
 
-/// One invocation: the queue message's group, run and stored.
+/// Stored outcomes up to this size travel back in an HTTP invocation's answer too.
+const ANSWER_AT_MOST: usize = 4 << 20;
+
+/// How an invocation reached the handler.
+enum Trigger {
+    /// A queue message (`redwood-task`).
+    Queue,
+    /// An HTTP request (`redwood-call`): the caller waits for the answer.
+    Http,
+}
+
+/// What a delivery did: its log lines, and the outcomes it stored (not when an earlier
+/// delivery had stored them).
+struct Delivered {
+    logs: Vec<String>,
+    stored: Option<Bytes>,
+}
+
+/// One invocation: the group of a queue message or of an HTTP request, run and stored.
 async fn invoke(body: Bytes) -> axum::response::Response {
-    match handle(&body).await {
-        Ok(logs) => {
-            axum::Json(json!({"Outputs": {}, "Logs": logs, "ReturnValue": null})).into_response()
+    let (trigger, done) = match parse(&body) {
+        Ok((trigger, message, delivery)) => {
+            let done = deliver(&trigger, &message, delivery).await;
+            (trigger, done)
         }
-        Err(why) => (
+        Err(why) => (Trigger::Queue, Err(why)),
+    };
+    match (trigger, done) {
+        (Trigger::Queue, Ok(d)) => {
+            axum::Json(json!({"Outputs": {}, "Logs": d.logs, "ReturnValue": null})).into_response()
+        }
+        (Trigger::Queue, Err(why)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"Outputs": {}, "Logs": [why], "ReturnValue": null})),
         )
             .into_response(),
+        // The caller reads the outcomes from the answer (base64, as an HTTP output's body is
+        // text), or from storage when they are large or were stored before.
+        (Trigger::Http, Ok(d)) => {
+            let body = d
+                .stored
+                .filter(|b| b.len() <= ANSWER_AT_MOST)
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                .unwrap_or_default();
+            let res =
+                json!({"statusCode": 200, "body": body, "headers": {"content-type": "text/plain"}});
+            axum::Json(json!({"Outputs": {"res": res}, "Logs": d.logs, "ReturnValue": null}))
+                .into_response()
+        }
+        (Trigger::Http, Err(why)) => {
+            let res =
+                json!({"statusCode": 500, "body": why, "headers": {"content-type": "text/plain"}});
+            axum::Json(json!({"Outputs": {"res": res}, "Logs": [why], "ReturnValue": null}))
+                .into_response()
+        }
     }
 }
 
-async fn handle(body: &Bytes) -> std::result::Result<Vec<String>, String> {
+/// The trigger, the task group and the delivery count of an invocation's body.
+fn parse(body: &Bytes) -> std::result::Result<(Trigger, TaskMessage, u64), String> {
     let request: Value =
         serde_json::from_slice(body).map_err(|e| format!("the invocation is not JSON: {e}"))?;
     let data = request["Data"]
@@ -165,25 +213,58 @@ async fn handle(body: &Bytes) -> std::result::Result<Vec<String>, String> {
         .ok_or("the invocation has no Data object")?;
     let value = data
         .get("task")
+        .or_else(|| data.get("req"))
         .or_else(|| data.values().next())
         .ok_or("the invocation's Data is empty")?;
-    let message = TaskMessage::from_trigger(value)?;
+    // An HTTP trigger's request: the group is its body.
+    if let Some(body) = value.get("Body").filter(|_| value.get("Method").is_some()) {
+        let body = match body {
+            Value::String(text) => Value::String(text.clone()),
+            other => other.clone(),
+        };
+        return Ok((Trigger::Http, TaskMessage::from_trigger(&body)?, 1));
+    }
     let delivery = request["Metadata"]["DequeueCount"].as_u64().unwrap_or(1);
+    Ok((Trigger::Queue, TaskMessage::from_trigger(value)?, delivery))
+}
+
+/// Runs a group and stores its outcomes, unless its job is cancelled or (for the backup of a
+/// call) they are stored already.
+async fn deliver(
+    trigger: &Trigger,
+    message: &TaskMessage,
+    delivery: u64,
+) -> std::result::Result<Delivered, String> {
     let plain_http =
         message.container.starts_with("http://") && message.result_url.starts_with("http://");
     let blobs = SasBlobs::new(&message.container, &message.read_sas, plain_http)
         .map_err(|e| e.to_string())?;
     match blobs.exists(&message.stop).await {
         Ok(true) => {
-            return Ok(vec![format!(
-                "job {} was cancelled: group not run",
-                message.job
-            )]);
+            return Ok(Delivered {
+                logs: vec![format!("job {} was cancelled: group not run", message.job)],
+                stored: None,
+            });
         }
         Ok(false) => {}
         Err(e) => {
             let why = format!("cannot check whether the job was cancelled: {e}");
-            return Err(fail(&blobs, &message, why).await);
+            return Err(fail(&blobs, message, why).await);
+        }
+    }
+    if matches!(trigger, Trigger::Queue) && message.called {
+        match blobs.exists(&message.segment).await {
+            Ok(true) => {
+                return Ok(Delivered {
+                    logs: vec!["its call stored this group".to_string()],
+                    stored: None,
+                });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let why = format!("cannot check whether the group is stored: {e}");
+                return Err(fail(&blobs, message, why).await);
+            }
         }
     }
     if delivery > 1 {
@@ -196,21 +277,24 @@ async fn handle(body: &Bytes) -> std::result::Result<Vec<String>, String> {
         );
         let _ = blobs.put(&message.note_url, Bytes::from(note), false).await;
     }
-    let pack = match run_group(&blobs, &message).await {
-        Ok(p) => p,
-        Err(e) => return Err(fail(&blobs, &message, e).await),
+    let pack = match run_group(&blobs, message).await {
+        Ok(p) => Bytes::from(p),
+        Err(e) => return Err(fail(&blobs, message, e).await),
     };
-    match blobs
-        .put(&message.result_url, Bytes::from(pack), true)
-        .await
-    {
-        Ok(Put::Written) => Ok(vec![format!(
-            "{} tasks of job {} stored",
-            message.tasks.len(),
-            message.job
-        )]),
-        Ok(Put::Existed) => Ok(vec!["an earlier delivery stored this group".to_string()]),
-        Err(e) => Err(fail(&blobs, &message, format!("cannot store the outcomes: {e}")).await),
+    match blobs.put(&message.result_url, pack.clone(), true).await {
+        Ok(Put::Written) => Ok(Delivered {
+            logs: vec![format!(
+                "{} tasks of job {} stored",
+                message.tasks.len(),
+                message.job
+            )],
+            stored: Some(pack),
+        }),
+        Ok(Put::Existed) => Ok(Delivered {
+            logs: vec!["an earlier delivery stored this group".to_string()],
+            stored: None,
+        }),
+        Err(e) => Err(fail(&blobs, message, format!("cannot store the outcomes: {e}")).await),
     }
 }
 
@@ -251,12 +335,14 @@ async fn job_run(message: &TaskMessage) -> Result<Arc<JobRun>> {
     let routes = waiting.clone();
     tokio::spawn(async move {
         while let Some(end) = ends.next().await {
-            let waiter = routes
+            let waiters = routes
                 .lock()
                 .ok()
-                .and_then(|mut w| w.remove(&(end.task, end.attempt)));
-            if let Some(w) = waiter {
-                let _ = w.send(end);
+                .and_then(|mut w| w.remove(&(end.task, end.attempt)))
+                .unwrap_or_default();
+            let end = Arc::new(end);
+            for w in waiters {
+                let _ = w.send(end.clone());
             }
         }
         // The pool is gone: whoever still waits hears so (their senders drop).
@@ -377,8 +463,12 @@ async fn run_group(
             .map_err(|_| "the handler's state is poisoned")?;
         for (t, args) in message.tasks.iter().zip(args) {
             let (tx, rx) = oneshot::channel();
-            waiting.insert((t.task, message.attempt), tx);
             receivers.push((t.task, rx));
+            let waiters = waiting.entry((t.task, message.attempt)).or_default();
+            waiters.push(tx);
+            if waiters.len() > 1 {
+                continue; // running already, for another delivery
+            }
             attempts.push(Attempt {
                 task: t.task,
                 attempt: message.attempt,
@@ -393,22 +483,32 @@ async fn run_group(
         tasks: Vec::with_capacity(receivers.len()),
         instance: Some(std::process::id()),
     };
+    if launched.is_err()
+        && let Ok(mut waiting) = run.waiting.lock()
+    {
+        // Nothing will end them: no one waits.
+        for t in &message.tasks {
+            waiting.remove(&(t.task, message.attempt));
+        }
+    }
     for (task, rx) in receivers {
-        let outcome = match (&launched, rx.await) {
-            (Ok(()), Ok(end)) => {
-                times.tasks.push((
-                    task,
-                    micros(end.started.unwrap_or(end.finished)),
-                    micros(end.finished),
-                ));
-                end.outcome().clone()
-            }
-            (Err(e), _) => lost(
+        let outcome = match &launched {
+            Err(e) => lost(
                 message,
                 task,
                 format!("the instance's workers did not take it: {e}"),
             ),
-            (Ok(()), Err(_)) => lost(message, task, "the instance's workers stopped".into()),
+            Ok(()) => match rx.await {
+                Ok(end) => {
+                    times.tasks.push((
+                        task,
+                        micros(end.started.unwrap_or(end.finished)),
+                        micros(end.finished),
+                    ));
+                    end.outcome().clone()
+                }
+                Err(_) => lost(message, task, "the instance's workers stopped".into()),
+            },
         };
         let bytes = outcome
             .to_stored()

@@ -49,6 +49,10 @@ pub struct TaskMessage {
     /// A write-only SAS URL on the group's note (what went wrong in a delivery that could not
     /// store the outcomes, for the client to report if the message ends in the poison queue).
     pub note_url: String,
+    /// The group was sent as a call too (`invoke = "http"`), and this message is its backup:
+    /// a delivery runs it only if nothing is stored yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub called: bool,
 }
 
 /// One task of a group.
@@ -75,6 +79,11 @@ pub struct GroupTimes {
 }
 
 impl TaskMessage {
+    /// The name of the group's segment (the last part of its key).
+    pub fn segment_name(&self) -> &str {
+        self.segment.rsplit('/').next().unwrap_or(&self.segment)
+    }
+
     /// The message from a queue trigger's value: the JSON text (as a custom handler receives
     /// a queue message: a string), or the object itself.
     pub fn from_trigger(value: &serde_json::Value) -> Result<TaskMessage, String> {
@@ -137,6 +146,7 @@ mod tests {
             segment: "jobs/j/results/fn-t-1-a2".into(),
             result_url: "http://c/r?sig=x".into(),
             note_url: "http://c/n?sig=y".into(),
+            called: false,
         }
     }
 

@@ -76,6 +76,8 @@ pub(super) struct Watch {
     pub(super) wake: Notify,
     /// What the backend learns of the function's task times from stored groups.
     pub(super) task_times: Arc<TaskTimes>,
+    /// The segments read already (by listing, or from an HTTP invocation's answer).
+    pub(super) seen: Mutex<HashSet<String>>,
 }
 
 impl Watch {
@@ -90,6 +92,21 @@ impl Watch {
         } else {
             false
         }
+    }
+
+    fn has_seen(&self, segment: &str) -> bool {
+        self.seen
+            .lock()
+            .map(|s| s.contains(segment))
+            .unwrap_or(false)
+    }
+
+    /// Marks a segment read; whether it was new.
+    fn mark_seen(&self, segment: &str) -> bool {
+        self.seen
+            .lock()
+            .map(|mut s| s.insert(segment.to_string()))
+            .unwrap_or(false)
     }
 
     fn is_idle(&self) -> bool {
@@ -129,7 +146,6 @@ impl Watch {
 pub(super) async fn watch(shared: Arc<Shared>, poison: Arc<Queue>) {
     let w = &shared.watch;
     let prefix = shared.storage.layout().result_segments(&shared.spec.id);
-    let mut seen: HashSet<String> = HashSet::new();
     let mut last_poison = Instant::now();
     let fastest = shared.settings.poll_interval;
     let mut interval = fastest;
@@ -148,18 +164,16 @@ pub(super) async fn watch(shared: Arc<Shared>, poison: Arc<Queue>) {
                     let Some(name) = key.filename().map(str::to_string) else {
                         continue;
                     };
-                    if seen.contains(&name) {
+                    if w.has_seen(&name) {
                         continue;
                     }
                     let Some(attempt) = segment_attempt(&name) else {
-                        seen.insert(name); // the driver's own segments
+                        w.mark_seen(&name); // the driver's own segments
                         continue;
                     };
                     match shared.storage.get(&key).await {
                         Ok(bytes) => {
-                            read_group(&shared, &key, attempt, &bytes);
-                            seen.insert(name);
-                            news = true;
+                            news |= read_group(&shared, &key, attempt, &bytes);
                         }
                         Err(e) => tracing::debug!(%key, "a stored group is not readable yet: {e}"),
                     }
@@ -180,14 +194,26 @@ pub(super) async fn watch(shared: Arc<Shared>, poison: Arc<Queue>) {
     }
 }
 
-/// Ends the attempts a stored group holds.
-fn read_group(shared: &Shared, key: &object_store::path::Path, attempt: u32, bytes: &bytes::Bytes) {
+/// Ends the attempts a stored group (`key`, holding attempt `attempt`) holds, once; whether
+/// it was new.
+pub(super) fn read_group(
+    shared: &Shared,
+    key: &object_store::path::Path,
+    attempt: u32,
+    bytes: &bytes::Bytes,
+) -> bool {
     let w = &shared.watch;
+    let Some(name) = key.filename() else {
+        return false;
+    };
+    if !w.mark_seen(name) {
+        return false;
+    }
     let entries = match read_pack(bytes) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(%key, "a stored group is corrupt: {e}");
-            return;
+            return true;
         }
     };
     let times: GroupTimes = entries
@@ -227,6 +253,7 @@ fn read_group(shared: &Shared, key: &object_store::path::Path, attempt: u32, byt
         end.node = times.instance.map(|pid| format!("instance {pid}"));
         let _ = w.ends.unbounded_send(end);
     }
+    true
 }
 
 /// Ends the tasks of this job's messages in the poison queue, with the handler's note; other
@@ -255,7 +282,7 @@ async fn check_poison(shared: &Shared, poison: &Queue) {
         if message.job != shared.spec.id {
             continue;
         }
-        let name = message.segment.rsplit('/').next().unwrap_or_default();
+        let name = message.segment_name();
         let note_key = shared
             .storage
             .layout()

@@ -99,7 +99,18 @@ async fn route(
     }) else {
         return error(StatusCode::NOT_FOUND, format!("no function at {path}"));
     };
-    http_trigger(&state, method, &uri, route, headers, body, key).await
+    // As on Azure, an invocation runs to its end even when the caller hangs up: it runs on
+    // its own task, so a dropped connection neither cuts it short nor leaks its instance slot.
+    let route = route.to_string();
+    let run = tokio::spawn(async move {
+        http_trigger(&state, method, &uri, &route, headers, body, key).await
+    });
+    run.await.unwrap_or_else(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the invocation failed: {e}"),
+        )
+    })
 }
 
 /// `/_emulator/functions/{status,kill,faults}`.
