@@ -2,15 +2,17 @@
 //! here, with an Azurite; this program is the app's handler): the cold start of one `call`
 //! from zero instances, and `map` of N no-op tasks (default 10,000): tasks per second, queue
 //! requests per task (counted by a pass-through proxy in front of the queue service, the host's
-//! and the client's together), invocations and instances used; medians over `--runs`.
+//! and the client's together), invocations and instances used; the latency of a warm `call`
+//! (median of 20 in a row); medians over `--runs`. `--http` sends small launches through the
+//! app's HTTP trigger (`invoke = "http"`) instead of the queue.
 //!
 //! `cargo run --release --features azure --example bench_functions [-- --tasks N] [--runs R]
-//!  [--instances 4] [--workers 2]`
+//!  [--instances 4] [--workers 2] [--http]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redwood::azure::{AppOptions, AzureFunctionsBackend, FunctionsSettings, write_app};
+use redwood::azure::{AppOptions, AzureFunctionsBackend, FunctionsSettings, Invoke, write_app};
 use redwood::prelude::*;
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
@@ -77,6 +79,13 @@ async fn main() -> redwood::Result<()> {
     let host = FunctionsHost::start(options).await.map_err(failed)?;
     let mut settings = FunctionsSettings::new(&app.queue, &queue_connection);
     settings.poll_interval = Duration::from_millis(20);
+    let http = std::env::args().any(|a| a == "--http");
+    if http {
+        settings.invoke = Invoke::Http {
+            url: host.url().to_string(),
+            key: Some(host.master_key().to_string()),
+        };
+    }
     let rw = Session::builder()
         .backend(Arc::new(AzureFunctionsBackend::new(settings)?))
         .storage_url(format!("az://benchfn{}/runs", std::process::id()))
@@ -84,8 +93,8 @@ async fn main() -> redwood::Result<()> {
         .progress(false)
         .build()?;
 
-    // Cold starts: one call with no instance running.
-    let mut cold = Vec::new();
+    // Cold starts: one call with no instance running; then warm calls in a row.
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let idle = Instant::now();
         while host.status().instances > 0 && idle.elapsed() < Duration::from_secs(30) {
@@ -95,8 +104,16 @@ async fn main() -> redwood::Result<()> {
         let v = rw.call(noop, 7).await?;
         let took = started.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(v, 7);
-        println!("cold start {run}: {took:.0} ms");
+        let mut calls = Vec::new();
+        for i in 0..20 {
+            let started = Instant::now();
+            assert_eq!(rw.call(noop, i).await?, i);
+            calls.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let calls = median(calls);
+        println!("cold start {run}: {took:.0} ms; a warm call {calls:.1} ms");
         cold.push(took);
+        warm.push(calls);
     }
 
     // Throughput.
@@ -124,9 +141,15 @@ async fn main() -> redwood::Result<()> {
         peaks.push(f64::from(status.peak_instances));
     }
     println!(
-        "median of {runs}: cold start {:.0} ms; {:.0} tasks/s; {:.3} queue requests a task; \
-         {:.0} invocations; {:.0} instances",
+        "median of {runs} ({}): cold start {:.0} ms; warm call {:.1} ms; {:.0} tasks/s; \
+         {:.3} queue requests a task; {:.0} invocations; {:.0} instances",
+        if http {
+            "invoke = http"
+        } else {
+            "invoke = queue"
+        },
         median(cold),
+        median(warm),
         median(rates),
         median(per_task),
         median(invocations),

@@ -1,10 +1,12 @@
 //! The conformance runner: every case against every configured backend and store.
 //!
 //! - `REDWOOD_TEST_BACKEND`: comma-separated set-ups among `local`, `azure-batch`,
-//!   `local-regions` and `azure-batch-regions` (default: all). `azure-batch` runs against
-//!   `redwood-emulator`'s Batch API, started here, whose nodes are local folders and processes;
-//!   the `-regions` set-ups have two regions each (two local pools, or two emulated Batch
-//!   accounts), region `east` with its own Azurite account that outage cases take down.
+//!   `local-regions`, `azure-batch-regions`, `azure-functions` and `azure-functions-http`
+//!   (default: all). `azure-batch` runs against `redwood-emulator`'s Batch API, started here,
+//!   whose nodes are local folders and processes; the `-regions` set-ups have two regions each
+//!   (two local pools, or two emulated Batch accounts), region `east` with its own Azurite
+//!   account that outage cases take down; the `azure-functions` set-ups run against the
+//!   emulator's Functions host, the `-http` one sending small launches to its HTTP trigger.
 //! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory`, `azurite` and
 //!   `azurite-faults` (default: all of them for `local`; `azurite` for `azure-batch`, whose
 //!   nodes need a store they can reach by URL). `azurite` starts a real Azurite (see `redwood-emulator`);
