@@ -80,17 +80,7 @@ impl QueueService {
                 ),
             ));
         }
-        // The TLS provider for reqwest (built without one, to keep a lean dependency tree).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("cannot build an HTTP client: {e}"),
-                )
-            })?;
+        let http = crate::http_client::http_client(Some(Duration::from_secs(60)), false)?;
         let inner = ServiceInner {
             account,
             endpoint: endpoint.trim_end_matches('/').to_string(),

@@ -33,17 +33,7 @@ impl SasBlobs {
     /// `plain_http`: every URL is `http://` (an emulator), so no root certificates are loaded,
     /// which would be most of a short task's start-up.
     pub(crate) fn new(container: &str, read_sas: &str, plain_http: bool) -> Result<SasBlobs> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(300));
-        if plain_http {
-            builder = builder.tls_certs_only(Vec::new());
-        }
-        let http = builder.build().map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                format!("cannot build an HTTP client: {e}"),
-            )
-        })?;
+        let http = crate::http_client::http_client(Some(Duration::from_secs(300)), plain_http)?;
         Ok(SasBlobs {
             http,
             container: container.trim_end_matches('/').to_string(),

@@ -218,3 +218,22 @@ pub fn mpi_world(
     }
     Ok((world.rank, world.size, world.hosts.len(), seen))
 }
+
+/// Counts pseudo-random points of the unit square inside the quarter circle (as `pi` does): the
+/// real-Azure smoke tests' job.
+#[redwood::remote]
+pub fn hits(samples: u64, seed: u64) -> u64 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..samples)
+        .filter(|_| {
+            let (x, y) = (next(), next());
+            x * x + y * y <= 1.0
+        })
+        .count() as u64
+}

@@ -22,24 +22,7 @@ use std::time::Duration;
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
 use redwood::azure::{AzureFunctionsBackend, FunctionsSettings, Invoke};
-
-/// Counts pseudo-random points of the unit square inside the quarter circle (as `pi` does).
-#[redwood::remote]
-fn hits(samples: u64, seed: u64) -> u64 {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..samples)
-        .filter(|_| {
-            let (x, y) = (next(), next());
-            x * x + y * y <= 1.0
-        })
-        .count() as u64
-}
+use redwood_conformance::functions::hits;
 
 const REQUIRED: [&str; 4] = [
     "REDWOOD_AZURE_FUNCTIONS_QUEUE",

@@ -178,11 +178,7 @@ impl BatchClientBuilder {
         {
             return Err(bad("the account key is not valid base64".into()));
         }
-        // reqwest is built without a TLS provider of its own.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
+        let http = crate::http_client::http_client(None, false)?;
         Ok(BatchClient {
             http,
             base,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use redwood_core::{Error, ErrorKind, Result};
+use redwood_core::Result;
 
 use super::CALL_FUNCTION;
 
@@ -42,16 +42,10 @@ impl Caller {
         key: Option<String>,
         function_timeout: Duration,
     ) -> Result<Caller> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(function_timeout.saturating_add(ANSWER_GRACE))
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("cannot build an HTTP client: {e}"),
-                )
-            })?;
+        let http = crate::http_client::http_client(
+            Some(function_timeout.saturating_add(ANSWER_GRACE)),
+            false,
+        )?;
         Ok(Caller {
             http,
             url: format!("{}/api/{CALL_FUNCTION}", app_url.trim_end_matches('/')),
