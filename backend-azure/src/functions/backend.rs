@@ -408,13 +408,16 @@ impl Shared {
 
     /// A message's text as the queue takes it (JSON, base64 when the app says so).
     fn queue_text(&self, message: &TaskMessage) -> Result<String> {
-        let json = serde_json::to_string(message)
-            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a message: {e}")))?;
-        Ok(if self.settings.base64 {
+        Ok(self.queue_encoded(encode(message)?))
+    }
+
+    /// A message's JSON as the queue takes it (base64 when the app says so).
+    fn queue_encoded(&self, json: String) -> String {
+        if self.settings.base64 {
             base64::engine::general_purpose::STANDARD.encode(&json)
         } else {
             json
-        })
+        }
     }
 
     /// Records the group (for a client that attaches later), then puts its message.
@@ -449,19 +452,21 @@ impl Shared {
             .function_timeout
             .saturating_add(CALL_GRACE)
             .min(MAX_HIDDEN);
+        let json = match encode(&message) {
+            Ok(json) => json,
+            Err(e) => {
+                let why = e.to_string();
+                return self
+                    .watch
+                    .end_group(&message, redwood_core::TaskErrorKind::Lost, why);
+            }
+        };
+        let text = self.queue_encoded(json.clone());
         let backup = async {
-            let text = self.queue_text(&message)?;
             self.record(&message).await?;
             self.queue.send(&text, hidden).await
         };
-        let json =
-            serde_json::to_string(&message).map_err(|e| format!("cannot encode the group: {e}"));
-        let called = async {
-            match json {
-                Ok(json) => caller.call(json).await,
-                Err(why) => Answer::Failed(why),
-            }
-        };
+        let called = caller.call(json);
         let (backup, answer) = futures::join!(backup, called);
         let key = self
             .storage
@@ -533,4 +538,10 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
 
 inventory::submit! {
     BackendFactory { name: NAME, build: build_from_config }
+}
+
+/// A message as JSON (what the app's HTTP trigger takes, and the queue before its encoding).
+fn encode(message: &TaskMessage) -> Result<String> {
+    serde_json::to_string(message)
+        .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode a message: {e}")))
 }

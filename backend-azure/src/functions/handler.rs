@@ -218,11 +218,7 @@ fn parse(body: &Bytes) -> std::result::Result<(Trigger, TaskMessage, u64), Strin
         .ok_or("the invocation's Data is empty")?;
     // An HTTP trigger's request: the group is its body.
     if let Some(body) = value.get("Body").filter(|_| value.get("Method").is_some()) {
-        let body = match body {
-            Value::String(text) => Value::String(text.clone()),
-            other => other.clone(),
-        };
-        return Ok((Trigger::Http, TaskMessage::from_trigger(&body)?, 1));
+        return Ok((Trigger::Http, TaskMessage::from_trigger(body)?, 1));
     }
     let delivery = request["Metadata"]["DequeueCount"].as_u64().unwrap_or(1);
     Ok((Trigger::Queue, TaskMessage::from_trigger(value)?, delivery))
