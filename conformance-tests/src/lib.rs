@@ -5,6 +5,7 @@
 
 pub mod cases;
 pub mod functions;
+pub mod watchdog;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -11,6 +11,7 @@ use redwood::azure::PoolConfig;
 use redwood::azure::{AzureBatchBackendBuilder, BatchClient, BatchClientBuilder};
 use redwood::{Broadcast, Session, TaskOptions, WaitFor};
 use redwood_conformance::functions::{mpi_world, sleep_echo, square};
+use redwood_conformance::watchdog::{Watchdog, message_of};
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
 use serde_json::json;
@@ -757,12 +758,15 @@ fn main() -> ExitCode {
             Box::pin(allocation_failure_is_a_clear_error(e))
         }),
     ];
+    let watchdog = Watchdog::start(Duration::from_secs(20 * 60));
     let trials = cases
         .into_iter()
         .map(|(name, run)| {
-            let (rt, env) = (runtime.clone(), env.clone());
-            Trial::test(format!("azure-batch::faults::{name}"), move || {
-                rt.block_on(run(env))
+            let (rt, env, dog) = (runtime.clone(), env.clone(), watchdog.clone());
+            let name = format!("azure-batch::faults::{name}");
+            Trial::test(name.clone(), move || {
+                rt.block_on(dog.case(&name, message_of(run(env))))
+                    .map_err(Failed::from)
             })
         })
         .collect();

@@ -17,9 +17,11 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::Session;
+use redwood_conformance::watchdog::Watchdog;
 use redwood_conformance::{Ctx, all_cases, cases::child_main};
 
 mod fixtures;
@@ -46,17 +48,26 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(runtime) {
+    let code = match run(runtime.clone()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    };
+    // A task stuck in a blocking call must not keep the binary alive once the cases are done.
+    if let Ok(runtime) = Arc::try_unwrap(runtime) {
+        runtime.shutdown_timeout(Duration::from_secs(10));
     }
+    code
 }
+
+/// The longest the whole suite may run (on a 2-core machine it takes about ten minutes).
+const SUITE_LIMIT: Duration = Duration::from_secs(40 * 60);
 
 fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
     let args = Arguments::from_args();
+    let watchdog = Watchdog::start(SUITE_LIMIT);
     let exe = fixtures::this_exe()?;
     let mut services = Services::new(runtime.clone())?;
     let mut backends = fixtures::backends();
@@ -132,7 +143,8 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
                 .build()
                 .map_err(|e| format!("cannot build a `{name}` session on {}: {e}", store.url))?
         };
-        sessions.push((backend.deletes_stored_jobs(), session.clone()));
+        let deletes = backend.deletes_stored_jobs() && !store.vanishes;
+        sessions.push((deletes, session.clone()));
         let mut child_env = store.child_env.clone();
         child_env.extend(backend_env);
         for case in all_cases() {
@@ -150,14 +162,15 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
             let run = case.run;
             let alone = case.needs.outages;
             let exclusive = exclusive.clone();
-            let trial = Trial::test(trial_name, move || {
+            let dog = watchdog.clone();
+            let trial = Trial::test(trial_name.clone(), move || {
                 let _turn = if alone {
                     Err(exclusive.write().unwrap_or_else(|p| p.into_inner()))
                 } else {
                     Ok(exclusive.read().unwrap_or_else(|p| p.into_inner()))
                 };
-                rt.block_on(run(ctx))
-                    .map_err(|e| Failed::from(e.to_string()))
+                rt.block_on(dog.case(&trial_name, run(ctx)))
+                    .map_err(Failed::from)
             });
             trials.push(match skip {
                 Some(reason) => {
@@ -171,7 +184,13 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
     let conclusion = libtest_mimic::run(&args, trials);
     let mut code = conclusion.exit_code();
     for (deletes_stored_jobs, session) in sessions {
-        if !cleaned_up(&runtime, &session, deletes_stored_jobs, args.list) {
+        if !cleaned_up(
+            &runtime,
+            &watchdog,
+            &session,
+            deletes_stored_jobs,
+            args.list,
+        ) {
             code = ExitCode::FAILURE;
         }
     }
@@ -193,18 +212,23 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
 /// and reports whether that worked.
 fn cleaned_up(
     runtime: &tokio::runtime::Runtime,
+    watchdog: &Watchdog,
     session: &Session,
     deletes_stored_jobs: bool,
     listing: bool,
 ) -> bool {
     let storage = session.storage().clone();
     if !deletes_stored_jobs {
+        let what = format!("cleanup of the `{}` backend", session.backend().name());
         let released = runtime.block_on(
-            session
-                .backend()
-                .release(redwood::raw::backend::CleanupRequest::default()),
+            watchdog.step(
+                &what,
+                session
+                    .backend()
+                    .release(redwood::raw::backend::CleanupRequest::default()),
+            ),
         );
-        if let Err(e) = released {
+        if let Err(e) = released.and_then(|r| r.map_err(|e| e.to_string())) {
             eprintln!(
                 "cleanup of the `{}` backend failed: {e}",
                 session.backend().name()
@@ -213,10 +237,13 @@ fn cleaned_up(
         }
         return true;
     }
-    let left = runtime.block_on(async {
-        session.cleanup_all().await?;
-        storage.list(&storage.layout().jobs()).await
-    });
+    let what = format!("cleanup of {}", storage.url());
+    let left = runtime
+        .block_on(watchdog.step(&what, async {
+            session.cleanup_all().await?;
+            storage.list(&storage.layout().jobs()).await
+        }))
+        .and_then(|left| left.map_err(|e| e.to_string()));
     match left {
         Ok(left) if left.is_empty() || listing => true,
         Ok(left) => {

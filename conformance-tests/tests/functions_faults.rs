@@ -12,6 +12,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::azure::{AppOptions, AzureFunctionsBackend, FunctionsSettings, Invoke, write_app};
 use redwood::{ErrorKind, Session, TaskErrorKind, WaitFor};
 use redwood_conformance::functions::{sleep_echo, square};
+use redwood_conformance::watchdog::{Watchdog, message_of};
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
 use redwood_emulator::functions::{FunctionsHost, FunctionsHostOptions, HostFaults};
@@ -459,11 +460,15 @@ fn main() -> ExitCode {
             Box::pin(http_calls_fall_back_to_the_queue_under_faults(e))
         }),
     ];
+    let watchdog = Watchdog::start(Duration::from_secs(20 * 60));
     let trials = cases
         .into_iter()
         .map(|(name, run)| {
-            let (rt, env) = (runtime.clone(), env.clone());
-            Trial::test(name, move || rt.block_on(run(env)))
+            let (rt, env, dog) = (runtime.clone(), env.clone(), watchdog.clone());
+            Trial::test(name, move || {
+                rt.block_on(dog.case(name, message_of(run(env))))
+                    .map_err(Failed::from)
+            })
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);

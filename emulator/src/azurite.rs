@@ -275,6 +275,12 @@ impl Azurite {
         self.how
     }
 
+    /// Whether this fixture started it (with in-memory persistence): what it holds goes away
+    /// when it stops.
+    pub fn started_here(&self) -> bool {
+        self.child.is_some() || self.container.is_some()
+    }
+
     /// The accounts it serves (the first is the well-known one, when this fixture started it).
     pub fn accounts(&self) -> &[Account] {
         &self.accounts

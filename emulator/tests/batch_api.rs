@@ -237,11 +237,11 @@ async fn jobs_tasks_collections_filters_and_paging() {
     let r2 = c
         .call(Method::POST, "/jobs/j1/addtaskcollection", &[], Some(odd))
         .await;
-    assert_eq!(r2.body["value"][0]["status"], "clientError");
+    assert_eq!(r2.body["value"][0]["status"], "clienterror");
     assert_eq!(r2.body["value"][0]["error"]["code"], "UnsupportedProperty");
     assert_eq!(results.len(), 4);
     assert!(results[..3].iter().all(|t| t["status"] == "success"));
-    assert_eq!(results[3]["status"], "clientError");
+    assert_eq!(results[3]["status"], "clienterror");
     assert_eq!(results[3]["error"]["code"], "TaskExists");
 
     let too_many: Vec<Value> = (0..101)

@@ -187,8 +187,10 @@ async fn reduce_streams(ctx: Ctx) -> CaseResult {
 }
 
 async fn wait_variants(ctx: Ctx) -> CaseResult {
-    let mut items = vec![(3000u64, 0u64)];
+    const LONG: Duration = Duration::from_millis(3000);
+    let mut items = vec![(LONG.as_millis() as u64, 0u64)];
     items.extend((1..10).map(|i| (0, i)));
+    let submitted = Instant::now();
     let job = ctx
         .session
         .map_with(sleep_echo, items, one_region(&ctx))
@@ -200,9 +202,13 @@ async fn wait_variants(ctx: Ctx) -> CaseResult {
     let err = job
         .wait_timeout(WaitFor::All, Duration::from_millis(100))
         .await;
+    // On a loaded machine the long task may be done by now; then the wait owes no timeout.
+    let long_may_be_done = submitted.elapsed() >= LONG;
     check!(
-        matches!(&err, Err(e) if e.kind() == ErrorKind::Timeout),
-        "wait_timeout gave {err:?}"
+        matches!(&err, Err(e) if e.kind() == ErrorKind::Timeout)
+            || (long_may_be_done && matches!(&err, Ok(s) if s.finished == 10)),
+        "wait_timeout gave {err:?} {:?} after submitting",
+        submitted.elapsed()
     );
     let bad = job.wait(WaitFor::Fraction(1.5)).await;
     check!(

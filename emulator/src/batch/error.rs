@@ -97,6 +97,9 @@ impl BatchError {
 
 impl IntoResponse for BatchError {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::NOT_MODIFIED {
+            return self.status.into_response(); // a 304 has no body
+        }
         // The account URL is filled in by the middleware that knows it; here a relative one.
         let mut response = (self.status, axum::Json(self.body(""))).into_response();
         if let Ok(v) = HeaderValue::from_str(self.code) {

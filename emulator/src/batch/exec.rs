@@ -87,6 +87,18 @@ pub(super) async fn run(state: Arc<AccountState>, mut p: Placement) {
                 }
             }
         }
+        super::pool_update::drop_left_nodes(&mut data, &p.pool);
+        // Only a job that acts on its tasks' exit conditions is looked at again.
+        let acting_job = data
+            .jobs
+            .get(&p.job)
+            .filter(|j| j.state() == "active")
+            .filter(|j| {
+                j.str("onTaskFailure")
+                    .is_some_and(|m| m.eq_ignore_ascii_case("performexitoptionsjobaction"))
+            })
+            .map(|j| j.body.clone());
+        let mut action = None;
         if let Some(task) = data
             .tasks
             .get_mut(&p.job.to_lowercase())
@@ -94,10 +106,69 @@ pub(super) async fn run(state: Arc<AccountState>, mut p: Placement) {
             .filter(|t| t.run == p.run)
         {
             finish(task, outcome);
+            end_subtasks(task);
+            if task.state() == "completed"
+                && let Some(job) = &acting_job
+            {
+                action = job_action_after(job, task);
+            }
         }
-        complete_job_if_done(&mut data, &p.job);
+        let stopped = match action {
+            Some("terminate") => super::jobs::end_job(&mut data, &p.job, "TaskFailed"),
+            Some(_) => super::job_update::disable(&mut data, &p.job),
+            None => {
+                complete_job_if_done(&mut data, &p.job);
+                Vec::new()
+            }
+        };
+        let stop = if action == Some("terminate") {
+            Stop::Terminate
+        } else {
+            Stop::Requeue
+        };
+        drop(data);
+        for task in stopped {
+            stop_task(&state, &p.job, &task, stop);
+        }
     }
     state.changed.notify_one();
+}
+
+/// A multi-instance task's subtasks end with its run: completed with the run's exit code,
+/// whether the task itself completed or goes back to the queue for a retry.
+fn end_subtasks(task: &mut super::resources::Resource) {
+    let info = task.body.get("executionInfo");
+    let exit_code = info.and_then(|e| e.get("exitCode")).cloned();
+    let failed = exit_code.as_ref().and_then(Value::as_i64) != Some(0);
+    let now = now_string();
+    for sub in &mut task.subtasks {
+        if sub.get("state").and_then(Value::as_str) == Some("completed") {
+            continue;
+        }
+        sub["previousState"] = Value::from("running");
+        sub["previousStateTransitionTime"] = sub["stateTransitionTime"].clone();
+        sub["state"] = Value::from("completed");
+        sub["stateTransitionTime"] = Value::from(now.clone());
+        sub["endTime"] = Value::from(now.clone());
+        sub["result"] = Value::from(if failed { "failure" } else { "success" });
+        if let Some(code) = &exit_code {
+            sub["exitCode"] = code.clone();
+        }
+    }
+}
+
+/// The job action a completed task's exit conditions ask for (see [`super::exit_conditions`]).
+fn job_action_after(
+    job: &serde_json::Map<String, Value>,
+    task: &super::resources::Resource,
+) -> Option<&'static str> {
+    let info = task.body.get("executionInfo");
+    let exit_code = info.and_then(|e| e.get("exitCode")).and_then(Value::as_i64);
+    let failure = info
+        .and_then(|e| e.get("failureInfo"))
+        .and_then(|f| f.get("code"))
+        .and_then(Value::as_str);
+    super::exit_conditions::job_action(job, &task.body, exit_code, failure)
 }
 
 /// How a run ended: the exit code, or why there is none.
@@ -297,7 +368,7 @@ pub(super) fn end_task(task: &mut super::resources::Resource, message: &str) {
         .unwrap_or_else(|| json!({"retryCount": 0, "requeueCount": 0}));
     info["endTime"] = Value::from(now.clone());
     info["result"] = Value::from("failure");
-    info["failureInfo"] = json!({"category": "UserError", "code": "TaskEnded", "message": message});
+    info["failureInfo"] = json!({"category": "usererror", "code": "TaskEnded", "message": message});
     let previous = task.str("state").unwrap_or("active").to_string();
     task.update([
         ("state", Value::from("completed")),
@@ -325,23 +396,23 @@ pub(super) fn finish(task: &mut super::resources::Resource, end: RunEnd) {
         RunEnd::Exited(0) => (Some(0), None),
         RunEnd::Exited(code) => (
             Some(*code),
-            Some(json!({"category": "UserError", "code": "FailureExitCode",
+            Some(json!({"category": "usererror", "code": "FailureExitCode",
                 "message": "The task exited with an exit code representing a failure"})),
         ),
         RunEnd::TimedOut(limit) => (
             None,
             Some(
-                json!({"category": "UserError", "code": "MaxWallClockTimeExceeded",
+                json!({"category": "usererror", "code": "MaxWallClockTimeExceeded",
                 "message": format!("The task ran longer than its maxWallClockTime of {limit:?}")}),
             ),
         ),
         RunEnd::NotStarted(why) => (
             None,
-            Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
+            Some(json!({"category": "servererror", "code": "TaskStartFailed", "message": why})),
         ),
         RunEnd::Stopped(Stop::Terminate) => (
             None,
-            Some(json!({"category": "UserError", "code": "TaskEnded",
+            Some(json!({"category": "usererror", "code": "TaskEnded",
                 "message": "The task was terminated by a request"})),
         ),
         RunEnd::Stopped(Stop::Requeue) => {
@@ -359,11 +430,11 @@ pub(super) fn finish(task: &mut super::resources::Resource, end: RunEnd) {
         RunEnd::Ineligible => return back_to_queue(task, now, info),
         RunEnd::ResourceFiles(why) => (
             None,
-            Some(json!({"category": "UserError", "code": "BlobDownloadMiscError", "message": why})),
+            Some(json!({"category": "usererror", "code": "BlobDownloadMiscError", "message": why})),
         ),
         RunEnd::Upload(code, why) => (
             Some(*code),
-            Some(json!({"category": "UserError", "code": "FileUploadMiscError", "message": why})),
+            Some(json!({"category": "usererror", "code": "FileUploadMiscError", "message": why})),
         ),
     };
     let retryable = matches!(end, RunEnd::Exited(c) if c != 0);

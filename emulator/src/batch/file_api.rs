@@ -1,5 +1,5 @@
-//! The file API of tasks and nodes: listing, and reading whole, by `ocp-range` or as `HEAD`;
-//! never a file outside the task's or node's folder.
+//! The file API of tasks and nodes: listing, reading (whole, by `ocp-range` or as `HEAD`) and
+//! deleting; never a file outside the task's or node's folder.
 
 use std::path::PathBuf;
 
@@ -50,48 +50,163 @@ pub(super) async fn list_task_files(
     request: Request,
 ) -> Result<Response, BatchError> {
     let query = query_pairs(&request);
-    let recursive = query.iter().any(|(k, v)| k == "recursive" && v == "true");
     let folder = task_folder(&state.data(), &job, &task)?;
+    let path = format!("/jobs/{job}/tasks/{task}/files");
+    list_folder(&state, &folder, &path, &query)
+}
+
+/// `GET /pools/{pool}/nodes/{node}/files`: the node's files, from its root folder.
+pub(super) async fn list_node_files(
+    State(state): State<Shared>,
+    Path((pool, node)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let query = query_pairs(&request);
+    let folder = node_folder(&state.data(), &pool, &node)?;
+    let path = format!("/pools/{pool}/nodes/{node}/files");
+    list_folder(&state, &folder, &path, &query)
+}
+
+/// The entries of `folder` (and below it, with `recursive=true`) as a paged list of files.
+fn list_folder(
+    state: &Shared,
+    folder: &std::path::Path,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<Response, BatchError> {
+    let recursive = query
+        .iter()
+        .any(|(k, v)| k == "recursive" && v.eq_ignore_ascii_case("true"));
     let mut files = Vec::new();
-    let mut pending = vec![folder.clone()];
+    let mut pending = vec![folder.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            let name = path
-                .strip_prefix(&folder)
+            let entry_path = entry.path();
+            // Not followed: a link is listed, never walked (it could lead out of the folder).
+            let Ok(meta) = std::fs::symlink_metadata(&entry_path) else {
+                continue;
+            };
+            let name = entry_path
+                .strip_prefix(folder)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             if meta.is_dir() && recursive {
-                pending.push(path.clone());
+                pending.push(entry_path.clone());
             }
-            let modified = meta
-                .modified()
-                .map(httpdate::fmt_http_date)
-                .unwrap_or_default();
+            let time = |t: std::io::Result<std::time::SystemTime>| {
+                t.map(super::resources::rfc3339).unwrap_or_default()
+            };
             let mut body = Map::new();
             body.insert("name".into(), Value::from(name.clone()));
             body.insert(
                 "url".into(),
-                Value::from(format!(
-                    "{}/jobs/{job}/tasks/{task}/files/{name}",
-                    state.url
-                )),
+                Value::from(format!("{}{path}/{name}", state.url)),
             );
             body.insert("isDirectory".into(), Value::from(meta.is_dir()));
             body.insert(
                 "properties".into(),
-                json!({"contentLength": meta.len(), "lastModified": modified, "contentType": "application/octet-stream"}),
+                json!({
+                    "creationTime": time(meta.created().or_else(|_| meta.modified())),
+                    "lastModified": time(meta.modified()),
+                    "contentLength": meta.len(),
+                    "contentType": "application/octet-stream",
+                    "fileMode": if meta.is_dir() { "040755" } else { "0100644" },
+                }),
             );
             files.push(Resource::new(body, std::time::SystemTime::now()));
         }
     }
     files.sort_by(|a, b| a.str("name").cmp(&b.str("name")));
-    let path = format!("/jobs/{job}/tasks/{task}/files");
-    list(&state, "files", &path, &query, files.iter())
+    list(state, "files", path, query, files.iter())
+}
+
+/// The root folder of a node of a pool.
+fn node_folder(data: &Data, pool: &str, node: &str) -> Result<PathBuf, BatchError> {
+    if data.pools.get(pool).is_none() {
+        return Err(BatchError::not_found("PoolNotFound", "pool"));
+    }
+    data.nodes
+        .get(&pool.to_lowercase())
+        .and_then(|nodes| nodes.iter().find(|n| n.id == node))
+        .map(|n| n.dir.clone())
+        .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))
+}
+
+/// `DELETE /jobs/{job}/tasks/{task}/files/{path}` (`recursive=true` for a folder).
+pub(super) async fn delete_task_file(
+    State(state): State<Shared>,
+    Path((job, task, path)): Path<(String, String, String)>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let folder = task_folder(&state.data(), &job, &task)?;
+    delete_file(&folder, &path, &query_pairs(&request))
+}
+
+/// `DELETE /pools/{pool}/nodes/{node}/files/{path}` (`recursive=true` for a folder).
+pub(super) async fn delete_node_file(
+    State(state): State<Shared>,
+    Path((pool, node, path)): Path<(String, String, String)>,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let folder = node_folder(&state.data(), &pool, &node)?;
+    delete_file(&folder, &path, &query_pairs(&request))
+}
+
+/// Deletes a file (or, with `recursive=true`, a folder and what it holds) inside `folder`;
+/// never anything outside it.
+fn delete_file(
+    folder: &std::path::Path,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<Response, BatchError> {
+    let recursive = query
+        .iter()
+        .any(|(k, v)| k == "recursive" && v.eq_ignore_ascii_case("true"));
+    let missing = || {
+        BatchError::new(
+            StatusCode::NOT_FOUND,
+            "FileNotFound",
+            "The specified file does not exist.",
+        )
+        .with("FilePath", path.to_string())
+    };
+    let target = super::files::inside(folder, path).map_err(|_| missing())?;
+    let (Ok(real_folder), Ok(meta)) = (folder.canonicalize(), std::fs::symlink_metadata(&target))
+    else {
+        return Err(missing());
+    };
+    // The parent is resolved (not the entry: a link is deleted, never what it points at).
+    let parent_inside = target
+        .parent()
+        .and_then(|p| p.canonicalize().ok())
+        .is_some_and(|p| p.starts_with(&real_folder));
+    if !parent_inside || target == folder {
+        return Err(missing());
+    }
+    let removed = if meta.is_dir() {
+        if recursive {
+            std::fs::remove_dir_all(&target)
+        } else {
+            std::fs::remove_dir(&target).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::DirectoryNotEmpty, "not empty")
+            })
+        }
+    } else {
+        std::fs::remove_file(&target)
+    };
+    match removed {
+        Ok(()) => Ok(StatusCode::OK.into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "DirectoryNotEmpty",
+            "The folder is not empty; delete it with recursive=true.",
+        )
+        .with("FilePath", path.to_string())),
+        Err(_) => Err(missing()),
+    }
 }
 
 pub(super) async fn get_task_file(
@@ -110,17 +225,7 @@ pub(super) async fn get_node_file(
     Path((pool, node, path)): Path<(String, String, String)>,
     request: Request,
 ) -> Result<Response, BatchError> {
-    let folder = {
-        let data = state.data();
-        if data.pools.get(&pool).is_none() {
-            return Err(BatchError::not_found("PoolNotFound", "pool"));
-        }
-        data.nodes
-            .get(&pool.to_lowercase())
-            .and_then(|nodes| nodes.iter().find(|n| n.id == node))
-            .map(|n| n.dir.clone())
-            .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?
-    };
+    let folder = node_folder(&state.data(), &pool, &node)?;
     let url = format!("{}/pools/{pool}/nodes/{node}/files/{path}", state.url);
     file_response(&folder, &path, url, &request)
 }
@@ -187,10 +292,9 @@ fn file_response(
         .modified()
         .map(httpdate::fmt_http_date)
         .unwrap_or_default();
+    // The service answers a ranged read with 200 (not 206): `ocp-range` is its own header, and
+    // the SDKs accept 200 only.
     let mut response = body.into_response();
-    if range.is_some() {
-        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-    }
     let headers = response.headers_mut();
     headers.insert(
         "content-type",

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::conditions::{Access, check};
 use super::error::BatchError;
 use super::exec;
 use super::middleware::query_pairs;
@@ -15,11 +16,12 @@ use super::preparation;
 use super::resources::{
     JOB_PROPERTIES, Resource, TERMINATE_PROPERTIES, check_id, check_known, now_string, optional_int,
 };
-use super::server::Shared;
+use super::server::{Data, Shared};
 
 pub(super) async fn terminate_job(
     State(state): State<Shared>,
     Path(job): Path<String>,
+    headers: HeaderMap,
     request: Request,
 ) -> Result<Response, BatchError> {
     let has_body = request
@@ -56,35 +58,55 @@ pub(super) async fn terminate_job(
             "The specified job is already in a completed state.",
         ));
     }
-    let now = now_string();
-    resource.update([
-        ("state", Value::from("completed")),
-        ("stateTransitionTime", Value::from(now.clone())),
-        (
-            "executionInfo",
-            json!({"endTime": now, "terminateReason": reason.unwrap_or_else(|| "UserTerminate".into())}),
-        ),
-    ]);
+    check(&headers, resource, Access::Write)?;
+    let stopped = end_job(
+        &mut data,
+        &job,
+        reason.as_deref().unwrap_or("UserTerminate"),
+    );
     let mut response = StatusCode::ACCEPTED.into_response();
-    set_resource_headers(response.headers_mut(), resource);
-    // As on the service, the job's unfinished tasks end with it, and running ones are stopped.
-    let mut stopped = Vec::new();
-    if let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) {
-        for task in tasks.all_mut() {
-            if task.str("state") != Some("completed") {
-                exec::end_task(
-                    task,
-                    "The task was terminated because its job was terminated",
-                );
-                stopped.extend(task.str("id").map(str::to_string));
-            }
-        }
+    if let Some(resource) = data.jobs.get(&job) {
+        set_resource_headers(response.headers_mut(), resource);
     }
     drop(data);
     for task in stopped {
         exec::stop_task(&state, &job, &task, exec::Stop::Terminate);
     }
     Ok(response)
+}
+
+/// Completes a job with `reason`, as terminating it does: its unfinished tasks end with it.
+/// Returns the tasks that were running, for the caller to stop once the data is unlocked.
+pub(super) fn end_job(data: &mut Data, job: &str, reason: &str) -> Vec<String> {
+    let Some(resource) = data.jobs.get_mut(job) else {
+        return Vec::new();
+    };
+    let now = now_string();
+    let previous = resource.state().to_string();
+    resource.update([
+        ("state", Value::from("completed")),
+        ("previousState", Value::from(previous)),
+        ("stateTransitionTime", Value::from(now.clone())),
+        (
+            "executionInfo",
+            json!({"endTime": now, "terminateReason": reason}),
+        ),
+    ]);
+    let mut stopped = Vec::new();
+    if let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) {
+        for task in tasks.all_mut() {
+            if task.state() != "completed" {
+                if task.state() == "running" {
+                    stopped.push(task.id().to_string());
+                }
+                exec::end_task(
+                    task,
+                    "The task was terminated because its job was terminated",
+                );
+            }
+        }
+    }
+    stopped
 }
 
 pub(super) async fn add_job(
@@ -139,12 +161,14 @@ pub(super) async fn list_jobs(
 pub(super) async fn get_job(
     State(state): State<Shared>,
     Path(job): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let data = state.data();
     let resource = data
         .jobs
         .get(&job)
         .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    check(&headers, resource, Access::Read)?;
     Ok(one(&state, "jobs", resource))
 }
 
@@ -208,11 +232,15 @@ pub(super) async fn list_preparation_status(
 pub(super) async fn delete_job(
     State(state): State<Shared>,
     Path(job): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
-    data.jobs
-        .remove(&job)
+    let resource = data
+        .jobs
+        .get(&job)
         .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    check(&headers, resource, Access::Write)?;
+    data.jobs.remove(&job);
     data.tasks.remove(&job.to_lowercase());
     drop(data);
     let key = job.to_lowercase();

@@ -242,6 +242,15 @@ pub(super) async fn unknown_path(method: Method) -> BatchError {
     )
 }
 
+/// A known path asked with a verb it does not take (`PUT /pools`, say).
+pub(super) async fn unsupported_verb(method: Method) -> BatchError {
+    BatchError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UnsupportedHttpVerb",
+        format!("The resource does not support the HTTP verb {method}."),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

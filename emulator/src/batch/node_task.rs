@@ -14,7 +14,8 @@ use super::server::AccountState;
 pub(super) struct NodeTask<'a> {
     pub state: &'a AccountState,
     pub pool: &'a str,
-    /// Its definition (`commandLine`, `resourceFiles`, `environmentSettings`, `constraints`).
+    /// Its definition (`commandLine`, `resourceFiles`, `environmentSettings`, and
+    /// `maxTaskRetryCount` for a start task or `constraints` for a preparation task).
     pub spec: &'a Value,
     /// Its folder; the working directory is `wd` inside.
     pub dir: &'a Path,
@@ -39,7 +40,11 @@ impl NodeTask<'_> {
         command: impl Fn() -> tokio::process::Command,
         record: impl Fn(Value),
     ) -> Value {
-        let max_retries = super::exec::max_task_retries(self.spec.get("constraints"));
+        // A start task names its retries itself; a job preparation task in its constraints.
+        let max_retries = match self.spec.get("maxTaskRetryCount").and_then(Value::as_i64) {
+            Some(n) => n,
+            None => super::exec::max_task_retries(self.spec.get("constraints")),
+        };
         let started = now_string();
         let mut retry = 0i64;
         loop {
@@ -79,7 +84,7 @@ impl NodeTask<'_> {
         let not_started = |why: String| {
             (
                 None,
-                Some(json!({"category": "ServerError", "code": "TaskStartFailed", "message": why})),
+                Some(json!({"category": "servererror", "code": "TaskStartFailed", "message": why})),
             )
         };
         let wd = self.dir.join("wd");
@@ -96,7 +101,7 @@ impl NodeTask<'_> {
             return (
                 None,
                 Some(
-                    json!({"category": "UserError", "code": "BlobDownloadMiscError",
+                    json!({"category": "usererror", "code": "BlobDownloadMiscError",
                     "message": "Miscellaneous error encountered while downloading one of the specified Azure Blob(s)",
                     "details": [{"name": "Message", "value": why}]}),
                 ),
@@ -116,7 +121,7 @@ impl NodeTask<'_> {
             Ok(status) if status.success() => (Some(0), None),
             Ok(status) => (
                 Some(status.code().unwrap_or(-1)),
-                Some(json!({"category": "UserError", "code": "FailureExitCode",
+                Some(json!({"category": "usererror", "code": "FailureExitCode",
                     "message": "The task exited with an exit code representing a failure"})),
             ),
             Err(e) => not_started(format!("cannot start /bin/sh: {e}")),

@@ -22,6 +22,12 @@ pub struct Node {
     pub wait_for_start: bool,
     /// The start task's `startTaskInfo`, once it started.
     pub start_info: Option<Value>,
+    /// Its private IP address, as the service reports one (made up, unique in the pool).
+    pub ip: String,
+    /// When it joined the pool.
+    pub allocated: String,
+    /// Removed from its pool (`removenodes`), waiting for its tasks to finish first.
+    pub leaving: bool,
 }
 
 /// Where a node is with its pool's start task.
@@ -38,12 +44,15 @@ pub enum Startup {
 }
 
 impl Node {
-    fn new(id: String, dir: PathBuf, start_task: Option<&Value>) -> Node {
+    fn new(id: String, dir: PathBuf, serial: usize, start_task: Option<&Value>) -> Node {
         let _ = std::fs::create_dir_all(dir.join("shared"));
         Node {
             id,
             slots_used: 0,
             dir,
+            ip: format!("10.0.{}.{}", (serial / 250) % 256, serial % 250 + 4),
+            allocated: super::resources::now_string(),
+            leaving: false,
             startup: if start_task.is_some() {
                 Startup::Pending
             } else {
@@ -59,11 +68,14 @@ impl Node {
 
     /// Whether tasks may be placed on it: its start task succeeded, or tasks need not wait.
     pub fn takes_tasks(&self) -> bool {
-        self.startup == Startup::Ready || !self.wait_for_start
+        !self.leaving && (self.startup == Startup::Ready || !self.wait_for_start)
     }
 
     /// Its `state`, as the service reports it.
-    fn state(&self) -> &'static str {
+    pub fn state(&self) -> &'static str {
+        if self.leaving {
+            return "leavingpool";
+        }
         if self.slots_used > 0 {
             return "running";
         }
@@ -89,9 +101,10 @@ pub fn resize_nodes(
 ) {
     let list = nodes.entry(pool.to_lowercase()).or_default();
     while list.len() < count {
-        let id = format!("tvmps_{}_{:03}", pool.to_lowercase(), list.len());
+        let serial = NODE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("tvmps_{}_{serial:03}", pool.to_lowercase());
         let dir = root.join(pool).join(&id);
-        list.push(Node::new(id, dir, start_task));
+        list.push(Node::new(id, dir, serial, start_task));
     }
     while list.len() > count && list.last().is_some_and(|n| n.slots_used == 0) {
         list.pop();
@@ -106,24 +119,33 @@ pub fn replace_lost_node(
     start_task: Option<&Value>,
 ) {
     let list = nodes.entry(pool.to_lowercase()).or_default();
-    let serial = list.len() + LOST_NODE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let serial = NODE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("tvmps_{}_r{serial:03}", pool.to_lowercase());
     let dir = root.join(pool).join(&id);
-    list.push(Node::new(id, dir, start_task));
+    list.push(Node::new(id, dir, serial, start_task));
 }
 
-static LOST_NODE_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Makes node ids (and addresses) unique across a pool's life, as a removed node's id is never
+/// given to a new one.
+static NODE_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The JSON of a node, as `GET /pools/{pool}/nodes` returns it.
-pub fn node_json(url: &str, pool: &str, node: &Node) -> Value {
+pub fn node_json(url: &str, pool: &str, vm_size: &str, node: &Node) -> Value {
     let mut body = json!({
         "id": node.id,
         "url": format!("{url}/pools/{pool}/nodes/{}", node.id),
         "state": node.state(),
         "schedulingState": "enabled",
+        "stateTransitionTime": node.allocated,
+        "allocationTime": node.allocated,
+        "lastBootTime": node.allocated,
+        "affinityId": node.id,
+        "vmSize": vm_size,
+        "ipAddress": node.ip,
         "runningTasksCount": node.slots_used,
         "runningTaskSlotsCount": node.slots_used,
         "isDedicated": true,
+        "nodeAgentInfo": {"version": "1.12.5", "lastUpdateTime": node.allocated},
     });
     if let Some(info) = &node.start_info {
         body["startTaskInfo"] = info.clone();

@@ -1,6 +1,6 @@
 //! The scheduler: places active tasks into free task slots of nodes that can take them (start
-//! task done, job preparation not failed there), honouring `maxParallelTasks`, and completes a
-//! job whose tasks are all done when it asks for that.
+//! task done, job preparation not failed there), honouring `maxParallelTasks` and task
+//! dependencies, and completes a job whose tasks are all done when it asks for that.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::dependencies;
 use super::exec::{Stop, parse_duration, run};
 use super::resources::now_string;
 use super::server::AccountState;
@@ -79,6 +80,8 @@ struct JobExtras {
     pub(super) env: Arc<Vec<(String, String)>>,
     /// `jobPreparationTask`.
     pub(super) prep: Option<Value>,
+    /// `usesTaskDependencies`: a waiting task starts only once its dependencies allow.
+    dependencies: bool,
 }
 
 /// Name/value pairs of an `environmentSettings` list.
@@ -122,6 +125,7 @@ pub fn schedule(state: &Arc<AccountState>) {
                 let extras = Arc::new(JobExtras {
                     env: Arc::new(env_list(j.body.get("commonEnvironmentSettings"))),
                     prep: j.body.get("jobPreparationTask").cloned(),
+                    dependencies: j.body.get("usesTaskDependencies") == Some(&Value::Bool(true)),
                 });
                 Some((j.str("id")?.to_string(), pool, limit, extras))
             })
@@ -160,6 +164,7 @@ pub fn schedule(state: &Arc<AccountState>) {
             let mut active: Vec<(&str, &str)> = Vec::new();
             for t in tasks.all() {
                 match t.state() {
+                    "active" if extras.dependencies && !dependencies::ready(t, tasks) => {}
                     "active" => active.push((t.created(), t.id())),
                     "running" => running += 1,
                     _ => {}
@@ -215,6 +220,23 @@ pub fn schedule(state: &Arc<AccountState>) {
                     .map(|&i| (nodes[i].id.clone(), nodes[i].dir.clone()))
                     .collect();
                 let node = &nodes[free[0]];
+                let started = now_string();
+                task.subtasks = others
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (other, _))| {
+                        json!({
+                            "id": i + 1,
+                            "nodeInfo": {
+                                "affinityId": other, "poolId": pool, "nodeId": other,
+                                "nodeUrl": format!("{}/pools/{pool}/nodes/{other}", state.url),
+                                "taskRootDirectory": format!("workitems/{job}/job-1/{task_id}"),
+                            },
+                            "startTime": started, "state": "running",
+                            "stateTransitionTime": started, "previousState": "preparing",
+                        })
+                    })
+                    .collect();
                 let counter = |name: &str| {
                     task.body
                         .get("executionInfo")

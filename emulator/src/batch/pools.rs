@@ -3,13 +3,14 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use std::collections::HashMap;
 
 use super::autoscale;
+use super::conditions::{Access, check};
 use super::error::BatchError;
 use super::exec;
 use super::middleware::query_pairs;
@@ -69,23 +70,29 @@ pub(super) async fn list_pools(
 pub(super) async fn get_pool(
     State(state): State<Shared>,
     Path(pool): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let data = state.data();
     let resource = data
         .pools
         .get(&pool)
         .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    check(&headers, resource, Access::Read)?;
     Ok(one(&state, "pools", resource))
 }
 
 pub(super) async fn delete_pool(
     State(state): State<Shared>,
     Path(pool): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
-    data.pools
-        .remove(&pool)
+    let resource = data
+        .pools
+        .get(&pool)
         .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    check(&headers, resource, Access::Write)?;
+    data.pools.remove(&pool);
     data.nodes.remove(&pool.to_lowercase());
     // Its nodes are gone, and with them the processes of the tasks they ran.
     let running: Vec<(String, String)> = data
@@ -181,8 +188,9 @@ pub(super) fn allocate(data: &mut Data, state: &AccountState, pool: &str, count:
     }
 }
 
-/// The pending (active or running), active and running tasks of jobs on a pool.
-fn task_counts(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
+/// What an autoscale formula reads of a pool: its jobs' pending (active or running), active and
+/// running tasks.
+pub(super) fn pool_metrics(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
     let (mut active, mut running) = (0, 0);
     for job in data.jobs.all() {
         let on_pool = job
@@ -210,6 +218,18 @@ fn task_counts(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
     ])
 }
 
+/// An `autoScaleRun`: the values a formula set, or why it failed.
+pub(super) fn autoscale_run(result: &Result<autoscale::Targets, String>) -> Value {
+    match result {
+        Ok(t) => json!({"timestamp": now_string(), "results": format!(
+            "$TargetDedicatedNodes={};$TargetLowPriorityNodes={}",
+            t.dedicated.unwrap_or(0), t.low_priority.unwrap_or(0))}),
+        Err(why) => {
+            json!({"timestamp": now_string(), "error": {"code": "AutoScalingFormulaEvaluationError", "message": why}})
+        }
+    }
+}
+
 /// The most nodes of each kind a pool may have here (the service's default quota is lower).
 pub(super) const MAX_POOL_NODES: i64 = 10_000;
 
@@ -228,19 +248,12 @@ pub(super) fn autoscale_pools(state: &AccountState) {
         })
         .collect();
     for (pool, formula) in pools {
-        let vars = task_counts(&data, &pool);
+        let vars = pool_metrics(&data, &pool);
         let result = autoscale::evaluate(&formula, &vars);
         let Some(resource) = data.pools.get_mut(&pool) else {
             continue;
         };
-        let run = match &result {
-            Ok(t) => json!({"timestamp": now_string(), "results": format!(
-                "$TargetDedicatedNodes={};$TargetLowPriorityNodes={}",
-                t.dedicated.unwrap_or(0), t.low_priority.unwrap_or(0))}),
-            Err(why) => {
-                json!({"timestamp": now_string(), "error": {"code": "AutoScalingFormulaEvaluationError", "message": why}})
-            }
-        };
+        let run = autoscale_run(&result);
         let Ok(targets) = result else {
             resource.body.insert("autoScaleRun".into(), run);
             continue;
@@ -284,7 +297,7 @@ pub(super) async fn enable_autoscale(
     let formula = require_str(&body, "autoScaleFormula")?.to_string();
     {
         let mut data = state.data();
-        let vars = task_counts(&data, &pool);
+        let vars = pool_metrics(&data, &pool);
         autoscale::evaluate(&formula, &vars)
             .map_err(|why| BatchError::invalid_property("autoScaleFormula", &formula, &why))?;
         let resource = data
@@ -324,15 +337,18 @@ pub(super) async fn list_nodes(
 ) -> Result<Response, BatchError> {
     let query = query_pairs(&request);
     let data = state.data();
-    if data.pools.get(&pool).is_none() {
-        return Err(BatchError::not_found("PoolNotFound", "pool"));
-    }
+    let vm_size = data
+        .pools
+        .get(&pool)
+        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?
+        .str("vmSize")
+        .unwrap_or("");
     let nodes: Vec<Resource> = data
         .nodes
         .get(&pool.to_lowercase())
         .map(|list| {
             list.iter()
-                .filter_map(|n| match nodes::node_json(&state.url, &pool, n) {
+                .filter_map(|n| match nodes::node_json(&state.url, &pool, vm_size, n) {
                     Value::Object(body) => Some(Resource::new(body, std::time::SystemTime::now())),
                     _ => None,
                 })
@@ -361,7 +377,12 @@ pub(super) async fn get_node(
         .get(&pool.to_lowercase())
         .and_then(|list| list.iter().find(|n| n.id == node))
         .ok_or_else(|| BatchError::not_found("NodeNotFound", "node"))?;
-    let mut body = nodes::node_json(&state.url, &pool, found);
+    let vm_size = data
+        .pools
+        .get(&pool)
+        .and_then(|p| p.str("vmSize"))
+        .unwrap_or("");
+    let mut body = nodes::node_json(&state.url, &pool, vm_size, found);
     body["odata.metadata"] = Value::String(format!("{}/$metadata#nodes/@Element", state.url));
     Ok(Json(body).into_response())
 }

@@ -18,6 +18,9 @@ pub struct Resource {
     /// A task's current run (0: none yet). A run that ends after the task was terminated,
     /// reactivated and placed again must not record its end on the new run.
     pub run: u64,
+    /// A multi-instance task's subtasks (its instances other than the primary), as
+    /// `subtasksinfo` lists them.
+    pub subtasks: Vec<Value>,
     /// Copies of `state`, `id` and `creationTime`, which the scheduler reads for every task on
     /// every round (a JSON lookup each would cost more than the rest of the round).
     state: String,
@@ -39,6 +42,7 @@ impl Resource {
             id: text("id"),
             created: text("creationTime"),
             run: 0,
+            subtasks: Vec::new(),
             body,
             last_modified,
         }
@@ -85,7 +89,8 @@ impl Resource {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// A time in the service's format (ISO 8601, UTC, 100 ns precision).
+pub fn rfc3339(t: SystemTime) -> String {
     // The service's form: seconds, then 7 fractional digits (100 ns).
     let seconds = humantime::format_rfc3339_seconds(t).to_string();
     let nanos = t

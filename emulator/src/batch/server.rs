@@ -17,17 +17,19 @@ use super::file_api;
 use super::jobs::{
     add_job, delete_job, get_job, list_jobs, list_preparation_status, terminate_job,
 };
-use super::middleware::{catch_panics, check_request, unknown_path};
+use super::middleware::{catch_panics, check_request, unknown_path, unsupported_verb};
 use super::pools::{
     add_pool, autoscale_pools, delete_pool, disable_autoscale, enable_autoscale, get_node,
     get_pool, list_nodes, list_pools, resize_pool,
 };
 use super::resources::Collection;
 use super::tasks::{
-    add_task, add_task_collection, delete_task, get_task, list_tasks, reactivate_task,
-    terminate_task,
+    add_task, add_task_collection, delete_task, get_task, list_subtasks, list_tasks,
+    reactivate_task, replace_task, terminate_task,
 };
-use super::{multi_instance, nodes, placement, preparation};
+use super::{
+    job_update, multi_instance, nodes, placement, pool_update, preparation, unimplemented,
+};
 
 /// The api-versions the emulator accepts.
 pub const API_VERSIONS: [&str; 3] = ["2025-06-01", "2025-06-01.21.0", "2024-07-01.20.0"];
@@ -255,25 +257,49 @@ pub(super) type Shared = Arc<AccountState>;
 fn router(state: Shared) -> Router {
     Router::new()
         .route("/pools", post(add_pool).get(list_pools))
-        .route("/pools/{pool}", get(get_pool).delete(delete_pool))
+        .route(
+            "/pools/{pool}",
+            get(get_pool)
+                .delete(delete_pool)
+                .patch(pool_update::update_pool),
+        )
         .route("/pools/{pool}/resize", post(resize_pool))
+        .route("/pools/{pool}/stopresize", post(pool_update::stop_resize))
+        .route(
+            "/pools/{pool}/updateproperties",
+            post(pool_update::replace_pool_properties),
+        )
+        .route("/pools/{pool}/removenodes", post(pool_update::remove_nodes))
+        .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
+        .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
+        .route(
+            "/pools/{pool}/evaluateautoscale",
+            post(pool_update::evaluate_autoscale),
+        )
         .route("/pools/{pool}/nodes", get(list_nodes))
         .route("/pools/{pool}/nodes/{node}", get(get_node))
         .route(
+            "/pools/{pool}/nodes/{node}/files",
+            get(file_api::list_node_files),
+        )
+        .route(
             "/pools/{pool}/nodes/{node}/files/{*path}",
-            get(file_api::get_node_file),
+            get(file_api::get_node_file).delete(file_api::delete_node_file),
         )
-        .route(
-            "/jobs/{job}/tasks/{task}/files",
-            get(file_api::list_task_files),
-        )
-        .route(
-            "/jobs/{job}/tasks/{task}/files/{*path}",
-            get(file_api::get_task_file),
-        )
+        .route("/nodecounts", get(pool_update::node_counts))
+        .route("/supportedimages", get(pool_update::supported_images))
         .route("/jobs", post(add_job).get(list_jobs))
-        .route("/jobs/{job}", get(get_job).delete(delete_job))
+        .route(
+            "/jobs/{job}",
+            get(get_job)
+                .delete(delete_job)
+                .patch(job_update::update_job)
+                .put(job_update::replace_job),
+        )
         .route("/jobs/{job}/terminate", post(terminate_job))
+        .route("/jobs/{job}/disable", post(job_update::disable_job))
+        .route("/jobs/{job}/enable", post(job_update::enable_job))
+        .route("/jobs/{job}/taskcounts", get(job_update::task_counts))
         .route(
             "/jobs/{job}/jobpreparationandreleasetaskstatus",
             get(list_preparation_status),
@@ -282,10 +308,20 @@ fn router(state: Shared) -> Router {
         .route("/jobs/{job}/addtaskcollection", post(add_task_collection))
         .route(
             "/jobs/{job}/tasks/{task}",
-            get(get_task).delete(delete_task),
+            get(get_task).delete(delete_task).put(replace_task),
         )
         .route("/jobs/{job}/tasks/{task}/terminate", post(terminate_task))
         .route("/jobs/{job}/tasks/{task}/reactivate", post(reactivate_task))
+        .route("/jobs/{job}/tasks/{task}/subtasksinfo", get(list_subtasks))
+        .route(
+            "/jobs/{job}/tasks/{task}/files",
+            get(file_api::list_task_files),
+        )
+        .route(
+            "/jobs/{job}/tasks/{task}/files/{*path}",
+            get(file_api::get_task_file).delete(file_api::delete_task_file),
+        )
+        .merge(unimplemented::routes())
         .route(
             "/_emulator/pools/{pool}/nodes/{node}/remove",
             post(admin::remove_node),
@@ -301,9 +337,8 @@ fn router(state: Shared) -> Router {
         .route("/_emulator/faults", post(admin::set_faults))
         .route("/_emulator/outage", post(super::outage::set_outage))
         .route("/_emulator/bearer-token", post(admin::rotate_bearer_token))
-        .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
-        .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
         .fallback(unknown_path)
+        .method_not_allowed_fallback(unsupported_verb)
         .layer(middleware::from_fn_with_state(state.clone(), check_request))
         .layer(middleware::from_fn(catch_panics))
         .with_state(state)

@@ -2,20 +2,22 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::conditions::{Access, check};
 use super::error::BatchError;
 use super::exec;
 use super::middleware::query_pairs;
-use super::odata::{created, json_body, list, one};
+use super::odata::{created, json_body, list, one, set_resource_headers};
 use super::pools::MAX_POOL_NODES;
 use super::resources::{
     Collection, Resource, TASK_PROPERTIES, check_id, check_known, now_string, optional_int,
     require_str,
 };
 use super::server::{AccountState, Data, MAX_TASKS_PER_COLLECTION, Shared};
+use super::{dependencies, exit_conditions};
 
 /// Checks a task's body and adds the service's fields.
 fn prepare_task(
@@ -73,6 +75,28 @@ fn check_task_limits(body: &Map<String, Value>) -> Result<(), BatchError> {
     Ok(())
 }
 
+/// The job tasks are added to: it must exist and take tasks (not completed or terminating).
+fn open_job<'a>(data: &'a Data, job: &str) -> Result<&'a Resource, BatchError> {
+    let resource = data
+        .jobs
+        .get(job)
+        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    if matches!(resource.state(), "completed" | "terminating" | "deleting") {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "JobCompleted",
+            "The specified job is already in a completed state.",
+        ));
+    }
+    Ok(resource)
+}
+
+/// What the service checks of a task against its job: dependencies and exit conditions.
+fn check_against_job(job: &Resource, body: &Map<String, Value>) -> Result<(), BatchError> {
+    dependencies::check_new_task(job, body)?;
+    exit_conditions::check(&job.body, body)
+}
+
 pub(super) async fn add_task(
     State(state): State<Shared>,
     Path(job): Path<String>,
@@ -81,9 +105,7 @@ pub(super) async fn add_task(
     let body = json_body(request).await?;
     let (id, body) = prepare_task(&state, &job, body)?;
     let mut data = state.data();
-    if data.jobs.get(&job).is_none() {
-        return Err(BatchError::not_found("JobNotFound", "job"));
-    }
+    check_against_job(open_job(&data, &job)?, &body)?;
     let tasks = data.tasks.entry(job.to_lowercase()).or_default();
     let resource = tasks
         .insert(&id, body, BatchError::exists("TaskExists", "task"))?
@@ -113,9 +135,7 @@ pub(super) async fn add_task_collection(
         ));
     }
     let mut data = state.data();
-    if data.jobs.get(&job).is_none() {
-        return Err(BatchError::not_found("JobNotFound", "job"));
-    }
+    let job_resource = open_job(&data, &job)?.clone();
     let tasks = data.tasks.entry(job.to_lowercase()).or_default();
     let mut results = Vec::with_capacity(items.len());
     for item in items {
@@ -126,6 +146,7 @@ pub(super) async fn add_task_collection(
             .to_string();
         let outcome = match item {
             Value::Object(map) => prepare_task(&state, &job, map.clone()).and_then(|(id, body)| {
+                check_against_job(&job_resource, &body)?;
                 tasks
                     .insert(&id, body, BatchError::exists("TaskExists", "task"))
                     .cloned()
@@ -141,7 +162,7 @@ pub(super) async fn add_task_collection(
                 "location": resource.str("url"),
             }),
             Err(e) => json!({
-                "status": if e.status.is_server_error() { "serverError" } else { "clientError" },
+                "status": if e.status.is_server_error() { "servererror" } else { "clienterror" },
                 "taskId": task_id,
                 "error": {
                     "code": e.code,
@@ -178,6 +199,7 @@ pub(super) async fn list_tasks(
 pub(super) async fn get_task(
     State(state): State<Shared>,
     Path((job, task)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let data = state.data();
     if data.jobs.get(&job).is_none() {
@@ -188,7 +210,59 @@ pub(super) async fn get_task(
         .get(&job.to_lowercase())
         .and_then(|t| t.get(&task))
         .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
+    check(&headers, resource, Access::Read)?;
     Ok(one(&state, "tasks", resource))
+}
+
+/// `PUT /jobs/{job}/tasks/{task}`: a task's constraints (the only part the service lets
+/// change); omitted ones go back to their defaults.
+pub(super) async fn replace_task(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, BatchError> {
+    let body = json_body(request).await?;
+    check_known(&body, &["constraints"])?;
+    check_task_limits(&body)?;
+    let mut data = state.data();
+    let resource = task_mut(&mut data, &job, &task)?;
+    check(&headers, resource, Access::Write)?;
+    if resource.state() == "completed" {
+        return Err(BatchError::new(
+            StatusCode::CONFLICT,
+            "TaskCompleted",
+            "The specified task is already completed.",
+        ));
+    }
+    let constraints = body.get("constraints").cloned().unwrap_or(Value::Null);
+    resource.update([("constraints", constraints)]);
+    resource.body.retain(|_, v| !v.is_null());
+    let mut response = StatusCode::OK.into_response();
+    set_resource_headers(response.headers_mut(), resource);
+    Ok(response)
+}
+
+/// `GET /jobs/{job}/tasks/{task}/subtasksinfo`: the instances of a multi-instance task other
+/// than its primary (none for another task).
+pub(super) async fn list_subtasks(
+    State(state): State<Shared>,
+    Path((job, task)): Path<(String, String)>,
+) -> Result<Response, BatchError> {
+    let data = state.data();
+    if data.jobs.get(&job).is_none() {
+        return Err(BatchError::not_found("JobNotFound", "job"));
+    }
+    let resource = data
+        .tasks
+        .get(&job.to_lowercase())
+        .and_then(|t| t.get(&task))
+        .ok_or_else(|| BatchError::not_found("TaskNotFound", "task"))?;
+    Ok(Json(json!({
+        "odata.metadata": format!("{}/$metadata#subtaskinformations", state.url),
+        "value": resource.subtasks,
+    }))
+    .into_response())
 }
 
 /// A task of a job, to change it.
@@ -205,10 +279,12 @@ fn task_mut<'a>(data: &'a mut Data, job: &str, task: &str) -> Result<&'a mut Res
 pub(super) async fn terminate_task(
     State(state): State<Shared>,
     Path((job, task)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     {
         let mut data = state.data();
         let resource = task_mut(&mut data, &job, &task)?;
+        check(&headers, resource, Access::Write)?;
         if resource.str("state") == Some("completed") {
             return Err(BatchError::new(
                 StatusCode::CONFLICT,
@@ -226,10 +302,11 @@ pub(super) async fn terminate_task(
 pub(super) async fn delete_task(
     State(state): State<Shared>,
     Path((job, task)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     {
         let mut data = state.data();
-        task_mut(&mut data, &job, &task)?;
+        check(&headers, task_mut(&mut data, &job, &task)?, Access::Write)?;
         if let Some(tasks) = data.tasks.get_mut(&job.to_lowercase()) {
             tasks.remove(&task);
         }
@@ -241,9 +318,11 @@ pub(super) async fn delete_task(
 pub(super) async fn reactivate_task(
     State(state): State<Shared>,
     Path((job, task)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
     let resource = task_mut(&mut data, &job, &task)?;
+    check(&headers, resource, Access::Write)?;
     let failed = resource.state() == "completed"
         && resource
             .body
