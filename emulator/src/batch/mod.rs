@@ -21,6 +21,7 @@ mod nodes;
 mod odata;
 pub mod outage;
 mod placement;
+mod pool_autoscale;
 mod pool_update;
 mod pools;
 mod preparation;

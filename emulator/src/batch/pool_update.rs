@@ -8,14 +8,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::autoscale;
 use super::conditions::{Access, check};
 use super::error::BatchError;
 use super::exec;
 use super::middleware::query_pairs;
 use super::nodes;
 use super::odata::{json_body, list, set_resource_headers};
-use super::pools::{MAX_POOL_NODES, autoscale_run, pool_metrics};
+use super::pool_autoscale::evaluate_formula;
+use super::pools::MAX_POOL_NODES;
 use super::resources::{Resource, check_known, now_string, optional_int};
 use super::server::{Data, Shared};
 
@@ -223,7 +223,7 @@ pub(super) async fn evaluate_autoscale(
     let body = json_body(request).await?;
     check_known(&body, &["autoScaleFormula"])?;
     let formula = super::resources::require_str(&body, "autoScaleFormula")?.to_string();
-    let data = state.data();
+    let mut data = state.data();
     let resource = data
         .pools
         .get(&pool)
@@ -235,9 +235,7 @@ pub(super) async fn evaluate_autoscale(
             "The specified pool does not have autoscale enabled.",
         ));
     }
-    let metrics = pool_metrics(&data, &pool);
-    let run = autoscale_run(&autoscale::evaluate(&formula, &metrics));
-    let mut body = run;
+    let mut body = evaluate_formula(&mut data, &pool, &formula);
     body["odata.metadata"] = Value::from(format!(
         "{}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.AutoScaleRun",
         state.url

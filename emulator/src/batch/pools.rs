@@ -1,5 +1,4 @@
-//! Pools and their nodes: add, get, list, delete, resize, autoscale (enable, disable, the
-//! periodic evaluation), node allocation.
+//! Pools and their nodes: add, get, list, delete, resize, node allocation.
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -7,18 +6,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use std::collections::HashMap;
-
-use super::autoscale;
 use super::conditions::{Access, check};
 use super::error::BatchError;
 use super::exec;
 use super::middleware::query_pairs;
 use super::nodes;
 use super::odata::{created, json_body, list, one, set_resource_headers};
+use super::pool_autoscale::{autoscale_pools, check_autoscale_settings};
 use super::resources::{
-    AUTOSCALE_PROPERTIES, POOL_PROPERTIES, RESIZE_PROPERTIES, Resource, check_id, check_known,
-    now_string, optional_int, require_str,
+    POOL_PROPERTIES, RESIZE_PROPERTIES, Resource, check_id, check_known, now_string, optional_int,
+    require_str,
 };
 use super::server::{AccountState, Data, Shared};
 
@@ -33,6 +30,9 @@ pub(super) async fn add_pool(
     let dedicated = optional_int(&body, "targetDedicatedNodes", 0, MAX_POOL_NODES)?.unwrap_or(0);
     let spot = optional_int(&body, "targetLowPriorityNodes", 0, MAX_POOL_NODES)?.unwrap_or(0);
     optional_int(&body, "taskSlotsPerNode", 1, 256)?;
+    if body.get("enableAutoScale") == Some(&Value::Bool(true)) {
+        check_autoscale_settings(&body, true)?;
+    }
     let url = format!("{}/pools/{id}", state.url);
     body.insert("url".into(), Value::String(url));
     body.insert("state".into(), Value::from("active"));
@@ -188,147 +188,8 @@ pub(super) fn allocate(data: &mut Data, state: &AccountState, pool: &str, count:
     }
 }
 
-/// What an autoscale formula reads of a pool: its jobs' pending (active or running), active and
-/// running tasks.
-pub(super) fn pool_metrics(data: &Data, pool: &str) -> HashMap<&'static str, i64> {
-    let (mut active, mut running) = (0, 0);
-    for job in data.jobs.all() {
-        let on_pool = job
-            .body
-            .get("poolInfo")
-            .and_then(|i| i.get("poolId"))
-            .and_then(Value::as_str)
-            .is_some_and(|p| p.eq_ignore_ascii_case(pool));
-        if !on_pool || job.state() != "active" {
-            continue;
-        }
-        let id = job.str("id").unwrap_or("").to_lowercase();
-        for task in data.tasks.get(&id).into_iter().flat_map(|t| t.all()) {
-            match task.str("state") {
-                Some("active") => active += 1,
-                Some("running") => running += 1,
-                _ => {}
-            }
-        }
-    }
-    HashMap::from([
-        ("$PendingTasks", active + running),
-        ("$ActiveTasks", active),
-        ("$RunningTasks", running),
-    ])
-}
-
-/// An `autoScaleRun`: the values a formula set, or why it failed.
-pub(super) fn autoscale_run(result: &Result<autoscale::Targets, String>) -> Value {
-    match result {
-        Ok(t) => json!({"timestamp": now_string(), "results": format!(
-            "$TargetDedicatedNodes={};$TargetLowPriorityNodes={}",
-            t.dedicated.unwrap_or(0), t.low_priority.unwrap_or(0))}),
-        Err(why) => {
-            json!({"timestamp": now_string(), "error": {"code": "AutoScalingFormulaEvaluationError", "message": why}})
-        }
-    }
-}
-
 /// The most nodes of each kind a pool may have here (the service's default quota is lower).
 pub(super) const MAX_POOL_NODES: i64 = 10_000;
-
-/// Evaluates the formula of every autoscale pool and resizes it to the targets.
-pub(super) fn autoscale_pools(state: &AccountState) {
-    let mut data = state.data();
-    let pools: Vec<(String, String)> = data
-        .pools
-        .all()
-        .filter(|p| p.body.get("enableAutoScale") == Some(&Value::Bool(true)))
-        .filter_map(|p| {
-            Some((
-                p.str("id")?.to_string(),
-                p.str("autoScaleFormula")?.to_string(),
-            ))
-        })
-        .collect();
-    for (pool, formula) in pools {
-        let vars = pool_metrics(&data, &pool);
-        let result = autoscale::evaluate(&formula, &vars);
-        let Some(resource) = data.pools.get_mut(&pool) else {
-            continue;
-        };
-        let run = autoscale_run(&result);
-        let Ok(targets) = result else {
-            resource.body.insert("autoScaleRun".into(), run);
-            continue;
-        };
-        // As on the service, targets are clamped to what a pool may have.
-        let (d, l) = (
-            targets.dedicated.unwrap_or(0).clamp(0, MAX_POOL_NODES),
-            targets.low_priority.unwrap_or(0).clamp(0, MAX_POOL_NODES),
-        );
-        let changed = resource
-            .body
-            .get("targetDedicatedNodes")
-            .and_then(Value::as_i64)
-            != Some(d)
-            || resource
-                .body
-                .get("targetLowPriorityNodes")
-                .and_then(Value::as_i64)
-                != Some(l);
-        resource.body.insert("autoScaleRun".into(), run);
-        if changed {
-            resource.update([
-                ("targetDedicatedNodes", Value::from(d)),
-                ("targetLowPriorityNodes", Value::from(l)),
-                ("currentDedicatedNodes", Value::from(d)),
-                ("currentLowPriorityNodes", Value::from(l)),
-            ]);
-            allocate(&mut data, state, &pool, usize::try_from(d + l).unwrap_or(0));
-            state.changed.notify_one();
-        }
-    }
-}
-
-pub(super) async fn enable_autoscale(
-    State(state): State<Shared>,
-    Path(pool): Path<String>,
-    request: Request,
-) -> Result<Response, BatchError> {
-    let body = json_body(request).await?;
-    check_known(&body, AUTOSCALE_PROPERTIES)?;
-    let formula = require_str(&body, "autoScaleFormula")?.to_string();
-    {
-        let mut data = state.data();
-        let vars = pool_metrics(&data, &pool);
-        autoscale::evaluate(&formula, &vars)
-            .map_err(|why| BatchError::invalid_property("autoScaleFormula", &formula, &why))?;
-        let resource = data
-            .pools
-            .get_mut(&pool)
-            .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
-        let mut fields = vec![
-            ("enableAutoScale", Value::Bool(true)),
-            ("autoScaleFormula", Value::from(formula)),
-        ];
-        if let Some(interval) = body.get("autoScaleEvaluationInterval") {
-            fields.push(("autoScaleEvaluationInterval", interval.clone()));
-        }
-        resource.update(fields);
-    }
-    autoscale_pools(&state);
-    Ok(StatusCode::OK.into_response())
-}
-
-pub(super) async fn disable_autoscale(
-    State(state): State<Shared>,
-    Path(pool): Path<String>,
-) -> Result<Response, BatchError> {
-    let mut data = state.data();
-    let resource = data
-        .pools
-        .get_mut(&pool)
-        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
-    resource.update([("enableAutoScale", Value::Bool(false))]);
-    Ok(StatusCode::OK.into_response())
-}
 
 pub(super) async fn list_nodes(
     State(state): State<Shared>,

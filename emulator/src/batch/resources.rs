@@ -249,8 +249,6 @@ pub const RESIZE_PROPERTIES: &[&str] = &[
     "resizeTimeout",
     "nodeDeallocationOption",
 ];
-/// The properties of an enable-autoscale body.
-pub const AUTOSCALE_PROPERTIES: &[&str] = &["autoScaleFormula", "autoScaleEvaluationInterval"];
 /// The properties of a job-terminate body.
 pub const TERMINATE_PROPERTIES: &[&str] = &["terminateReason"];
 

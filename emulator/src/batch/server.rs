@@ -18,9 +18,9 @@ use super::jobs::{
     add_job, delete_job, get_job, list_jobs, list_preparation_status, terminate_job,
 };
 use super::middleware::{catch_panics, check_request, unknown_path, unsupported_verb};
+use super::pool_autoscale::autoscale_pools;
 use super::pools::{
-    add_pool, autoscale_pools, delete_pool, disable_autoscale, enable_autoscale, get_node,
-    get_pool, list_nodes, list_pools, resize_pool,
+    add_pool, delete_pool, get_node, get_pool, list_nodes, list_pools, resize_pool,
 };
 use super::resources::Collection;
 use super::tasks::{
@@ -28,7 +28,8 @@ use super::tasks::{
     reactivate_task, replace_task, terminate_task,
 };
 use super::{
-    job_update, multi_instance, nodes, placement, pool_update, preparation, unimplemented,
+    job_update, multi_instance, nodes, placement, pool_autoscale, pool_update, preparation,
+    unimplemented,
 };
 
 /// The api-versions the emulator accepts.
@@ -199,6 +200,8 @@ pub(super) struct Data {
     pub(super) failing_pools: std::collections::HashMap<String, (String, String)>,
     /// Pools (lower-cased ids) whose nodes storage refuses, with the HTTP status it answers.
     pub(super) storage_refused: std::collections::HashMap<String, u16>,
+    /// The metric history of each autoscale pool (lower-cased ids).
+    pub(super) autoscale_history: std::collections::HashMap<String, super::autoscale::History>,
     /// API faults: the share of requests (per million) answered with `fault_status`.
     pub(super) fault_ppm: u64,
     pub(super) fault_status: u16,
@@ -270,8 +273,14 @@ fn router(state: Shared) -> Router {
             post(pool_update::replace_pool_properties),
         )
         .route("/pools/{pool}/removenodes", post(pool_update::remove_nodes))
-        .route("/pools/{pool}/enableautoscale", post(enable_autoscale))
-        .route("/pools/{pool}/disableautoscale", post(disable_autoscale))
+        .route(
+            "/pools/{pool}/enableautoscale",
+            post(pool_autoscale::enable_autoscale),
+        )
+        .route(
+            "/pools/{pool}/disableautoscale",
+            post(pool_autoscale::disable_autoscale),
+        )
         .route(
             "/pools/{pool}/evaluateautoscale",
             post(pool_update::evaluate_autoscale),

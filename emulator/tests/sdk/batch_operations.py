@@ -6,6 +6,7 @@ Reads REDWOOD_BATCH_URL, REDWOOD_BATCH_ACCOUNT and REDWOOD_BATCH_KEY; prints one
 step and exits non-zero at the first step that does not behave like the service.
 """
 
+import datetime
 import os
 import sys
 import time
@@ -345,6 +346,35 @@ def pools(client):
     )
     assert "$TargetDedicatedNodes=1" in run.results and run.error is None, run
     step("evaluate_pool_auto_scale")
+    # The article's "pending tasks" formula: a young pool has too few samples, so one node.
+    article = (
+        "startingNumberOfVMs = 1;\nmaxNumberofVMs = 25;\n"
+        "pendingTaskSamplePercent = $PendingTasks.GetSamplePercent(180 * TimeInterval_Second);\n"
+        "pendingTaskSamples = pendingTaskSamplePercent < 70 ? startingNumberOfVMs : "
+        "avg($PendingTasks.GetSample(180 * TimeInterval_Second));\n"
+        "$TargetDedicatedNodes=min(maxNumberofVMs, pendingTaskSamples);\n"
+        "$NodeDeallocationOption = taskcompletion;"
+    )
+    client.enable_pool_auto_scale(
+        "ops-auto",
+        models.BatchPoolEnableAutoScaleOptions(auto_scale_formula=article, auto_scale_evaluation_interval=datetime.timedelta(minutes=5)),
+    )
+    pool = wait_for("the pool to follow its formula", lambda: (p := client.get_pool("ops-auto")).target_dedicated_nodes == 1 and p)
+    assert "$NodeDeallocationOption=taskcompletion" in pool.auto_scale_run.results, pool.auto_scale_run
+    step("enable_pool_auto_scale with the documented pending-tasks formula")
+    expect_error(
+        "a formula outside the language is refused",
+        "InvalidPropertyValue",
+        lambda: client.enable_pool_auto_scale(
+            "ops-auto", models.BatchPoolEnableAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = 1 +;")
+        ),
+        400,
+    )
+    run = client.evaluate_pool_auto_scale(
+        "ops-auto", models.BatchPoolEvaluateAutoScaleOptions(auto_scale_formula="$TargetDedicatedNodes = $Nope;")
+    )
+    assert run.error is not None and "$Nope" in run.error.message, run
+    step("an evaluation error is reported in the run")
 
 
 def errors(client):
