@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long one case may run unless `REDWOOD_CASE_TIMEOUT` says otherwise.
-pub const CASE_LIMIT: Duration = Duration::from_secs(300);
+pub const CASE_LIMIT: Duration = Duration::from_secs(600);
 
 /// Watches the cases of one runner.
 #[derive(Clone)]

@@ -126,9 +126,16 @@ pub(super) async fn run(state: Arc<AccountState>, mut p: Placement) {
         } else {
             Stop::Requeue
         };
+        let ended = data
+            .jobs
+            .get(&p.job)
+            .is_some_and(|j| j.state() == "completed");
         drop(data);
         for task in stopped {
             stop_task(&state, &p.job, &task, stop);
+        }
+        if ended {
+            super::release::release_job(&state, &p.job);
         }
     }
     state.changed.notify_one();

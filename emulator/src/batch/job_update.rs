@@ -168,7 +168,11 @@ fn change_job(
     set_resource_headers(response.headers_mut(), resource);
     // A job switched to terminatejob whose tasks are all done ends now.
     complete_job_if_done(&mut data, job);
+    let ended = data.jobs.get(job).is_some_and(|j| j.state() == "completed");
     drop(data);
+    if ended {
+        super::release::release_job(state, job);
+    }
     state.changed.notify_one();
     Ok(response)
 }

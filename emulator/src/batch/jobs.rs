@@ -13,6 +13,7 @@ use super::exec;
 use super::middleware::query_pairs;
 use super::odata::{created, json_body, list, one, set_resource_headers};
 use super::preparation;
+use super::release::release_job;
 use super::resources::{
     JOB_PROPERTIES, Resource, TERMINATE_PROPERTIES, check_id, check_known, now_string, optional_int,
 };
@@ -72,6 +73,7 @@ pub(super) async fn terminate_job(
     for task in stopped {
         exec::stop_task(&state, &job, &task, exec::Stop::Terminate);
     }
+    release_job(&state, &job);
     Ok(response)
 }
 
@@ -130,6 +132,13 @@ pub(super) async fn add_job(
         None => return Err(BatchError::missing_property("poolInfo")),
     }
     optional_int(&body, "priority", -1000, 1000)?;
+    if body.contains_key("jobReleaseTask") && !body.contains_key("jobPreparationTask") {
+        return Err(BatchError::invalid_property(
+            "jobReleaseTask",
+            "",
+            "A job release task needs a job preparation task.",
+        ));
+    }
     body.insert(
         "url".into(),
         Value::String(format!("{}/jobs/{id}", state.url)),
@@ -214,6 +223,10 @@ pub(super) async fn list_preparation_status(
                 "nodeUrl": format!("{}/pools/{pool}/nodes/{node}", state.url),
                 "jobPreparationTaskExecutionInfo": info,
             });
+            let mut body = body;
+            if let Some(release) = prep.release_info() {
+                body["jobReleaseTaskExecutionInfo"] = release;
+            }
             match body {
                 Value::Object(map) => Some(Resource::new(map, std::time::SystemTime::now())),
                 _ => None,
@@ -234,15 +247,33 @@ pub(super) async fn delete_job(
     Path(job): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, BatchError> {
-    let mut data = state.data();
+    let data = state.data();
     let resource = data
         .jobs
         .get(&job)
         .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
     check(&headers, resource, Access::Write)?;
-    data.jobs.remove(&job);
-    data.tasks.remove(&job.to_lowercase());
     drop(data);
+    // As on the service, deleting a job runs its release task where it prepared.
+    release_job(&state, &job);
+    let mut data = state.data();
+    data.jobs.remove(&job);
+    let running: Vec<String> = data
+        .tasks
+        .remove(&job.to_lowercase())
+        .map(|tasks| {
+            tasks
+                .all()
+                .filter(|t| t.state() == "running")
+                .map(|t| t.id().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    drop(data);
+    // Its running tasks are stopped with it.
+    for task in running {
+        exec::stop_task(&state, &job, &task, exec::Stop::Delete);
+    }
     let key = job.to_lowercase();
     state.preps().retain(|(_, j), _| *j != key);
     Ok(StatusCode::ACCEPTED.into_response())

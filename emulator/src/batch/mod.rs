@@ -26,6 +26,7 @@ mod pool_update;
 mod pools;
 mod preparation;
 mod query;
+mod release;
 mod resources;
 mod server;
 mod start_task;

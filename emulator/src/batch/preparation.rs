@@ -21,6 +21,10 @@ pub struct Prep {
     info: std::sync::Mutex<Option<Value>>,
     /// The pool of the node.
     pool: String,
+    /// Its job's release task started on the node (it runs once).
+    pub(super) released: std::sync::atomic::AtomicBool,
+    /// The release task's `jobReleaseTaskExecutionInfo`, once it started.
+    release_info: std::sync::Mutex<Option<Value>>,
 }
 
 impl Prep {
@@ -40,6 +44,18 @@ impl Prep {
         let info = self.info.lock().unwrap_or_else(|p| p.into_inner());
         info.as_ref()
             .is_some_and(|i| i.get("result").and_then(Value::as_str) == Some("failure"))
+    }
+
+    /// The job release task's `jobReleaseTaskExecutionInfo`, once it started.
+    pub fn release_info(&self) -> Option<Value> {
+        self.release_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_release_info(&self, info: Value) {
+        *self.release_info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     }
 
     fn set_info(&self, info: Value) {

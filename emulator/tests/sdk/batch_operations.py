@@ -269,6 +269,41 @@ def files_and_nodes(client):
     step("list_supported_images")
 
 
+def release_task(client):
+    client.create_job(
+        models.BatchJobCreateOptions(
+            id="ops-release",
+            pool_info=models.BatchPoolInfo(pool_id="ops-pool"),
+            job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/true"),
+            job_release_task=models.BatchJobReleaseTask(
+                command_line="/bin/sh -c 'echo done > $AZ_BATCH_NODE_SHARED_DIR/released-$AZ_BATCH_JOB_ID'"
+            ),
+        )
+    )
+    client.create_task("ops-release", models.BatchTaskCreateOptions(id="work", command_line="/bin/true"))
+    wait_for("the task", lambda: task_state(client, "ops-release", "work") == models.BatchTaskState.COMPLETED)
+    from azure.batch.models._models import BatchJobTerminateOptions
+
+    client.begin_terminate_job("ops-release", BatchJobTerminateOptions(termination_reason="done")).result()
+
+    def released():
+        statuses = list(client.list_job_preparation_and_release_task_status("ops-release"))
+        done = [
+            s
+            for s in statuses
+            if s.job_release_task_execution_info is not None
+            and s.job_release_task_execution_info.state == models.BatchJobReleaseTaskState.COMPLETED
+        ]
+        return done if done and len(done) == len(statuses) else None
+
+    done = wait_for("the release task to run", released)
+    info = done[0].job_release_task_execution_info
+    assert info.exit_code == 0, info
+    files = {f.name for f in client.list_node_files("ops-pool", done[0].node_id, recursive=True)}
+    assert "shared/released-ops-release" in files, sorted(files)
+    step("a job release task runs where the job prepared, once the job ends")
+
+
 def subtasks(client):
     client.create_job(models.BatchJobCreateOptions(id="ops-mpi", pool_info=models.BatchPoolInfo(pool_id="ops-pool")))
     client.create_task(
@@ -413,6 +448,7 @@ def main():
     exit_conditions(client)
     files_and_nodes(client)
     subtasks(client)
+    release_task(client)
     pools(client)
     errors(client)
     print("all steps passed", flush=True)
