@@ -439,6 +439,13 @@ async fn install() -> Result<PathBuf, AzuriteError> {
     if script.is_file() {
         return Ok(script);
     }
+    // One install at a time in this process (tests start Azurites on several threads at once,
+    // and they would share the staging folder below); the next one finds it done.
+    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = INSTALLING.lock().await;
+    if script.is_file() {
+        return Ok(script);
+    }
     // Install beside the final folder, then rename: concurrent test processes never see a
     // half-installed copy, and the loser of the race uses the winner's.
     let staging = dir.with_file_name(format!(
@@ -448,6 +455,8 @@ async fn install() -> Result<PathBuf, AzuriteError> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         AzuriteError(format!("{what} {}: {e}", p.display()))
     };
+    // What a killed process of the same id left behind.
+    let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| io("cannot create", &staging, e))?;
     std::fs::write(staging.join("package.json"), PACKAGE_JSON)
         .map_err(|e| io("cannot write", &staging, e))?;

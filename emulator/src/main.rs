@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use base64::Engine;
 use clap::Parser;
 use redwood_emulator::azurite::Azurite;
-use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use redwood_emulator::batch::{BatchAccount, BatchEmulator, BatchOptions};
 use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
 use redwood_emulator::functions::{FunctionsHost, FunctionsHostOptions};
 use sha2::Digest;
@@ -29,6 +29,13 @@ struct Args {
     /// path; real tokens are not validated).
     #[arg(long, value_name = "TOKEN")]
     bearer_token: Option<String>,
+
+    /// Serve the Batch API over `https`, with a certificate made at start for 127.0.0.1 and
+    /// localhost; its file is printed (and as REQUESTS_CA_BUNDLE, which Python's Azure SDKs
+    /// read) for clients to trust. Azure SDKs send Entra ID tokens (--bearer-token) over
+    /// `https` only.
+    #[arg(long)]
+    tls: bool,
 
     /// Do not start Azurite (storage comes from elsewhere).
     #[arg(long)]
@@ -124,7 +131,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let batch = match BatchEmulator::start(accounts.clone()).await {
+    let options = BatchOptions { tls: args.tls };
+    let batch = match BatchEmulator::start_with(accounts.clone(), options).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("redwood-emulator: cannot start the Batch API: {e}");
@@ -143,6 +151,12 @@ async fn main() -> ExitCode {
         }
     };
     println!("# redwood-emulator: paste these lines into your shell");
+    if let Some(cert) = batch.tls_certificate() {
+        // Python's azure-core (through requests) trusts what this names; other clients take
+        // the file in their own way.
+        println!("# the Batch API's TLS certificate: {}", cert.display());
+        println!("REQUESTS_CA_BUNDLE={}", cert.display());
+    }
     for (i, account) in accounts.iter().enumerate() {
         let url = batch.url(&account.name).unwrap_or_default();
         if i == 0 {

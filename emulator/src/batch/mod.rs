@@ -31,6 +31,9 @@ mod resources;
 mod server;
 mod start_task;
 mod tasks;
+mod tls;
 mod unimplemented;
 
-pub use server::{API_VERSIONS, BatchAccount, BatchEmulator, MAX_BODY, MAX_TASKS_PER_COLLECTION};
+pub use server::{
+    API_VERSIONS, BatchAccount, BatchEmulator, BatchOptions, MAX_BODY, MAX_TASKS_PER_COLLECTION,
+};

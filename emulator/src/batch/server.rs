@@ -61,10 +61,18 @@ impl std::fmt::Debug for BatchAccount {
     }
 }
 
+/// How the emulator serves its endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOptions {
+    /// Serve `https` with a certificate made at start (see [`BatchEmulator::tls_certificate`]).
+    pub tls: bool,
+}
+
 /// A running Batch emulator: one endpoint per account. Stops when dropped.
 pub struct BatchEmulator {
     endpoints: Vec<(String, SocketAddr)>,
     states: Vec<Arc<AccountState>>,
+    tls: Option<super::tls::Tls>,
     _stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -77,10 +85,24 @@ impl std::fmt::Debug for BatchEmulator {
 }
 
 impl BatchEmulator {
-    /// Starts the Batch API for the accounts, each on a free loopback port.
+    /// Starts the Batch API for the accounts, each on a free loopback port, over `http`.
     pub async fn start(accounts: Vec<BatchAccount>) -> std::io::Result<BatchEmulator> {
+        BatchEmulator::start_with(accounts, BatchOptions::default()).await
+    }
+
+    /// Starts the Batch API for the accounts, each on a free loopback port.
+    pub async fn start_with(
+        accounts: Vec<BatchAccount>,
+        options: BatchOptions,
+    ) -> std::io::Result<BatchEmulator> {
         // reqwest is built without a TLS provider of its own.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = if options.tls {
+            Some(super::tls::Tls::generate()?)
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoints = Vec::new();
         let mut states = Vec::new();
         let mut stops = Vec::new();
@@ -93,7 +115,7 @@ impl BatchEmulator {
             let downloads = super::files::DownloadCache::new(root.path().join("downloads"));
             multi_instance::install_mpirun(root.path())?;
             let state = Arc::new(AccountState {
-                url: format!("http://{addr}"),
+                url: format!("{scheme}://{addr}"),
                 downloads,
                 account: account.clone(),
                 data: Mutex::new(Data {
@@ -112,14 +134,28 @@ impl BatchEmulator {
             states.push(state.clone());
             let app = router(state);
             let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::warn!(error = %e, "Batch emulator endpoint stopped");
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            match &tls {
+                None => {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                    tokio::spawn(async move {
+                        if let Err(e) = serve.await {
+                            tracing::warn!(error = %e, "Batch emulator endpoint stopped");
+                        }
+                    });
                 }
-            });
+                Some(tls) => {
+                    let listener = tls.listener(listener)?;
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                    tokio::spawn(async move {
+                        if let Err(e) = serve.await {
+                            tracing::warn!(error = %e, "Batch emulator endpoint stopped");
+                        }
+                    });
+                }
+            }
             tracing::info!(account = %account.name, %addr, "Batch emulator listening");
             endpoints.push((account.name, addr));
             stops.push(stop);
@@ -127,8 +163,15 @@ impl BatchEmulator {
         Ok(BatchEmulator {
             endpoints,
             states,
+            tls,
             _stops: stops,
         })
+    }
+
+    /// The certificate (PEM) an `https` emulator presents, for clients to trust; `None` over
+    /// `http`.
+    pub fn tls_certificate(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(super::tls::Tls::certificate)
     }
 
     /// Takes an account (a region) down or brings it back, as `POST /_emulator/outage` does.
@@ -157,12 +200,13 @@ impl BatchEmulator {
             .ok_or_else(|| format!("no Batch account `{name}` in this emulator"))
     }
 
-    /// The endpoint URL of an account (`http://127.0.0.1:<port>`).
+    /// The endpoint URL of an account (`http://127.0.0.1:<port>`, or `https://` with TLS).
     pub fn url(&self, account: &str) -> Option<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.endpoints
             .iter()
             .find(|(name, _)| name == account)
-            .map(|(_, addr)| format!("http://{addr}"))
+            .map(|(_, addr)| format!("{scheme}://{addr}"))
     }
 }
 
