@@ -10,6 +10,19 @@ use redwood_emulator::batch::{BatchAccount, BatchEmulator};
 const REQUIREMENTS: &str = include_str!("sdk/requirements.txt");
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk");
 
+/// Runs an install step; a failure stops the test with its output.
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Held while something is installed into the cache.
 static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -27,17 +40,6 @@ fn sdk_python() -> PathBuf {
     }
     let staging = dir.with_extension(format!("staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        assert!(
-            out.status.success(),
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     run(
         Command::new("python3").args(["-m", "venv"]).arg(&staging),
         "python3 -m venv (Python 3.9+ is needed)",
@@ -168,17 +170,6 @@ fn official_sample(python: &Path, name: &str) -> PathBuf {
     }
     let staging = dir.with_extension(format!("staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        assert!(
-            out.status.success(),
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     run(
         Command::new(python)
             .args([

@@ -41,25 +41,7 @@ pub(super) async fn remove_node(
             &pool,
             start_task.as_ref(),
         );
-        data.tasks
-            .values()
-            .flat_map(|tasks| tasks.all())
-            .filter(|t| t.state() == "running")
-            .filter(|t| {
-                t.body
-                    .get("nodeInfo")
-                    .and_then(|i| i.get("nodeId"))
-                    .and_then(Value::as_str)
-                    == Some(node.as_str())
-            })
-            .filter_map(|t| {
-                let url = t.str("url")?;
-                let mut parts = url.rsplit('/');
-                let task = parts.next()?.to_string();
-                parts.next(); // "tasks"
-                Some((parts.next()?.to_string(), task))
-            })
-            .collect()
+        super::pool_update::running_on(&data, std::slice::from_ref(&node))
     };
     for (job, task) in &on_node {
         exec::stop_task(&state, job, task, exec::Stop::Requeue);

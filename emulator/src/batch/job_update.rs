@@ -100,10 +100,7 @@ fn change_job(
         }
     };
     let mut data = state.data();
-    let resource = data
-        .jobs
-        .get_mut(job)
-        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    let resource = data.job_mut(job)?;
     check(headers, resource, Access::Write)?;
     if resource.state() == "completed" || resource.state() == "terminating" {
         return Err(BatchError::new(
@@ -201,10 +198,7 @@ pub(super) async fn disable_job(
         None => return Err(BatchError::missing_property("disableTasks")),
     };
     let mut data = state.data();
-    let resource = data
-        .jobs
-        .get_mut(&job)
-        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    let resource = data.job_mut(&job)?;
     check(&headers, resource, Access::Write)?;
     if resource.state() != "active" {
         return Err(BatchError::new(
@@ -242,16 +236,7 @@ pub(super) fn disable(data: &mut Data, job: &str) -> Vec<String> {
         ("state", Value::from("disabled")),
         ("stateTransitionTime", Value::from(now_string())),
     ]);
-    data.tasks
-        .get(&job.to_lowercase())
-        .map(|tasks| {
-            tasks
-                .all()
-                .filter(|t| t.state() == "running")
-                .map(|t| t.id().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    data.running_tasks(job)
 }
 
 /// `POST /jobs/{job}/enable`.
@@ -261,10 +246,7 @@ pub(super) async fn enable_job(
     headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
-    let resource = data
-        .jobs
-        .get_mut(&job)
-        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    let resource = data.job_mut(&job)?;
     check(&headers, resource, Access::Write)?;
     if resource.state() != "disabled" {
         return Err(BatchError::new(

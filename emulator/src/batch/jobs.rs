@@ -48,10 +48,7 @@ pub(super) async fn terminate_job(
         None
     };
     let mut data = state.data();
-    let resource = data
-        .jobs
-        .get_mut(&job)
-        .ok_or_else(|| BatchError::not_found("JobNotFound", "job"))?;
+    let resource = data.job_mut(&job)?;
     if resource.state() == "completed" {
         return Err(BatchError::new(
             StatusCode::CONFLICT,
@@ -258,17 +255,8 @@ pub(super) async fn delete_job(
     release_job(&state, &job);
     let mut data = state.data();
     data.jobs.remove(&job);
-    let running: Vec<String> = data
-        .tasks
-        .remove(&job.to_lowercase())
-        .map(|tasks| {
-            tasks
-                .all()
-                .filter(|t| t.state() == "running")
-                .map(|t| t.id().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let running = data.running_tasks(&job);
+    data.tasks.remove(&job.to_lowercase());
     drop(data);
     // Its running tasks are stopped with it.
     for task in running {

@@ -220,10 +220,7 @@ pub(super) async fn enable_autoscale(
     check_known(&body, AUTOSCALE_PROPERTIES)?;
     let response = {
         let mut data = state.data();
-        let resource = data
-            .pools
-            .get_mut(&pool)
-            .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+        let resource = data.pool_mut(&pool)?;
         check(&headers, resource, Access::Write)?;
         let enabled = resource.body.get("enableAutoScale") == Some(&Value::Bool(true));
         check_autoscale_settings(&body, !enabled)?;
@@ -249,10 +246,7 @@ pub(super) async fn disable_autoscale(
     headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
-    let resource = data
-        .pools
-        .get_mut(&pool)
-        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    let resource = data.pool_mut(&pool)?;
     check(&headers, resource, Access::Write)?;
     resource.update([("enableAutoScale", Value::Bool(false))]);
     let mut response = StatusCode::OK.into_response();

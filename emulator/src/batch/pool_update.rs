@@ -77,7 +77,7 @@ pub(super) async fn update_pool(
         .nodes
         .get(&pool.to_lowercase())
         .is_some_and(|n| !n.is_empty());
-    let resource = pool_mut(&mut data, &pool)?;
+    let resource = data.pool_mut(&pool)?;
     check(&headers, resource, Access::Write)?;
     if has_nodes && let Some(name) = NEEDS_EMPTY_POOL.iter().find(|n| body.contains_key(**n)) {
         return Err(BatchError::new(
@@ -112,7 +112,7 @@ pub(super) async fn replace_pool_properties(
         }
     }
     let mut data = state.data();
-    let resource = pool_mut(&mut data, &pool)?;
+    let resource = data.pool_mut(&pool)?;
     check(&headers, resource, Access::Write)?;
     let fields: Vec<(&'static str, Value)> = REPLACE_PROPERTIES
         .iter()
@@ -131,7 +131,7 @@ pub(super) async fn stop_resize(
     headers: HeaderMap,
 ) -> Result<Response, BatchError> {
     let mut data = state.data();
-    let resource = pool_mut(&mut data, &pool)?;
+    let resource = data.pool_mut(&pool)?;
     check(&headers, resource, Access::Write)?;
     resource.update([
         ("allocationState", Value::from("steady")),
@@ -170,7 +170,7 @@ pub(super) async fn remove_nodes(
     };
     let option = deallocation_option(&body)?;
     let mut data = state.data();
-    let resource = pool_mut(&mut data, &pool)?;
+    let resource = data.pool_mut(&pool)?;
     check(&headers, resource, Access::Write)?;
     if resource.body.get("enableAutoScale") == Some(&Value::Bool(true)) {
         return Err(BatchError::new(
@@ -349,12 +349,6 @@ pub(super) async fn supported_images(
     )
 }
 
-fn pool_mut<'a>(data: &'a mut Data, pool: &str) -> Result<&'a mut Resource, BatchError> {
-    data.pools
-        .get_mut(pool)
-        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))
-}
-
 /// A response with the pool's new ETag, and the scheduler told.
 fn changed(state: &Shared, resource: &Resource, status: StatusCode) -> Response {
     let mut response = status.into_response();
@@ -382,7 +376,7 @@ pub(super) fn deallocation_option(body: &Map<String, Value>) -> Result<String, B
 }
 
 /// The running tasks (job, task) on the named nodes.
-fn running_on(data: &Data, ids: &[String]) -> Vec<(String, String)> {
+pub(super) fn running_on(data: &Data, ids: &[String]) -> Vec<(String, String)> {
     data.tasks
         .values()
         .flat_map(|tasks| tasks.all())

@@ -126,10 +126,7 @@ pub(super) async fn resize_pool(
     let dedicated = optional_int(&body, "targetDedicatedNodes", 0, MAX_POOL_NODES)?;
     let spot = optional_int(&body, "targetLowPriorityNodes", 0, MAX_POOL_NODES)?;
     let mut data = state.data();
-    let resource = data
-        .pools
-        .get_mut(&pool)
-        .ok_or_else(|| BatchError::not_found("PoolNotFound", "pool"))?;
+    let resource = data.pool_mut(&pool)?;
     if resource.body.get("enableAutoScale") == Some(&Value::Bool(true)) {
         return Err(BatchError::new(
             StatusCode::CONFLICT,

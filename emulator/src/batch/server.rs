@@ -255,6 +255,42 @@ pub(super) struct Data {
     pub(super) bearer_token: Option<String>,
 }
 
+impl Data {
+    /// A pool, to change it (404 `PoolNotFound`).
+    pub(super) fn pool_mut(
+        &mut self,
+        pool: &str,
+    ) -> Result<&mut super::resources::Resource, super::error::BatchError> {
+        self.pools
+            .get_mut(pool)
+            .ok_or_else(|| super::error::BatchError::not_found("PoolNotFound", "pool"))
+    }
+
+    /// A job, to change it (404 `JobNotFound`).
+    pub(super) fn job_mut(
+        &mut self,
+        job: &str,
+    ) -> Result<&mut super::resources::Resource, super::error::BatchError> {
+        self.jobs
+            .get_mut(job)
+            .ok_or_else(|| super::error::BatchError::not_found("JobNotFound", "job"))
+    }
+
+    /// The ids of a job's running tasks.
+    pub(super) fn running_tasks(&self, job: &str) -> Vec<String> {
+        self.tasks
+            .get(&job.to_lowercase())
+            .map(|tasks| {
+                tasks
+                    .all()
+                    .filter(|t| t.state() == "running")
+                    .map(|t| t.id().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 impl AccountState {
     pub(super) fn data(&self) -> MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|p| p.into_inner())

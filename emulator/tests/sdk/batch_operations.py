@@ -412,6 +412,42 @@ def pools(client):
     step("an evaluation error is reported in the run")
 
 
+def start_task_retries(client):
+    client.create_pool(
+        models.BatchPoolCreateOptions(
+            id="ops-retry",
+            vm_size="standard_d2s_v3",
+            target_dedicated_nodes=1,
+            start_task=models.BatchStartTask(command_line="/bin/sh -c 'exit 6'", max_task_retry_count=2),
+        )
+    )
+
+    def failed():
+        nodes = list(client.list_nodes("ops-retry"))
+        return nodes if nodes and nodes[0].state == models.BatchNodeState.START_TASK_FAILED else None
+
+    info = wait_for("the start task to fail for good", failed)[0].start_task_info
+    assert info.retry_count == 2 and info.exit_code == 6, info
+    assert info.failure_info.category == models.BatchErrorSourceCategory.USER_ERROR, info
+    client.begin_delete_pool("ops-retry").result()
+    step("a start task is retried maxTaskRetryCount times")
+
+
+def wire_enums(client):
+    # The SDK reads enums in any case; what the service sends is lower case.
+    from azure.core.rest import HttpRequest
+
+    url = os.environ["REDWOOD_BATCH_URL"]
+    body = {"value": [{"id": "1", "commandLine": "/bin/true"}]}
+    reply = client.send_request(
+        HttpRequest("POST", f"{url}/jobs/ops-deps/addtaskcollection?api-version=2025-06-01", json=body)
+    )
+    assert reply.status_code == 200 and reply.json()["value"][0]["status"] == "clienterror", reply.text
+    failed = client.send_request(HttpRequest("GET", f"{url}/jobs/ops-deps/tasks/fails?api-version=2025-06-01"))
+    assert failed.json()["executionInfo"]["failureInfo"]["category"] == "usererror", failed.text
+    step("enums on the wire are lower case (clienterror, usererror)")
+
+
 def errors(client):
     url = os.environ["REDWOOD_BATCH_URL"]
     # A verb a path does not take, sent through the SDK's pipeline (signed like any call).
@@ -450,6 +486,8 @@ def main():
     subtasks(client)
     release_task(client)
     pools(client)
+    start_task_retries(client)
+    wire_enums(client)
     errors(client)
     print("all steps passed", flush=True)
 
