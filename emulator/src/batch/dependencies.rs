@@ -98,22 +98,15 @@ pub(super) fn ready(task: &Resource, tasks: &Collection) -> bool {
     let Ok(ranges) = ranges(depends) else {
         return false;
     };
-    // A range names the tasks whose ids are whole numbers within it (`"7"`, not `"007"`).
+    // A range names the tasks whose ids are whole numbers within it (`"7"`, not `"007"`); each
+    // must have been added and satisfy. Looked up by id: no scan of the job per waiting task.
     for (start, end) in ranges {
-        let in_range = |t: &&Resource| {
-            t.id()
-                .parse::<u64>()
-                .is_ok_and(|n| (start..=end).contains(&n) && n.to_string() == t.id())
-        };
-        let mut seen = 0u64;
-        for member in tasks.all().filter(in_range) {
-            if !satisfies(member) {
-                return false;
-            }
-            seen += 1;
+        let members = end.saturating_sub(start).saturating_add(1);
+        if members > tasks.len() as u64 {
+            return false; // more members than the job has tasks: some are not added yet
         }
-        if seen <= end - start {
-            return false; // some task of the range was not added yet
+        if !(start..=end).all(|n| tasks.get(&n.to_string()).is_some_and(satisfies)) {
+            return false;
         }
     }
     true

@@ -30,6 +30,27 @@ impl NodeTask<'_> {
             .unwrap_or("")
     }
 
+    /// `/bin/sh -c` with its command line in its `wd`, with the `AZ_BATCH_*` variables every
+    /// task on `node` (whose root folder is `node_dir`) sees; callers add their own.
+    pub fn shell(&self, node: &str, node_dir: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(self.command_line())
+            .current_dir(self.dir.join("wd"))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .env("AZ_BATCH_ACCOUNT_NAME", &self.state.account.name)
+            .env("AZ_BATCH_ACCOUNT_URL", &self.state.url)
+            .env("AZ_BATCH_POOL_ID", self.pool)
+            .env("AZ_BATCH_NODE_ID", node)
+            .env("AZ_BATCH_NODE_ROOT_DIR", node_dir)
+            .env("AZ_BATCH_NODE_SHARED_DIR", node_dir.join("shared"))
+            .env("AZ_BATCH_TASK_DIR", self.dir)
+            .env("AZ_BATCH_TASK_WORKING_DIR", self.dir.join("wd"));
+        command
+    }
+
     /// Runs it until it succeeds or its retries are used up. `command` makes a try's
     /// `/bin/sh -c` command (working directory and `AZ_BATCH_*` environment set); `record` gets
     /// the execution information whenever it changes, `base`'s fields included. Returns the

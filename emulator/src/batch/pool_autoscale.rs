@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::autoscale::{self, History, Outcome, Sample, metric};
+use super::autoscale::{self, Outcome, Sample, metric};
 use super::conditions::{Access, check};
 use super::error::BatchError;
 use super::odata::{json_body, set_resource_headers};
@@ -143,17 +143,16 @@ fn evaluate_on(data: &mut Data, pool: &str, formula: &str) -> Result<Outcome, St
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
+    let targets = data.pools.get(pool).map_or((0, 0), |p| {
+        let get = |k: &str| p.body.get(k).and_then(Value::as_i64).unwrap_or(0);
+        (get("targetDedicatedNodes"), get("targetLowPriorityNodes"))
+    });
     let history = data
         .autoscale_history
         .entry(pool.to_lowercase())
         .or_default();
     history.record(now, sample, slots);
-    let targets = data.pools.get(pool).map_or((0, 0), |p| {
-        let get = |k: &str| p.body.get(k).and_then(Value::as_i64).unwrap_or(0);
-        (get("targetDedicatedNodes"), get("targetLowPriorityNodes"))
-    });
-    let history = data.autoscale_history.get(&pool.to_lowercase());
-    autoscale::evaluate(formula, history.unwrap_or(&History::new()), targets)
+    autoscale::evaluate(formula, history, targets)
 }
 
 /// An `autoScaleRun`: the values a formula set, or why it failed.

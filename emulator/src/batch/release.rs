@@ -65,27 +65,14 @@ pub(super) fn release_job(state: &Arc<AccountState>, job: &str) {
                 "taskRootDirectoryUrl": format!("{}/pools/{pool}/nodes/{node}/files/{root}", state.url),
             });
             let command = || {
-                let mut command = tokio::process::Command::new("/bin/sh");
+                let mut command = task.shell(&node, &node_dir);
                 command
-                    .arg("-c")
-                    .arg(task.command_line())
-                    .current_dir(dir.join("wd"))
-                    .stdin(std::process::Stdio::null())
-                    .kill_on_drop(true)
                     .envs(job_env.iter().cloned())
-                    .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
-                    .env("AZ_BATCH_ACCOUNT_URL", &state.url)
-                    .env("AZ_BATCH_POOL_ID", &pool)
-                    .env("AZ_BATCH_NODE_ID", &node)
                     .env("AZ_BATCH_JOB_ID", &job)
-                    .env("AZ_BATCH_NODE_ROOT_DIR", &node_dir)
-                    .env("AZ_BATCH_NODE_SHARED_DIR", node_dir.join("shared"))
                     .env(
                         "AZ_BATCH_JOB_PREP_DIR",
                         super::preparation::job_prep_dir(&node_dir, &job),
                     )
-                    .env("AZ_BATCH_TASK_DIR", &dir)
-                    .env("AZ_BATCH_TASK_WORKING_DIR", dir.join("wd"))
                     .env(
                         "AZ_BATCH_TASK_ID",
                         spec.get("id")

@@ -164,6 +164,11 @@ impl Collection {
         self.items.remove(&id.to_lowercase())
     }
 
+    /// How many resources there are.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Every resource, by id.
     pub fn all(&self) -> impl Iterator<Item = &Resource> {
         self.items.values()

@@ -4,7 +4,6 @@
 //! it fails for good the node is `starttaskfailed`, as on the service.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -63,7 +62,13 @@ pub(super) async fn run(state: Arc<AccountState>, launch: Launch) {
     let info = task
         .run(
             json!({}),
-            || command(&state, &launch, task.command_line()),
+            || {
+                let mut command = task.shell(&launch.node, &launch.dir);
+                command
+                    .env("AZ_BATCH_NODE_STARTUP_DIR", &startup)
+                    .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
+                command
+            },
             |info| record(&state, &launch, None, info),
         )
         .await;
@@ -90,28 +95,4 @@ fn record(state: &AccountState, launch: &Launch, startup: Option<Startup>, info:
             node.startup = startup;
         }
     }
-}
-
-/// `/bin/sh -c COMMAND` in the node's `startup/wd`, with the start task's `AZ_BATCH_*`
-/// environment.
-fn command(state: &AccountState, launch: &Launch, command_line: &str) -> tokio::process::Command {
-    let startup = launch.dir.join("startup");
-    let mut command = tokio::process::Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(command_line)
-        .current_dir(startup.join("wd"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .env("AZ_BATCH_ACCOUNT_NAME", &state.account.name)
-        .env("AZ_BATCH_ACCOUNT_URL", &state.url)
-        .env("AZ_BATCH_POOL_ID", &launch.pool)
-        .env("AZ_BATCH_NODE_ID", &launch.node)
-        .env("AZ_BATCH_NODE_ROOT_DIR", &launch.dir)
-        .env("AZ_BATCH_NODE_SHARED_DIR", launch.dir.join("shared"))
-        .env("AZ_BATCH_NODE_STARTUP_DIR", &startup)
-        .env("AZ_BATCH_TASK_DIR", &startup)
-        .env("AZ_BATCH_TASK_WORKING_DIR", startup.join("wd"))
-        .env("AZ_BATCH_NODE_IS_DEDICATED", "true");
-    command
 }

@@ -58,8 +58,8 @@ pub fn validate(formula: &str) -> Result<(), String> {
     evaluate(formula, &full, (0, 0)).map(|_| ())
 }
 
-/// Checks a formula's syntax and size.
-fn check(formula: &str) -> Result<(), String> {
+/// Parses a formula, checking its size and statement count.
+fn parse(formula: &str) -> Result<Vec<parser::Statement>, String> {
     if formula.len() > MAX_FORMULA_BYTES {
         return Err(format!(
             "the formula is longer than {MAX_FORMULA_BYTES} bytes"
@@ -71,13 +71,12 @@ fn check(formula: &str) -> Result<(), String> {
             "the formula has more than {MAX_STATEMENTS} statements"
         ));
     }
-    Ok(())
+    Ok(statements)
 }
 
 /// Evaluates a formula on a pool's history, whose targets are `(dedicated, low priority)` now.
 pub fn evaluate(formula: &str, history: &History, targets: (i64, i64)) -> Result<Outcome, String> {
-    check(formula)?;
-    let statements = parser::statements(lexer::tokens(formula)?)?;
+    let statements = parse(formula)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
