@@ -104,6 +104,8 @@ pub fn worker_entry() {
     let _ = redwood_azure::functions::handler::serve as fn() -> !;
     #[cfg(feature = "azure")]
     let _ = redwood_azure::functions::app::serve as fn() -> !;
+    #[cfg(any(feature = "s3", feature = "gcs"))]
+    redwood_stores::link();
     redwood_core::raw::worker::enter_worker_mode();
 }
 

@@ -82,19 +82,8 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
 
     // The TLS provider for reqwest (built without one, to keep a lean dependency tree).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // One retry policy: object_store retries each request (a list page, a multipart part) with
-    // the storage policy's numbers, and `Storage` retries only what it did not (see
-    // `Error::storage`), so requests are never retried twice over.
-    let policy = RetryPolicy::STORAGE;
-    let per_request = object_store::RetryConfig {
-        backoff: object_store::BackoffConfig {
-            init_backoff: policy.first_backoff,
-            max_backoff: policy.max_backoff,
-            base: 2.0,
-        },
-        max_retries: policy.attempts.saturating_sub(1) as usize,
-        retry_timeout: policy.deadline,
-    };
+    // One retry policy: object_store retries each request with the storage policy's numbers.
+    let per_request = RetryPolicy::STORAGE.object_store_config();
     let mut builder = MicrosoftAzureBuilder::from_env()
         .with_container_name(container)
         .with_retry(per_request);

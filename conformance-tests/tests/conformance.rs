@@ -7,11 +7,12 @@
 //!   (two local pools, or two emulated Batch accounts), region `east` with its own Azurite
 //!   account that outage cases take down; the `azure-functions` set-ups run against the
 //!   emulator's Functions host, the `-http` one sending small launches to its HTTP trigger.
-//! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory`, `azurite` and
-//!   `azurite-faults` (default: all of them for `local`; `azurite` for `azure-batch`, whose
-//!   nodes need a store they can reach by URL). `azurite` starts a real Azurite (see `redwood-emulator`);
-//!   `azurite-faults` reaches the same Azurite through a proxy that injects 503s, 500s and
-//!   connection resets into 10% of the requests.
+//! - `REDWOOD_TEST_STORAGE`: comma-separated stores among `file`, `memory`, `azurite`,
+//!   `azurite-faults`, `s3` and `s3-faults` (default: all of them for `local`; `azurite` for
+//!   `azure-batch`, whose nodes need a store they can reach by URL). `azurite` starts a real
+//!   Azurite and `s3` a real S3 emulator (moto; see `redwood-emulator`); the `-faults` stores
+//!   reach the same service through a proxy that injects 503s, 500s and connection resets into
+//!   10% of the requests.
 //!
 //! Each store gets a fresh random namespace, removed after the run.
 
@@ -200,7 +201,7 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
             stats.forwarded, stats.unavailable, stats.internal, stats.resets
         );
         if stats.faults() == 0 && !args.list {
-            eprintln!("the fault proxy injected nothing: the azurite-faults runs proved nothing");
+            eprintln!("the fault proxy injected nothing: the -faults runs proved nothing");
             code = ExitCode::FAILURE;
         }
     }

@@ -185,18 +185,7 @@ impl Azurite {
         let script = install().await?;
         let accounts = default_accounts();
         let mut command = Command::new("node");
-        // Azurite ends with the thread that started it even when this process is killed
-        // outright (SIGKILL), instead of living on under PID 1.
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let mut child = command
             .arg(&script)
             .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
@@ -348,6 +337,23 @@ impl Drop for Azurite {
                 .status();
         }
     }
+}
+
+/// Makes a child end with the thread that started it even when this process is killed
+/// outright (SIGKILL), instead of living on under PID 1 (Linux; elsewhere nothing).
+pub(crate) fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 fn default_accounts() -> Vec<Account> {

@@ -7,3 +7,5 @@ pub mod azurite;
 pub mod batch;
 pub mod fault_proxy;
 pub mod functions;
+pub mod python_env;
+pub mod s3;

@@ -27,42 +27,16 @@ fn run(cmd: &mut Command, what: &str) {
 static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A virtualenv with the pinned SDK, made once per requirements file.
-fn sdk_python() -> PathBuf {
-    let hash = REQUIREMENTS.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    let dir = cache_root().join(format!("azure-batch-sdk-{hash:016x}"));
-    let python = dir.join("bin/python");
-    // The tests of this file run at once: one of them installs, the others wait for it.
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    if python.is_file() {
-        return python;
-    }
-    let staging = dir.with_extension(format!("staging-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&staging),
-        "python3 -m venv (Python 3.9+ is needed)",
-    );
-    let requirements = staging.join("requirements.txt");
-    std::fs::write(&requirements, REQUIREMENTS).unwrap();
-    run(
-        Command::new(staging.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&requirements),
-        "pip install of the pinned azure-batch SDK",
-    );
-    if std::fs::rename(&staging, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&staging); // another test process won the race
-    }
-    // The venv's scripts name their own folder; after the rename, run the interpreter only.
-    python
+async fn sdk_python() -> PathBuf {
+    redwood_emulator::python_env::virtualenv("azure-batch-sdk", REQUIREMENTS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs one of the SDK scripts against a fresh emulator; it prints `all steps passed` when
 /// every step behaved like the service.
 async fn run_script(script: &str) {
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let python = sdk_python().await;
     let account = BatchAccount {
         name: "sdkacct".into(),
         key: "c2RrLWFjY291bnQta2V5LWZvci10ZXN0cw==".into(),
@@ -109,7 +83,7 @@ async fn the_rest_of_the_data_plane_works_through_the_sdk() {
 async fn microsofts_hello_world_sample_runs_unchanged() {
     const TOKEN: &str = "sample-token-for-the-emulator";
     const SECRET: &str = "identity-header-secret";
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let python = sdk_python().await;
     let sample = tokio::task::spawn_blocking({
         let python = python.clone();
         move || official_sample(&python, "batch_samples_hello_world.py")

@@ -343,7 +343,10 @@ impl Storage {
         let container = self.container.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported,
-                format!("storage {} cannot sign URLs (only az:// can)", self.url),
+                format!(
+                    "storage {} cannot sign URLs (az://, s3:// and gs:// can)",
+                    self.url
+                ),
             )
         })?;
         let expiry = std::time::SystemTime::now() + valid_for;

@@ -22,7 +22,12 @@ pub struct StorageScheme {
 inventory::collect!(StorageScheme);
 
 /// Every scheme Redwood has, and the feature of the `redwood` crate that links it in.
-const SCHEME_FEATURES: &[(&str, &str)] = &[("az", "azure"), ("azure", "azure")];
+const SCHEME_FEATURES: &[(&str, &str)] = &[
+    ("az", "azure"),
+    ("azure", "azure"),
+    ("s3", "s3"),
+    ("gs", "gcs"),
+];
 
 /// The registered scheme serving `scheme`, if this build has one.
 pub(crate) fn find(scheme: &str) -> Option<&'static StorageScheme> {
@@ -66,9 +71,14 @@ mod tests {
         let az = Storage::open("az://box/prefix").unwrap_err().to_string();
         assert!(az.contains("enable the `azure` feature"), "{az}");
         let s3 = Storage::open("s3://bucket").unwrap_err().to_string();
+        assert!(s3.contains("enable the `s3` feature"), "{s3}");
+        let gs = Storage::open("gs://bucket").unwrap_err().to_string();
+        assert!(gs.contains("enable the `gcs` feature"), "{gs}");
+        let hdfs = Storage::open("hdfs://x").unwrap_err().to_string();
         assert!(
-            s3.contains("unsupported storage scheme `s3`") && s3.contains("file://, memory://"),
-            "{s3}"
+            hdfs.contains("unsupported storage scheme `hdfs`")
+                && hdfs.contains("file://, memory://"),
+            "{hdfs}"
         );
         let none = Storage::open("just-a-folder").unwrap_err().to_string();
         assert!(
