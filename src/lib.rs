@@ -40,7 +40,10 @@ pub use redwood_core::{
     Session, SessionBuilder, Storage, Task, TaskError, TaskErrorKind, TaskOptions, WaitFor,
     WaitSummary, context,
 };
-pub use redwood_macros::{main, remote};
+pub use redwood_macros::{main, remote, test};
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use redwood_core::codec;
 

@@ -83,7 +83,7 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
     // The TLS provider for reqwest (built without one, to keep a lean dependency tree).
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One retry policy: object_store retries each request with the storage policy's numbers.
-    let per_request = RetryPolicy::STORAGE.object_store_config();
+    let per_request = redwood_stores::retry_config();
     let mut builder = MicrosoftAzureBuilder::from_env()
         .with_container_name(container)
         .with_retry(per_request);

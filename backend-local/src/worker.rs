@@ -175,19 +175,61 @@ inventory::submit! {
     }
 }
 
-/// Serves tasks on stdin until the client closes it, then exits the process.
+/// Where [`move_stdout_aside`] left the reply pipe (a file descriptor number).
+const REPLY_FD_ENV: &str = "REDWOOD_REPLY_FD";
+
+/// Moves the reply pipe off stdout before anything can write there: a duplicate of stdout is
+/// kept (its number in `REDWOOD_REPLY_FD`) and stdout is pointed at `/dev/null` until
+/// [`serve`] points it at stderr. A test binary calls
+/// it before `main`, since libtest prints to stdout before a test can start the worker.
+/// Does nothing in a process that is not a local worker, or when done already.
 ///
-/// The reply pipe is a duplicate of the original stdout; stdout itself is pointed at stderr so
-/// that `println!` in a remote function cannot corrupt the protocol.
-pub fn serve() -> ! {
+/// # Safety
+/// Call it while this process has one thread (before `main`): it changes the environment.
+pub unsafe fn move_stdout_aside() {
+    if std::env::var_os(WORKER_ENV).is_none_or(|m| m != WORKER_MODE)
+        || std::env::var_os(REPLY_FD_ENV).is_some()
+    {
+        return;
+    }
+    // What libtest prints before the worker serves goes nowhere; `serve` points stdout at
+    // stderr then.
+    // SAFETY: plain fd calls on a path literal; one thread (the caller's promise).
+    let fd = unsafe { libc::dup(1) };
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 || null < 0 || unsafe { libc::dup2(null, 1) } < 0 {
+        return; // `serve` tries again and says what failed
+    }
+    // SAFETY: `null` is ours and duplicated onto stdout.
+    unsafe { libc::close(null) };
+    // SAFETY: one thread (the caller's promise).
+    unsafe { std::env::set_var(REPLY_FD_ENV, fd.to_string()) };
+}
+
+/// The reply pipe: the one [`move_stdout_aside`] kept, else a duplicate of stdout made now
+/// (stdout itself then pointed at stderr, so `println!` in a remote function cannot corrupt
+/// the protocol).
+fn reply_fd() -> Option<i32> {
+    if let Some(fd) = std::env::var(REPLY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+    {
+        // SAFETY: plain fd duplication at start-up.
+        return (unsafe { libc::dup2(2, 1) } >= 0).then_some(fd);
+    }
     // SAFETY: plain fd duplication at start-up, before any other thread uses stdout.
-    let reply_fd = unsafe {
+    unsafe {
         let fd = libc::dup(1);
-        if fd < 0 || libc::dup2(2, 1) < 0 {
-            eprintln!("redwood worker: cannot set up its reply pipe");
-            std::process::exit(70);
-        }
-        fd
+        (fd >= 0 && libc::dup2(2, 1) >= 0).then_some(fd)
+    }
+}
+
+/// Serves tasks on stdin until the client closes it, then exits the process.
+pub fn serve() -> ! {
+    let Some(reply_fd) = reply_fd() else {
+        eprintln!("redwood worker: cannot set up its reply pipe");
+        std::process::exit(70);
     };
     // SAFETY: fd 0 and `reply_fd` are open and owned by nothing else from here on.
     let (stdin, reply) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(reply_fd)) };

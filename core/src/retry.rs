@@ -73,24 +73,6 @@ impl RetryPolicy {
         deadline: Duration::ZERO,
     };
 
-    /// The same numbers for object_store's own per-request retries, so a store client retries
-    /// each request (a list page, a multipart part) as this policy says and [`Storage`] retries
-    /// only what it did not (see [`crate::Error::storage`]): requests are never retried twice
-    /// over.
-    ///
-    /// [`Storage`]: crate::storage::Storage
-    pub fn object_store_config(&self) -> object_store::RetryConfig {
-        object_store::RetryConfig {
-            backoff: object_store::BackoffConfig {
-                init_backoff: self.first_backoff,
-                max_backoff: self.max_backoff,
-                base: 2.0,
-            },
-            max_retries: self.attempts.saturating_sub(1) as usize,
-            retry_timeout: self.deadline,
-        }
-    }
-
     /// The longest wait before retry `retry` (1 is the first retry): `first_backoff × 2ⁿ⁻¹`,
     /// capped at `max_backoff`; the actual wait is a random time up to it (full jitter).
     pub fn backoff_cap(&self, retry: u32) -> Duration {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use redwood_core::Result;
-use redwood_core::retry::RetryPolicy;
 use redwood_core::storage::Storage;
 use redwood_core::storage::scheme::StorageScheme;
 
@@ -30,7 +29,7 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
     let (bucket, prefix) = split_url(Provider::Gcs, url)?;
     let mut builder = GoogleCloudStorageBuilder::from_env()
         .with_bucket_name(bucket)
-        .with_retry(RetryPolicy::STORAGE.object_store_config());
+        .with_retry(crate::retry_config());
     for (key, value) in options {
         let name = match key.as_str() {
             "endpoint" | "endpoint_url" => "base_url",

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use redwood_core::Result;
-use redwood_core::retry::RetryPolicy;
 use redwood_core::storage::Storage;
 use redwood_core::storage::scheme::StorageScheme;
 
@@ -27,7 +26,7 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
     let (bucket, prefix) = split_url(Provider::S3, url)?;
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
-        .with_retry(RetryPolicy::STORAGE.object_store_config());
+        .with_retry(crate::retry_config());
     for (key, value) in options {
         let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| {
             unknown_option(

@@ -1,6 +1,8 @@
 #![deny(missing_docs)]
 //! Procedural macros for Redwood: `#[redwood::remote]` registers a function for remote calls,
-//! `#[redwood::main]` lets a binary act as its own worker.
+//! `#[redwood::main]` lets a binary act as its own worker, `#[redwood::test]` a test binary.
+
+mod test_attr;
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -261,6 +263,20 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     .into()
+}
+
+/// A test (`async` or not) whose binary is its own Redwood worker, for tests that start
+/// sessions: the backends start the test binary again as a worker, and this attribute makes it
+/// serve tasks then instead of running the tests. An `async` body runs on a multi-threaded
+/// Tokio runtime. Put it on every test of a binary whose tests start sessions (a plain
+/// `#[test]` beside it would also run, once, in each worker process).
+#[proc_macro_attribute]
+pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    match test_attr::expand(attr.into(), func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
 }
 
 fn is_result(ty: &Type) -> bool {
