@@ -1,10 +1,10 @@
 //! A real Azurite for tests, started by the tests themselves.
 //!
 //! Order of choice: an external Azurite named by `REDWOOD_AZURITE` (a connection string), else a
-//! container of the pinned image when a Docker daemon answers (`docker info`), else a child
-//! `node` process running the Azurite version pinned in `emulator/azurite/package.json`,
-//! installed with `npm ci` into a cache folder the first time. `REDWOOD_AZURITE_DOCKER=0` skips
-//! the container. Two storage accounts are configured: the well-known `devstoreaccount1` and
+//! container of the pinned image (through testcontainers' Azurite module) where a Docker daemon
+//! can be reached, else a child `node` process running the Azurite version pinned in
+//! `emulator/azurite/package.json`, installed with `npm ci` into a cache folder the first time.
+//! `REDWOOD_AZURITE_DOCKER=0` (or `REDWOOD_DOCKER=0`) skips the container. Two storage accounts are configured: the well-known `devstoreaccount1` and
 //! `devstoreaccount2`, for multi-region work.
 
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ pub const AZURITE_IMAGE: &str = "mcr.microsoft.com/azure-storage/azurite:3.37.0"
 #[derive(Debug)]
 pub struct Azurite {
     child: Option<Child>,
-    container: Option<String>,
+    container: Option<crate::docker::Container>,
     blob_base: String,
     queue_base: Option<String>,
     accounts: Vec<Account>,
@@ -84,7 +84,7 @@ impl Azurite {
         if let Ok(conn) = std::env::var("REDWOOD_AZURITE") {
             return Azurite::external(&conn);
         }
-        if std::env::var("REDWOOD_AZURITE_DOCKER").as_deref() != Ok("0") && docker_answers().await {
+        if crate::docker::wanted("REDWOOD_AZURITE_DOCKER") {
             match Azurite::start_container().await {
                 Ok(az) => return Ok(az),
                 Err(e) => tracing::warn!("{e}; starting Azurite as a process instead"),
@@ -93,56 +93,41 @@ impl Azurite {
         Azurite::start_process().await
     }
 
-    /// Starts the pinned Azurite image in Docker, published on free loopback ports.
+    /// Starts the pinned Azurite image in Docker (testcontainers' Azurite module), published
+    /// on free loopback ports.
     pub async fn start_container() -> Result<Azurite, AzuriteError> {
+        use testcontainers::ImageExt;
+        use testcontainers_modules::azurite::{Azurite as AzuriteImage, BLOB_PORT, QUEUE_PORT};
         let accounts = default_accounts();
-        let out = Command::new("docker")
-            .args(["run", "-d", "--rm"])
-            .args(["-p", "127.0.0.1::10000", "-p", "127.0.0.1::10001"])
-            .args([
-                "-e",
-                &format!("AZURITE_ACCOUNTS={}", accounts_env(&accounts)),
-            ])
-            .arg(AZURITE_IMAGE)
-            .args(["azurite", "--blobHost", "0.0.0.0", "--queueHost", "0.0.0.0"])
-            .args([
+        let request = AzuriteImage::default()
+            .with_accounts(accounts_env(&accounts))
+            .with_tag(AZURITE_VERSION)
+            .with_cmd([
+                "azurite",
+                "--blobHost",
+                "0.0.0.0",
+                "--queueHost",
+                "0.0.0.0",
+                "--tableHost",
+                "0.0.0.0",
                 "--inMemoryPersistence",
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
                 "--loose",
-            ])
-            .output()
+            ]);
+        let (container, urls) = crate::docker::start(request, &[BLOB_PORT, QUEUE_PORT])
             .await
-            .map_err(|e| AzuriteError(format!("cannot run docker: {e}")))?;
-        if !out.status.success() {
-            return Err(AzuriteError(format!(
-                "docker run failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        // From here on, dropping `az` removes the container.
-        let mut az = Azurite {
+            .map_err(AzuriteError)?;
+        let [blob_base, queue_base] = <[String; 2]>::try_from(urls)
+            .map_err(|_| AzuriteError("the container published no ports".into()))?;
+        Ok(Azurite {
             child: None,
-            container: Some(id.clone()),
-            blob_base: String::new(),
-            queue_base: None,
+            container: Some(container),
+            blob_base,
+            queue_base: Some(queue_base),
             accounts,
             how: "Docker container",
-        };
-        az.blob_base = format!("http://{}", docker_port(&id, 10000).await?);
-        az.queue_base = Some(format!("http://{}", docker_port(&id, 10001).await?));
-        let address = az.blob_base.trim_start_matches("http://").to_string();
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while tokio::net::TcpStream::connect(&address).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                return Err(AzuriteError(format!(
-                    "the container did not answer on {address} within {START_TIMEOUT:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(az)
+        })
     }
 
     /// An Azurite someone else runs, named by a connection string.
@@ -318,24 +303,8 @@ impl Azurite {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
-        if let Some(id) = self.container.take() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", &id])
-                .output()
-                .await;
-        }
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        if let Some(id) = self.container.take() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", &id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        // A container is removed as it drops.
+        drop(self.container.take());
     }
 }
 
@@ -376,45 +345,6 @@ fn accounts_env(accounts: &[Account]) -> String {
         .map(|a| format!("{}:{}", a.name, a.key))
         .collect::<Vec<_>>()
         .join(";")
-}
-
-/// Whether a Docker daemon answers (the client alone is not enough), within 5 seconds.
-async fn docker_answers() -> bool {
-    let probe = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(Duration::from_secs(5), probe).await {
-        Ok(Ok(out)) => out.status.success() && !out.stdout.trim_ascii().is_empty(),
-        _ => false,
-    }
-}
-
-/// The loopback address a container port is published on (`docker port ID PORT`).
-async fn docker_port(id: &str, port: u16) -> Result<String, AzuriteError> {
-    let out = Command::new("docker")
-        .args(["port", id, &port.to_string()])
-        .output()
-        .await
-        .map_err(|e| AzuriteError(format!("cannot run docker port: {e}")))?;
-    parse_docker_port(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
-        AzuriteError(format!(
-            "docker port {id} {port} gave no loopback address: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    })
-}
-
-/// The first IPv4 `host:port` of `docker port` output (`127.0.0.1:49153`, one per line).
-fn parse_docker_port(output: &str) -> Option<String> {
-    output
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("127.0.0.1:") || l.starts_with("0.0.0.0:"))
-        .map(|l| l.replace("0.0.0.0:", "127.0.0.1:"))
 }
 
 fn listening_url(line: &str, service: &str) -> Option<String> {
@@ -532,31 +462,6 @@ mod tests {
         assert_eq!(a.blob_base(), "http://127.0.0.1:10000");
         assert_eq!(a.accounts()[0].key, "k");
         assert!(!format!("{:?}", a.accounts()[0]).contains("\"k\""));
-    }
-
-    #[test]
-    fn docker_port_output() {
-        assert_eq!(
-            parse_docker_port("127.0.0.1:49153\n[::1]:49153\n").as_deref(),
-            Some("127.0.0.1:49153")
-        );
-        assert_eq!(
-            parse_docker_port("0.0.0.0:32768\n").as_deref(),
-            Some("127.0.0.1:32768")
-        );
-        assert_eq!(parse_docker_port(""), None);
-    }
-
-    #[tokio::test]
-    async fn no_docker_daemon_means_no_container_attempt() {
-        // On machines without a Docker engine (ours), the probe says no quickly.
-        let started = std::time::Instant::now();
-        let answers = docker_answers().await;
-        assert!(started.elapsed() < Duration::from_secs(6));
-        if std::path::Path::new("/var/run/docker.sock").exists() {
-            return; // a daemon may be there: nothing to assert
-        }
-        assert!(!answers);
     }
 
     #[test]

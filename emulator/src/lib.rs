@@ -5,7 +5,9 @@
 
 pub mod azurite;
 pub mod batch;
+pub mod docker;
 pub mod fault_proxy;
 pub mod functions;
+pub mod gcs;
 pub mod python_env;
 pub mod s3;

@@ -2,8 +2,10 @@
 //!
 //! Order of choice: an external S3-compatible endpoint named by `REDWOOD_S3_ENDPOINT` (with
 //! `REDWOOD_S3_ACCESS_KEY_ID` and `REDWOOD_S3_SECRET_ACCESS_KEY`, default moto's `testing`),
-//! else a child process of the moto version pinned in `emulator/moto/requirements.txt`,
-//! installed with pip into a cached virtualenv the first time. Moto keeps everything in
+//! else a container of moto's image at the pinned version where a Docker daemon can be reached
+//! (testcontainers; `REDWOOD_S3_DOCKER=0` or `REDWOOD_DOCKER=0` skips it), else a child process
+//! of the moto version pinned in `emulator/moto/requirements.txt`, installed with pip into a
+//! cached virtualenv the first time. Moto keeps everything in
 //! memory: what a test stores goes away when it stops.
 
 use std::process::Stdio;
@@ -28,10 +30,15 @@ pub const REGION: &str = "us-east-1";
 /// How long moto may take to start listening (the first start imports a lot of Python).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A running S3 emulator; the child process (if this fixture started one) stops when dropped.
+/// moto's image (its tags follow moto's versions).
+pub const MOTO_IMAGE: &str = "motoserver/moto";
+
+/// A running S3 emulator; the child process or container (if this fixture started one) stops
+/// when dropped.
 #[derive(Debug)]
 pub struct S3Emulator {
     child: Option<Child>,
+    container: Option<crate::docker::Container>,
     endpoint: String,
     access_key_id: String,
     secret_access_key: String,
@@ -40,12 +47,43 @@ pub struct S3Emulator {
 }
 
 impl S3Emulator {
-    /// An S3 emulator for tests: `REDWOOD_S3_ENDPOINT`, else moto as a child process.
+    /// An S3 emulator for tests: `REDWOOD_S3_ENDPOINT`, else moto in a container where a
+    /// Docker daemon answers, else moto as a child process.
     pub async fn start() -> Result<S3Emulator, String> {
-        match std::env::var("REDWOOD_S3_ENDPOINT") {
-            Ok(endpoint) => Ok(S3Emulator::external(&endpoint)),
-            Err(_) => S3Emulator::start_process().await,
+        if let Ok(endpoint) = std::env::var("REDWOOD_S3_ENDPOINT") {
+            return Ok(S3Emulator::external(&endpoint));
         }
+        if crate::docker::wanted("REDWOOD_S3_DOCKER") {
+            match S3Emulator::start_container().await {
+                Ok(s3) => return Ok(s3),
+                Err(e) => tracing::warn!("{e}; starting moto as a process instead"),
+            }
+        }
+        S3Emulator::start_process().await
+    }
+
+    /// Starts moto's image at the pinned version in Docker, on a free loopback port.
+    pub async fn start_container() -> Result<S3Emulator, String> {
+        use testcontainers::GenericImage;
+        use testcontainers::core::{IntoContainerPort, WaitFor};
+        let port = 5000.tcp();
+        let image = GenericImage::new(MOTO_IMAGE, MOTO_VERSION)
+            .with_exposed_port(port)
+            .with_wait_for(WaitFor::message_on_either_std("Running on"));
+        let (container, urls) = crate::docker::start(image.into(), &[port]).await?;
+        let endpoint = urls
+            .into_iter()
+            .next()
+            .ok_or("moto's container published no port")?;
+        Ok(S3Emulator {
+            child: None,
+            container: Some(container),
+            endpoint,
+            access_key_id: ACCESS_KEY_ID.into(),
+            secret_access_key: SECRET_ACCESS_KEY.into(),
+            how: "Docker container",
+            http: plain_http_client(),
+        })
     }
 
     /// An S3-compatible service someone else runs.
@@ -53,6 +91,7 @@ impl S3Emulator {
         let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "testing".into());
         S3Emulator {
             child: None,
+            container: None,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             access_key_id: var("REDWOOD_S3_ACCESS_KEY_ID"),
             secret_access_key: var("REDWOOD_S3_SECRET_ACCESS_KEY"),
@@ -112,6 +151,7 @@ impl S3Emulator {
         tracing::info!(%endpoint, "moto (S3) started");
         Ok(S3Emulator {
             child: Some(child),
+            container: None,
             endpoint,
             access_key_id: ACCESS_KEY_ID.into(),
             secret_access_key: SECRET_ACCESS_KEY.into(),
@@ -127,7 +167,7 @@ impl S3Emulator {
 
     /// Whether this fixture started it: what it holds goes away when it stops.
     pub fn started_here(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() || self.container.is_some()
     }
 
     /// Its endpoint (`http://127.0.0.1:<port>`).
@@ -186,11 +226,12 @@ impl S3Emulator {
         ))
     }
 
-    /// Stops the child process now (also done on drop).
+    /// Stops the child process or container now (also done on drop).
     pub async fn stop(mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
+        drop(self.container.take());
     }
 }
 
