@@ -21,7 +21,10 @@ async fn a_dead_docker_daemon_falls_back_or_says_why() {
     assert_eq!(s3.how(), "child process");
     s3.create_bucket("after-fallback").await.unwrap();
     let e = GcsEmulator::start().await.unwrap_err();
-    assert!(e.contains("cannot start the container fsouza/fake-gcs-server"), "{e}");
+    assert!(
+        e.contains("cannot start the container fsouza/fake-gcs-server"),
+        "{e}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(120));
     // SAFETY: as above.
     unsafe { std::env::set_var("REDWOOD_DOCKER", "0") };
