@@ -22,7 +22,7 @@ use crate::types::task_error::{TaskError, TaskErrorKind};
 pub const WORKER_ENV: &str = "REDWOOD_WORKER";
 
 /// What to tell a user whose worker process reached their own code.
-pub const MISSING_ENTRY_HINT: &str = "a worker process is this program started again with REDWOOD_WORKER set; its `main` must carry #[redwood::main] or call redwood::worker_entry() before anything else (a libtest #[test] binary cannot be a worker: use a harness = false test)";
+pub const MISSING_ENTRY_HINT: &str = "a worker process is this program started again with REDWOOD_WORKER set; its `main` must carry #[redwood::main] or call redwood::worker_entry() before anything else (in a test binary, mark its tests #[redwood::test] instead of #[test] or #[tokio::test], with the `testing` feature; or use a harness = false test)";
 
 /// The I/O a running task can do through its worker: reading an object (or a byte range of one)
 /// from the session's storage.
