@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 mod driver;
 pub mod error;
+pub mod inspect;
 pub mod raw;
 pub mod redact;
 pub mod retry;

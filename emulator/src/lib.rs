@@ -5,6 +5,7 @@
 
 pub mod azurite;
 pub mod batch;
+pub mod cli;
 pub mod docker;
 pub mod fault_proxy;
 pub mod functions;
