@@ -1,0 +1,67 @@
+//! How the commands write sizes, durations and times.
+
+use std::time::{Duration, SystemTime};
+
+/// `1.5 MiB`, `812 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A duration to the millisecond below a minute, to the second above.
+pub fn duration(d: Duration) -> String {
+    let rounded = if d >= Duration::from_secs(60) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+/// A time as RFC 3339 (UTC, to the second).
+pub fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The lane an attempt ran in: its region (when the job had several), then its node or
+/// executor, then its worker (`east · node-1/w3`, `local w2`).
+pub fn lane(record: &redwood_core::raw::events::TaskRecord) -> String {
+    let mut lane = String::new();
+    if let Some(region) = &record.region {
+        lane.push_str(region);
+        lane.push_str(" · ");
+    }
+    match (&record.node, record.worker) {
+        (Some(node), Some(w)) => lane.push_str(&format!("{node}/w{w}")),
+        (Some(node), None) => lane.push_str(node),
+        (None, Some(w)) => lane.push_str(&format!(
+            "{} w{w}",
+            record.executor.as_deref().unwrap_or("worker")
+        )),
+        (None, None) => lane.push_str(record.executor.as_deref().unwrap_or("unknown")),
+    }
+    lane
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(duration(Duration::from_millis(1234)), "1s 234ms");
+        assert_eq!(duration(Duration::from_millis(61_234)), "1m 1s");
+    }
+}

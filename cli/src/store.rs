@@ -1,0 +1,21 @@
+//! The store a command reads: the profile's (`Redwood.toml`, `REDWOOD_*`), or `--storage`.
+
+use redwood_core::Storage;
+use redwood_core::config::LoadedConfig;
+
+/// Opens the store and namespace the profile names, `storage` and `namespace` overriding them.
+pub fn open(storage: Option<&str>, namespace: Option<&str>) -> Result<Storage, String> {
+    // The stores other crates register: naming them links them in.
+    redwood_stores::link();
+    let _ = redwood_azure::blob::open as redwood_core::storage::scheme::OpenFn;
+    let loaded = LoadedConfig::load().map_err(|e| e.to_string())?;
+    let config = loaded.config;
+    let (url, options) = match storage {
+        // Another store: the profile's options are for the profile's store.
+        Some(url) if url != config.storage => (url.to_string(), Default::default()),
+        _ => (config.storage.clone(), config.storage_options.clone()),
+    };
+    let namespace = namespace.unwrap_or(&config.namespace);
+    let opened = Storage::open_with(&url, &options).map_err(|e| e.to_string())?;
+    Ok(opened.with_root(namespace))
+}
