@@ -53,6 +53,37 @@ pub use redwood_core::config;
 /// The retry policy every remote call uses (storage, Batch), and which errors are transient.
 pub use redwood_core::retry;
 
+/// Jobs read back from storage alone: what the `redwood` tool shows.
+pub use redwood_core::inspect;
+
+/// A picture of a job's attempts over time (feature `timeline`): `job.timeline("job.svg")`
+/// with [`timeline::JobTimeline`] in scope, as `redwood timeline` draws it.
+#[cfg(feature = "timeline")]
+pub mod timeline {
+    use std::future::Future;
+    use std::path::Path;
+
+    pub use redwood_timeline::{lane, render};
+
+    /// How long to wait for a job's attempt records still being written.
+    const RECORDS_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// `job.timeline(path)`: the job's timeline as SVG or PNG (by the file's extension).
+    pub trait JobTimeline {
+        /// Draws the job's attempts so far into `path`.
+        fn timeline(&self, path: &Path) -> impl Future<Output = crate::Result<()>> + Send;
+    }
+
+    impl<T: Send + Sync> JobTimeline for crate::Job<T> {
+        async fn timeline(&self, path: &Path) -> crate::Result<()> {
+            redwood_core::__private::flush_all_records(RECORDS_LIMIT).await;
+            let stored =
+                redwood_core::inspect::read_job(self.session().storage(), self.id()).await?;
+            render(&stored, path)
+        }
+    }
+}
+
 /// The backend contract and the pieces backend authors use.
 pub mod raw {
     pub use redwood_core::raw::*;

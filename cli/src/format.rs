@@ -33,26 +33,6 @@ pub fn time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The lane an attempt ran in: its region (when the job had several), then its node or
-/// executor, then its worker (`east · node-1/w3`, `local w2`).
-pub fn lane(record: &redwood_core::raw::events::TaskRecord) -> String {
-    let mut lane = String::new();
-    if let Some(region) = &record.region {
-        lane.push_str(region);
-        lane.push_str(" · ");
-    }
-    match (&record.node, record.worker) {
-        (Some(node), Some(w)) => lane.push_str(&format!("{node}/w{w}")),
-        (Some(node), None) => lane.push_str(node),
-        (None, Some(w)) => lane.push_str(&format!(
-            "{} w{w}",
-            record.executor.as_deref().unwrap_or("worker")
-        )),
-        (None, None) => lane.push_str(record.executor.as_deref().unwrap_or("unknown")),
-    }
-    lane
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cleanup;
 mod format;
 mod jobs;
 mod logs;
 mod show;
 mod store;
-mod timeline;
 
 /// Redwood's jobs from storage alone (what ran, where, how long, what failed and why), and the
 /// emulator.
@@ -73,6 +73,23 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Marks a job cancelled: the program driving it stops its unfinished tasks within a few
+    /// seconds, each ending `Cancelled`.
+    Cancel {
+        /// The job id.
+        job: String,
+    },
+    /// Deletes the jobs that ended (or went silent) more than `--older-than` ago and the
+    /// broadcast values stored before then that no remaining job reads; says what it deletes
+    /// and how much storage that frees. Jobs whose tasks may still run are kept.
+    Cleanup {
+        /// How old: `7d`, `12h`, `30m`, `0s` (everything that is over).
+        #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only say what it would delete.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Runs the emulator (a local Azure Batch service, an Azurite and, with `--functions`, a
     /// Functions host), as `redwood-emulator` does.
     Emulator(redwood_emulator::cli::EmulatorArgs),
@@ -123,10 +140,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             let stored = redwood_core::inspect::read_job(&storage, &job)
                 .await
                 .map_err(|e| e.to_string())?;
-            timeline::render(&stored, &output)?;
+            redwood_timeline::render(&stored, &output).map_err(|e| e.to_string())?;
             eprintln!("wrote {}", output.display());
             Ok(())
         }
+        Command::Cancel { job } => cleanup::cancel(&open()?, &job, &mut out).await,
+        Command::Cleanup {
+            older_than,
+            dry_run,
+        } => cleanup::cleanup(&open()?, older_than, dry_run, &mut out).await,
         Command::Emulator(args) => redwood_emulator::cli::run(args, &mut out)
             .await
             .map_err(|f| f.message),

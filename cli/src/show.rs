@@ -202,7 +202,7 @@ fn tallies(job: &StoredJob) -> (BTreeMap<String, Tally>, BTreeMap<String, Tally>
     let mut lanes: BTreeMap<String, Tally> = BTreeMap::new();
     let mut regions: BTreeMap<String, Tally> = BTreeMap::new();
     for r in &job.attempts {
-        lanes.entry(format::lane(r)).or_default().add(r);
+        lanes.entry(redwood_timeline::lane(r)).or_default().add(r);
         if let Some(region) = &r.region {
             regions.entry(region.clone()).or_default().add(r);
         }

@@ -56,6 +56,15 @@ async fn every_command_reads_a_real_job() -> redwood::Result<()> {
     let outcomes = job.collect_outcomes().await;
     assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 2);
     let id = job.id().to_string();
+    // The same picture from code.
+    use redwood::timeline::JobTimeline;
+    let from_code = dir.path().join("from-code.svg");
+    job.timeline(&from_code).await?;
+    assert!(
+        std::fs::read_to_string(&from_code)
+            .unwrap()
+            .contains("<rect")
+    );
     assert_eq!(rw.call(uneven, 1).await?, 10);
     rw.close().await?;
 
@@ -156,4 +165,147 @@ fn check_png(path: &Path) {
         .filter(|p| p.0[1] > 140 && p.0[0] < 110 && p.0[2] < 110)
         .count();
     assert!(green > 500, "only {green} green pixels: no bars drawn");
+}
+
+/// Sleeps, so a job of them is still running when it is cancelled.
+#[redwood::remote]
+fn slow(i: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(300));
+    i
+}
+
+#[redwood::test]
+async fn cancel_stops_a_running_job_and_cleanup_frees_what_is_over() -> redwood::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let rw = redwood::Session::builder()
+        .storage_url(&store)
+        .workers(2)
+        .progress(false)
+        .build()?;
+    let done = rw.map(uneven, [1u64, 2]).await?;
+    done.collect().await?;
+    let job = rw.map(slow, 0..60u64).await?;
+    let id = job.id().to_string();
+    let started = std::time::Instant::now();
+    let (ok, said, err) = redwood(&store, &["cancel", &id]);
+    assert!(ok, "{err}");
+    assert!(said.contains("marked cancelled"), "{said}");
+    let outcomes = job.collect_outcomes().await;
+    // 60 tasks of 300 ms on 2 workers take 9 s; cancelled, far less.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let cancelled = outcomes
+        .iter()
+        .filter(|o| {
+            o.as_ref()
+                .is_err_and(|e| e.to_string().contains("cancelled"))
+        })
+        .count();
+    assert!(cancelled > 20, "only {cancelled} tasks were cancelled");
+    let (ok, shown, err) = redwood(&store, &["show", &id]);
+    assert!(ok && shown.contains("(cancelled)"), "{shown}{err}");
+    let (ok, said, _) = redwood(&store, &["cancel", &id]);
+    assert!(ok && said.contains("already cancelled"), "{said}");
+
+    // Nothing is old enough by default (7 days); with 0s, both jobs are over.
+    let (ok, said, err) = redwood(&store, &["cleanup", "--dry-run"]);
+    assert!(ok && said.contains("would free 0 jobs"), "{said}{err}");
+    let (ok, said, err) = redwood(&store, &["cleanup", "--older-than", "0s", "--dry-run"]);
+    assert!(
+        ok && said.contains("would delete job") && said.contains("would free 2 jobs"),
+        "{said}{err}"
+    );
+    let (ok, listed, _) = redwood(&store, &["jobs"]);
+    assert!(
+        ok && listed.contains(&id),
+        "a dry run deleted something: {listed}"
+    );
+    let (ok, said, err) = redwood(&store, &["cleanup", "--older-than", "0s"]);
+    assert!(ok && said.contains("freed 2 jobs"), "{said}{err}");
+    let (ok, listed, _) = redwood(&store, &["jobs"]);
+    assert!(ok && listed.contains("no jobs"), "{listed}");
+    let (ok, _, err) = redwood(&store, &["cleanup", "--older-than", "soon"]);
+    assert!(!ok && err.contains("--older-than"), "{err}");
+    rw.close().await
+}
+
+fn redwood_on(store: &str, namespace: &str, connection: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_redwood"))
+        .args(["--storage", store, "--namespace", namespace])
+        .args(args)
+        .env("AZURE_STORAGE_CONNECTION_STRING", connection)
+        .env_remove("REDWOOD_PROFILE")
+        .env_remove("REDWOOD_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("the redwood binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[redwood::test]
+async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<()> {
+    let cloud = redwood::testing::TestCloud::start().await?;
+    let (store, connection) = cloud.storage();
+    let (store, connection) = (store.to_string(), connection.to_string());
+
+    // A Batch job: lanes are nodes, and the crashed task's stored log is there.
+    let rw = cloud
+        .session_builder("azure-batch")?
+        .namespace("batch")
+        .build()?;
+    let job = rw
+        .map_with(uneven, 0..10u64, TaskOptions::default().retries(1))
+        .await?;
+    let outcomes = job.collect_outcomes().await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_err()).count(), 2);
+    let id = job.id().to_string();
+    rw.close().await?;
+    let (ok, shown) = redwood_on(&store, "batch", &connection, &["show", &id]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("backend    azure-batch"), "{shown}");
+    assert!(shown.contains("task 5 (attempt 2): panicked"), "{shown}");
+    assert!(
+        shown.contains("/w") || shown.contains("node"),
+        "no node lanes: {shown}"
+    );
+    let (ok, logs) = redwood_on(&store, "batch", &connection, &["logs", &id, "--task", "7"]);
+    assert!(ok && logs.contains("task 7 is about to exit"), "{logs}");
+
+    // Two regions: lanes grouped by region.
+    let two = cloud
+        .session_builder("local-regions")?
+        .namespace("regions")
+        .build()?;
+    let job = two.map(slow, 0..12u64).await?;
+    job.collect().await?;
+    let id = job.id().to_string();
+    two.close().await?;
+    let (ok, json) = redwood_on(&store, "regions", &connection, &["show", &id, "--json"]);
+    assert!(ok, "{json}");
+    let detail: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let regions = detail["per_region"].as_object().unwrap();
+    assert_eq!(regions.len(), 2, "{json}");
+    let png = std::env::temp_dir().join(format!("regions-{}.png", std::process::id()));
+    let (ok, said) = redwood_on(
+        &store,
+        "regions",
+        &connection,
+        &["timeline", &id, "-o", &png.display().to_string()],
+    );
+    assert!(ok, "{said}");
+    check_png(&png);
+    if let Ok(keep) = std::env::var("REDWOOD_KEEP_TIMELINE") {
+        let _ = std::fs::copy(&png, format!("{keep}-regions.png"));
+    }
+    let _ = std::fs::remove_file(&png);
+    Ok(())
 }

@@ -105,6 +105,32 @@ impl DriverHandle {
     }
 }
 
+/// How often a running job looks for its `cancelled` marker (`redwood cancel`).
+const CANCEL_MARKER_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Cancels the job when someone else (`redwood cancel`) stores its `cancelled` marker; ends
+/// with the driver.
+async fn watch_cancel_marker(
+    storage: crate::storage::Storage,
+    marker: object_store::path::Path,
+    commands: mpsc::WeakUnboundedSender<Command>,
+) {
+    loop {
+        tokio::time::sleep(CANCEL_MARKER_EVERY).await;
+        match commands.upgrade() {
+            Some(tx) if !tx.is_closed() => {
+                if storage.exists(&marker).await.unwrap_or(false) {
+                    tracing::info!("the job was cancelled from outside (its cancelled marker)");
+                    let (reply, _) = oneshot::channel();
+                    let _ = tx.send(Command::Cancel(reply));
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// What background work tells the driver.
 pub(crate) enum Note {
     /// A lane was opened (or could not be).
@@ -288,6 +314,11 @@ pub(crate) async fn drive(request: DriveRequest) -> Result<Driving> {
     tokio::spawn(committer.run(commit_rx, events_tx));
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let span = tracing::debug_span!("driver", job = %spec.id);
+    if request.durable {
+        let marker = driver.home.layout().cancelled(&spec.id);
+        let watch = watch_cancel_marker(driver.home.clone(), marker, commands_tx.downgrade());
+        tokio::spawn(watch.instrument(span.clone()));
+    }
     tokio::spawn(driver.run(commands_rx, notes_rx).instrument(span));
     Ok(Driving {
         events: Box::pin(events_rx),

@@ -73,6 +73,18 @@ impl<T> Clone for Job<T> {
     }
 }
 
+impl<T> Job<T> {
+    /// The job id (for [`Job::attach`], logs and the storage layout).
+    pub fn id(&self) -> &str {
+        &self.shared.spec.id
+    }
+
+    /// The session that submitted or attached to the job.
+    pub fn session(&self) -> &Session {
+        &self.shared.session
+    }
+}
+
 impl<T> std::fmt::Debug for Job<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.shared.state();
@@ -477,11 +489,6 @@ impl<T: DeserializeOwned + Send + 'static> Job<T> {
             vec![finished],
             None,
         ))
-    }
-
-    /// The job id (for [`Job::attach`], logs and the storage layout).
-    pub fn id(&self) -> &str {
-        &self.shared.spec.id
     }
 
     /// How many tasks the job has.

@@ -2,6 +2,10 @@
 //! `redwood` tool shows): each job's manifest, how its tasks ended, its attempt records, its
 //! failures and its size in storage.
 
+mod cleanup;
+
+pub use cleanup::{CleanupPlan, Doomed, apply_cleanup, plan_cleanup};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

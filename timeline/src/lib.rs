@@ -1,7 +1,8 @@
-//! `redwood timeline JOB -o FILE`: a job's attempts over time, in the style of Lithops' plot:
-//! one lane per worker or node (grouped by region), one bar per attempt coloured by how it
-//! ended (requeued attempts outlined), and below it the tasks done over time. SVG or PNG by the
-//! file's extension, drawn with plotters.
+#![deny(missing_docs)]
+//! A picture of a Redwood job's attempts over time, in the style of Lithops' plot: one lane per
+//! worker or node (grouped by region), one bar per attempt coloured by how it ended (requeued
+//! attempts outlined), and below it the tasks done over time. SVG or PNG by the file's
+//! extension, drawn with plotters. `redwood timeline` and `redwood::timeline` use it.
 
 use std::path::Path;
 
@@ -9,8 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use redwood_core::inspect::StoredJob;
 use redwood_core::raw::events::TaskRecord;
-
-use crate::format;
+use redwood_core::{Error, ErrorKind, Result};
 
 /// The picture's size in pixels.
 const SIZE: (u32, u32) = (1400, 900);
@@ -22,8 +22,28 @@ const FAILED: RGBColor = RGBColor(214, 39, 40);
 const RETRIED: RGBColor = RGBColor(255, 127, 14);
 const REQUEUED: RGBColor = RGBColor(148, 103, 189);
 
+/// The lane an attempt ran in: its region (when the job had several), then its node or
+/// executor, then its worker (`east · node-1/w3`, `local w2`).
+pub fn lane(record: &TaskRecord) -> String {
+    let mut lane = String::new();
+    if let Some(region) = &record.region {
+        lane.push_str(region);
+        lane.push_str(" · ");
+    }
+    match (&record.node, record.worker) {
+        (Some(node), Some(w)) => lane.push_str(&format!("{node}/w{w}")),
+        (Some(node), None) => lane.push_str(node),
+        (None, Some(w)) => lane.push_str(&format!(
+            "{} w{w}",
+            record.executor.as_deref().unwrap_or("worker")
+        )),
+        (None, None) => lane.push_str(record.executor.as_deref().unwrap_or("unknown")),
+    }
+    lane
+}
+
 /// Draws the job's timeline into `path` (`.svg` or `.png`).
-pub fn render(job: &StoredJob, path: &Path) -> Result<(), String> {
+pub fn render(job: &StoredJob, path: &Path) -> Result<()> {
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
@@ -38,13 +58,21 @@ pub fn render(job: &StoredJob, path: &Path) -> Result<(), String> {
             Some("png") => draw(BitMapBackend::new(path, SIZE).into_drawing_area(), job)
                 .map_err(|e| e.to_string()),
             _ => {
-                return Err(format!(
-                    "cannot tell the picture's format from `{}`: name it .svg or .png",
-                    path.display()
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "cannot tell the picture's format from `{}`: name it .svg or .png",
+                        path.display()
+                    ),
                 ));
             }
         };
-    drawn.map_err(|e| format!("cannot draw {}: {e}", path.display()))
+    drawn.map_err(|e| {
+        Error::new(
+            ErrorKind::Unexpected,
+            format!("cannot draw {}: {e}", path.display()),
+        )
+    })
 }
 
 /// One bar: its lane, start and end in seconds since submission, and its colour.
@@ -60,7 +88,7 @@ struct Bar {
 fn bars(job: &StoredJob) -> (Vec<String>, Vec<Bar>, f64) {
     let origin_us = job.manifest.created_unix_ms.saturating_mul(1000);
     let seconds = |us: u64| us.saturating_sub(origin_us) as f64 / 1e6;
-    let mut lanes: Vec<String> = job.attempts.iter().map(format::lane).collect();
+    let mut lanes: Vec<String> = job.attempts.iter().map(lane).collect();
     lanes.sort();
     lanes.dedup();
     let last = job
@@ -76,7 +104,7 @@ fn bars(job: &StoredJob) -> (Vec<String>, Vec<Bar>, f64) {
             let end = seconds(r.finished_us);
             let start = r.started_us.map(seconds).unwrap_or(end);
             Bar {
-                lane: lanes.binary_search(&format::lane(r)).unwrap_or(0),
+                lane: lanes.binary_search(&lane(r)).unwrap_or(0),
                 start,
                 // A bar too short to see still shows.
                 end: end.max(start + last / 250.0),
