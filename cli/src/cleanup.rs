@@ -54,7 +54,7 @@ pub async fn cleanup(
     let cutoff = SystemTime::now()
         .checked_sub(older_than)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let plan = plan_cleanup(storage, cutoff)
+    let plan = format::with_spinner("reading the jobs", plan_cleanup(storage, cutoff))
         .await
         .map_err(|e| e.to_string())?;
     let verb = if dry_run { "would delete" } else { "deleting" };
@@ -91,7 +91,7 @@ pub async fn cleanup(
     if dry_run {
         return writeln!(out, "dry run: would free {summary}").map_err(io);
     }
-    let deleted = apply_cleanup(storage, &plan)
+    let deleted = format::with_spinner("deleting", apply_cleanup(storage, &plan))
         .await
         .map_err(|e| e.to_string())?;
     writeln!(out, "freed {summary} ({deleted} objects deleted)").map_err(io)

@@ -33,6 +33,21 @@ pub fn time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Runs `work` with a spinner saying `what` on a terminal's stderr (nothing elsewhere).
+pub async fn with_spinner<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    let spinner =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(what.to_string());
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let out = work.await;
+    spinner.finish_and_clear();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,9 @@ use crate::format;
 
 /// Lists the jobs, as a table or (with `json`) one JSON array.
 pub async fn run(storage: &Storage, json: bool, out: &mut dyn Write) -> Result<(), String> {
-    let jobs = list_jobs(storage).await.map_err(|e| e.to_string())?;
+    let jobs = format::with_spinner("reading the jobs", list_jobs(storage))
+        .await
+        .map_err(|e| e.to_string())?;
     let io = |e: std::io::Error| format!("cannot write the output: {e}");
     if json {
         let all: Vec<serde_json::Value> = jobs.iter().map(summary).collect();

@@ -47,7 +47,9 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), String> {
-    let job = read_job(storage, id).await.map_err(|e| e.to_string())?;
+    let job = format::with_spinner("reading the job", read_job(storage, id))
+        .await
+        .map_err(|e| e.to_string())?;
     let (lanes, regions) = tallies(&job);
     let retries = job.attempts.iter().filter(|r| r.retried).count();
     let requeues: u64 = job.attempts.iter().map(|r| u64::from(r.requeues)).sum();
