@@ -25,10 +25,12 @@ fn uneven(i: u64) -> u64 {
     }
 }
 
-fn redwood(store: &str, args: &[&str]) -> (bool, String, String) {
+/// Runs the `redwood` binary on `store` with `env`; returns success, stdout and stderr.
+fn run_tool(store: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_redwood"))
         .args(["--storage", store])
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("REDWOOD_PROFILE")
         .env_remove("REDWOOD_CONFIG")
         .current_dir(std::env::temp_dir())
@@ -39,6 +41,10 @@ fn redwood(store: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn redwood(store: &str, args: &[&str]) -> (bool, String, String) {
+    run_tool(store, &[], args)
 }
 
 #[redwood::test]
@@ -233,22 +239,13 @@ async fn cancel_stops_a_running_job_and_cleanup_frees_what_is_over() -> redwood:
     rw.close().await
 }
 
+/// The tool on an Azurite store, in `namespace`; returns success and all it wrote.
 fn redwood_on(store: &str, namespace: &str, connection: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_redwood"))
-        .args(["--storage", store, "--namespace", namespace])
-        .args(args)
-        .env("AZURE_STORAGE_CONNECTION_STRING", connection)
-        .env_remove("REDWOOD_PROFILE")
-        .env_remove("REDWOOD_CONFIG")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("the redwood binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all = vec!["--namespace", namespace];
+    all.extend_from_slice(args);
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", connection)];
+    let (ok, out, err) = run_tool(store, &env, &all);
+    (ok, format!("{out}{err}"))
 }
 
 #[redwood::test]
