@@ -4,7 +4,9 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use redwood_core::Storage;
+use redwood_core::config::LoadedConfig;
 use redwood_core::inspect::{apply_cleanup, plan_cleanup, read_job};
+use redwood_core::raw::backend::CleanupRequest;
 
 use crate::format;
 
@@ -46,6 +48,7 @@ pub async fn cancel(storage: &Storage, id: &str, out: &mut dyn Write) -> Result<
 /// values stored before then that no remaining job reads, saying how much that frees.
 pub async fn cleanup(
     storage: &Storage,
+    config: &LoadedConfig,
     older_than: Duration,
     dry_run: bool,
     out: &mut dyn Write,
@@ -88,11 +91,55 @@ pub async fn cleanup(
         plan.objects(),
         format::bytes(plan.bytes())
     );
+    let cloud = config.config.backend != "local" && !plan.jobs.is_empty();
     if dry_run {
+        if cloud {
+            writeln!(
+                out,
+                "would also delete these jobs' cloud jobs on the profile's `{}` backend",
+                config.config.backend
+            )
+            .map_err(io)?;
+        }
         return writeln!(out, "dry run: would free {summary}").map_err(io);
     }
     let deleted = format::with_spinner("deleting", apply_cleanup(storage, &plan))
         .await
         .map_err(|e| e.to_string())?;
-    writeln!(out, "freed {summary} ({deleted} objects deleted)").map_err(io)
+    writeln!(out, "freed {summary} ({deleted} objects deleted)").map_err(io)?;
+    if cloud {
+        let ids: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
+        for released in release_cloud_jobs(config, ids).await? {
+            writeln!(out, "released {released}").map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the cloud jobs (Batch jobs) of `ids` on each region of the profile's backend;
+/// returns what each released.
+async fn release_cloud_jobs(
+    config: &LoadedConfig,
+    ids: Vec<String>,
+) -> Result<Vec<String>, String> {
+    let regions: Vec<LoadedConfig> = match config.config.regions.len() {
+        0 => vec![config.clone()],
+        n => (0..n).filter_map(|i| config.for_region(i)).collect(),
+    };
+    let mut released = Vec::new();
+    for region in regions {
+        if region.config.backend == "local" {
+            continue;
+        }
+        let executor = redwood_core::raw::factory::build_backend(&region)
+            .map_err(|e| format!("cannot reach the profile's backend to delete its jobs: {e}"))?;
+        let reply = format::with_spinner(
+            "deleting cloud jobs",
+            executor.release(CleanupRequest::default().with_jobs(ids.clone())),
+        )
+        .await
+        .map_err(|e| format!("cannot delete the jobs on `{}`: {e}", executor.name()))?;
+        released.extend(reply.released);
+    }
+    Ok(released)
 }

@@ -148,7 +148,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Cleanup {
             older_than,
             dry_run,
-        } => cleanup::cleanup(&open()?, older_than, dry_run, &mut out).await,
+        } => {
+            let (storage, config) =
+                store::open_with_config(cli.storage.as_deref(), cli.namespace.as_deref())?;
+            cleanup::cleanup(&storage, &config, older_than, dry_run, &mut out).await
+        }
         Command::Emulator(args) => redwood_emulator::cli::run(args, &mut out)
             .await
             .map_err(|f| f.message),

@@ -276,6 +276,26 @@ async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<(
     );
     let (ok, logs) = redwood_on(&store, "batch", &connection, &["logs", &id, "--task", "7"]);
     assert!(ok && logs.contains("task 7 is about to exit"), "{logs}");
+    // cleanup deletes the job's Batch job too, on the profile's (here: REDWOOD_*) account.
+    let west = cloud.batch_env("west")?;
+    let client =
+        redwood::azure::BatchClientBuilder::new(&west[0].1, &west[1].1, &west[2].1).build()?;
+    let batch_job = format!("/jobs/{id}");
+    client.get("get_job", &batch_job).await?;
+    let mut env: Vec<(&str, &str)> = west.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("AZURE_STORAGE_CONNECTION_STRING", &connection));
+    env.push(("REDWOOD_BACKEND", "azure-batch"));
+    let (ok, said, err) = run_tool(
+        &store,
+        &env,
+        &["--namespace", "batch", "cleanup", "--older-than", "0s"],
+    );
+    assert!(
+        ok && said.contains("freed 1 jobs") && said.contains("released 1 Batch jobs"),
+        "{said}{err}"
+    );
+    let gone = client.get("get_job", &batch_job).await.unwrap_err();
+    assert_eq!(gone.kind(), redwood::ErrorKind::NotFound, "{gone}");
 
     // Two regions: lanes grouped by region.
     let two = cloud

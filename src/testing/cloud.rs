@@ -300,6 +300,30 @@ impl TestCloud {
         (&self.stores[0].url, &self.stores[0].connection_string)
     }
 
+    /// The `REDWOOD_BATCH_URL`, `REDWOOD_BATCH_ACCOUNT` and `REDWOOD_BATCH_KEY` of region
+    /// `west`'s or `east`'s Batch account, for a second process (a child program, the
+    /// `redwood` tool) to reach it with `backend = "azure-batch"`.
+    pub fn batch_env(&self, region: &str) -> Result<Vec<(String, String)>> {
+        let (name, key) = BATCH_ACCOUNTS
+            .iter()
+            .find(|(name, _)| *name == region)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("no region `{region}` in a TestCloud (it has `{HOME}` and `{SECOND}`)"),
+                )
+            })?;
+        let url = self
+            .batch
+            .url(name)
+            .ok_or_else(|| Error::new(ErrorKind::Backend, "the Batch emulator has no endpoint"))?;
+        Ok(vec![
+            ("REDWOOD_BATCH_URL".into(), url),
+            ("REDWOOD_BATCH_ACCOUNT".into(), (*name).into()),
+            ("REDWOOD_BATCH_KEY".into(), (*key).into()),
+        ])
+    }
+
     /// The Azurite behind the stores.
     pub fn azurite(&self) -> &Azurite {
         &self.azurite

@@ -495,12 +495,15 @@ impl Executor for AzureBatchBackend {
         }
     }
 
-    async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+    async fn release(&self, request: CleanupRequest) -> Result<CleanupReply> {
         let span = tracing::info_span!("batch.cleanup", pool = %self.pool.id);
         async {
             let mut reply = CleanupReply::default();
             let mut ready = self.state.lock().await;
-            let jobs = std::mem::take(&mut ready.jobs);
+            let mut jobs = std::mem::take(&mut ready.jobs);
+            jobs.extend(request.jobs);
+            jobs.sort();
+            jobs.dedup();
             let mut deleted = 0;
             for job in &jobs {
                 match self

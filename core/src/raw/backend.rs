@@ -228,7 +228,19 @@ pub struct Finished {
 /// Release what the backend holds (worker processes, pools, cloud jobs).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct CleanupRequest {}
+pub struct CleanupRequest {
+    /// Also the platform's resources of these jobs (by id), whether or not this executor ran
+    /// them: what `redwood cleanup` deletes from storage, so their cloud jobs go too.
+    pub jobs: Vec<String>,
+}
+
+impl CleanupRequest {
+    /// A cleanup that also releases these jobs' platform resources.
+    pub fn with_jobs(mut self, jobs: impl IntoIterator<Item = String>) -> Self {
+        self.jobs.extend(jobs);
+        self
+    }
+}
 
 /// The reply to a cleanup.
 #[derive(Debug, Clone, Default)]
