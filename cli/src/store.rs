@@ -25,6 +25,20 @@ pub fn open_with_config(
         Some(url) if url != config.storage => (url.to_string(), Default::default()),
         _ => (config.storage.clone(), config.storage_options.clone()),
     };
+    // A reading tool creates no folder: a `file://` store that is not there is an error.
+    if let Some(folder) = url.strip_prefix("file://")
+        && !folder.is_empty()
+        && !std::path::Path::new(folder).is_dir()
+    {
+        return Err(format!(
+            "no storage folder `{folder}` ({url}, from {}): nothing has run with this storage              here; run from the program's folder, or name the store with --storage or --profile",
+            if storage.is_some() {
+                "--storage".to_string()
+            } else {
+                loaded.origin("storage")
+            }
+        ));
+    }
     let namespace = namespace.unwrap_or(&config.namespace).to_string();
     let namespace = namespace.as_str();
     let opened = Storage::open_with(&url, &options).map_err(|e| e.to_string())?;

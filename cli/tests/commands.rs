@@ -151,6 +151,13 @@ async fn every_command_reads_a_real_job() -> redwood::Result<()> {
     assert!(!ok && err.contains("did you mean"), "{err}");
     let (ok, _, err) = redwood(&store, &["timeline", &id, "-o", "x.gif"]);
     assert!(!ok && err.contains("name it .svg or .png"), "{err}");
+    let missing = dir.path().join("not-here");
+    let (ok, _, err) = redwood(&format!("file://{}", missing.display()), &["jobs"]);
+    assert!(!ok && err.contains("no storage folder"), "{err}");
+    assert!(
+        !missing.exists(),
+        "a reading command created the storage folder"
+    );
     let (ok, _, err) = redwood("hdfs://nowhere", &["jobs"]);
     assert!(!ok && err.contains("unsupported storage scheme"), "{err}");
     Ok(())
