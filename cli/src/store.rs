@@ -31,7 +31,7 @@ pub fn open_with_config(
         && !std::path::Path::new(folder).is_dir()
     {
         return Err(format!(
-            "no storage folder `{folder}` ({url}, from {}): nothing has run with this storage              here; run from the program's folder, or name the store with --storage or --profile",
+            "no storage folder `{folder}` ({url}, from {}): nothing has run with this storage here; run from the program's folder, or name the store with --storage or --profile",
             if storage.is_some() {
                 "--storage".to_string()
             } else {
