@@ -304,6 +304,53 @@ async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<(
     let gone = client.get("get_job", &batch_job).await.unwrap_err();
     assert_eq!(gone.kind(), redwood::ErrorKind::NotFound, "{gone}");
 
+    // A node lost mid-job: its tasks are requeued, which `show` counts and the timeline
+    // outlines.
+    let rw = cloud
+        .session_builder("azure-batch")?
+        .namespace("lossy")
+        .build()?;
+    let job = rw.map(slow, 0..24u64).await?;
+    job.wait(redwood::WaitFor::Any).await?;
+    let nodes = client
+        .list("list_nodes", "/pools/redwood/nodes", &[])
+        .await?;
+    let node = nodes[0]["id"].as_str().unwrap().to_string();
+    client
+        .post(
+            "emulator_admin",
+            &format!("/_emulator/pools/redwood/nodes/{node}/remove"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    assert_eq!(job.collect().await?, (0..24).collect::<Vec<u64>>());
+    let id = job.id().to_string();
+    rw.close().await?;
+    let (ok, json) = redwood_on(&store, "lossy", &connection, &["show", &id, "--json"]);
+    assert!(ok, "{json}");
+    let detail: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(detail["requeues"].as_u64().unwrap() > 0, "{json}");
+    let lossy_png = std::env::temp_dir().join(format!("lossy-{}.png", std::process::id()));
+    let (ok, said) = redwood_on(
+        &store,
+        "lossy",
+        &connection,
+        &["timeline", &id, "-o", &lossy_png.display().to_string()],
+    );
+    assert!(ok, "{said}");
+    let picture = image::open(&lossy_png).unwrap().to_rgb8();
+    let outlined = picture
+        .pixels()
+        .filter(|p| {
+            p.0[0].abs_diff(148) < 20 && p.0[1].abs_diff(103) < 20 && p.0[2].abs_diff(189) < 20
+        })
+        .count();
+    assert!(outlined > 100, "only {outlined} pixels of requeue outline");
+    if let Ok(keep) = std::env::var("REDWOOD_KEEP_TIMELINE") {
+        let _ = std::fs::copy(&lossy_png, format!("{keep}-lossy.png"));
+    }
+    let _ = std::fs::remove_file(&lossy_png);
+
     // Two regions: lanes grouped by region.
     let two = cloud
         .session_builder("local-regions")?

@@ -84,37 +84,71 @@ struct Bar {
     requeued: bool,
 }
 
-/// The lanes (sorted: region, then node or worker) and the bars of the job's attempts.
+/// The lanes (sorted: region, then node or worker, then slot) and the bars of the job's
+/// attempts. Attempts that overlap in one lane (the task slots of a Batch node) get a row
+/// each, `node #2`, so no bar hides another.
 fn bars(job: &StoredJob) -> (Vec<String>, Vec<Bar>, f64) {
     let origin_us = job.manifest.created_unix_ms.saturating_mul(1000);
     let seconds = |us: u64| us.saturating_sub(origin_us) as f64 / 1e6;
-    let mut lanes: Vec<String> = job.attempts.iter().map(lane).collect();
-    lanes.sort();
-    lanes.dedup();
     let last = job
         .attempts
         .iter()
         .map(|r| seconds(r.finished_us))
         .fold(0.0f64, f64::max)
         .max(0.001);
-    let bars = job
+    // Each attempt's lane, start and end, in order of start within a lane.
+    let mut spans: Vec<(String, f64, f64, &TaskRecord)> = job
         .attempts
         .iter()
-        .map(|r: &TaskRecord| {
+        .map(|r| {
             let end = seconds(r.finished_us);
             let start = r.started_us.map(seconds).unwrap_or(end);
-            Bar {
-                lane: lanes.binary_search(&lane(r)).unwrap_or(0),
-                start,
-                // A bar too short to see still shows.
-                end: end.max(start + last / 250.0),
-                colour: match (r.ok, r.retried) {
-                    (true, _) => OK,
-                    (false, true) => RETRIED,
-                    (false, false) => FAILED,
-                },
-                requeued: r.requeues > 0,
+            // A bar too short to see still shows.
+            (lane(r), start, end.max(start + last / 250.0), r)
+        })
+        .collect();
+    spans.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    // Greedy rows per lane: an attempt takes the first row free by its start.
+    let mut rows: Vec<(String, usize, f64, f64, &TaskRecord)> = Vec::with_capacity(spans.len());
+    let mut row_ends: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (name, start, end, r) in spans {
+        let ends = row_ends.entry(name.clone()).or_default();
+        let row = match ends.iter().position(|&e| e <= start) {
+            Some(i) => {
+                ends[i] = end;
+                i
             }
+            None => {
+                ends.push(end);
+                ends.len() - 1
+            }
+        };
+        rows.push((name, row, start, end, r));
+    }
+    let label = |name: &str, row: usize| {
+        if row_ends.get(name).is_some_and(|e| e.len() > 1) {
+            format!("{name} #{}", row + 1)
+        } else {
+            name.to_string()
+        }
+    };
+    let mut lanes: Vec<String> = row_ends
+        .iter()
+        .flat_map(|(name, ends)| (0..ends.len()).map(|row| label(name, row)))
+        .collect();
+    lanes.sort();
+    let bars = rows
+        .iter()
+        .map(|(name, row, start, end, r)| Bar {
+            lane: lanes.binary_search(&label(name, *row)).unwrap_or(0),
+            start: *start,
+            end: *end,
+            colour: match (r.ok, r.retried) {
+                (true, _) => OK,
+                (false, true) => RETRIED,
+                (false, false) => FAILED,
+            },
+            requeued: r.requeues > 0,
         })
         .collect();
     (lanes, bars, last)
@@ -152,12 +186,12 @@ fn draw<DB: DrawingBackend>(
         .build_cartesian_2d(
             0f64..x_max,
             // Headroom above the top lane for the legend.
-            -0.5f64..lane_count as f64 + 0.4,
+            -0.5f64..lane_count as f64 - 0.5 + (lane_count as f64 * 0.3).max(0.9),
         )?;
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .y_labels((lane_count + 1).min(41))
+        .y_labels((lane_count * 2).min(80))
         .y_label_formatter(&|y| {
             let i = y.round();
             if i >= 0.0 && (y - i).abs() < 1e-6 {
