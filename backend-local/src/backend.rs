@@ -220,7 +220,11 @@ impl Executor for LocalBackend {
         }
     }
 
-    async fn release(&self, _request: CleanupRequest) -> Result<CleanupReply> {
+    async fn release(&self, request: CleanupRequest) -> Result<CleanupReply> {
+        // The workers are this session's alone; nothing outlives it to look for.
+        if request.dry_run {
+            return Ok(CleanupReply::default());
+        }
         let handle = self
             .pool
             .lock()

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use redwood_core::Storage;
 use redwood_core::config::LoadedConfig;
 use redwood_core::inspect::{apply_cleanup, plan_cleanup, read_job};
-use redwood_core::raw::backend::CleanupRequest;
+use redwood_core::raw::backend::{CleanupRequest, Leftovers};
 
 use crate::format;
 
@@ -91,15 +91,25 @@ pub async fn cleanup(
         plan.objects(),
         format::bytes(plan.bytes())
     );
-    let cloud = config.config.backend != "local" && !plan.jobs.is_empty();
+    let cloud = config.config.backend != "local";
+    let deleting: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
+    let leftovers = Leftovers::new(storage.home_tag(), plan.kept.iter().cloned());
     if dry_run {
         if cloud {
-            writeln!(
-                out,
-                "would also delete these jobs' cloud jobs on the profile's `{}` backend",
-                config.config.backend
-            )
-            .map_err(io)?;
+            let request = CleanupRequest::default()
+                .with_leftovers(leftovers)
+                .dry_run(true);
+            if !deleting.is_empty() {
+                writeln!(
+                    out,
+                    "would also delete these jobs' cloud jobs on the profile's `{}` backend",
+                    config.config.backend
+                )
+                .map_err(io)?;
+            }
+            for found in release_cloud(config, request).await? {
+                writeln!(out, "would delete {found}").map_err(io)?;
+            }
         }
         return writeln!(out, "dry run: would free {summary}").map_err(io);
     }
@@ -108,19 +118,22 @@ pub async fn cleanup(
         .map_err(|e| e.to_string())?;
     writeln!(out, "freed {summary} ({deleted} objects deleted)").map_err(io)?;
     if cloud {
-        let ids: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
-        for released in release_cloud_jobs(config, ids).await? {
+        let request = CleanupRequest::default()
+            .with_jobs(deleting)
+            .with_leftovers(leftovers);
+        for released in release_cloud(config, request).await? {
             writeln!(out, "released {released}").map_err(io)?;
         }
     }
     Ok(())
 }
 
-/// Deletes the cloud jobs (Batch jobs) of `ids` on each region of the profile's backend;
-/// returns what each released.
-async fn release_cloud_jobs(
+/// Sends `request` to each region of the profile's backend (deleting the named jobs' cloud
+/// jobs and the leftovers it finds, or, for a dry run, only finding them); returns what each
+/// released or would.
+async fn release_cloud(
     config: &LoadedConfig,
-    ids: Vec<String>,
+    request: CleanupRequest,
 ) -> Result<Vec<String>, String> {
     let regions: Vec<LoadedConfig> = match config.config.regions.len() {
         0 => vec![config.clone()],
@@ -132,13 +145,13 @@ async fn release_cloud_jobs(
             continue;
         }
         let executor = redwood_core::raw::factory::build_backend(&region)
-            .map_err(|e| format!("cannot reach the profile's backend to delete its jobs: {e}"))?;
+            .map_err(|e| format!("cannot reach the profile's backend to clean up: {e}"))?;
         let reply = format::with_spinner(
-            "deleting cloud jobs",
-            executor.release(CleanupRequest::default().with_jobs(ids.clone())),
+            "looking at the cloud account",
+            executor.release(request.clone()),
         )
         .await
-        .map_err(|e| format!("cannot delete the jobs on `{}`: {e}", executor.name()))?;
+        .map_err(|e| format!("cannot clean up on the `{}` backend: {e}", executor.name()))?;
         released.extend(reply.released);
     }
     Ok(released)

@@ -82,7 +82,9 @@ enum Command {
     /// Deletes the jobs that ended (or went silent) more than `--older-than` ago and the
     /// broadcast values stored before then that no remaining job reads; says what it deletes
     /// and how much storage that frees. Jobs whose tasks may still run are kept. With a cloud
-    /// profile (`azure-batch`), the deleted jobs' Batch jobs are deleted too.
+    /// profile (`azure-batch`), also on each region's Batch account: the deleted jobs' Batch
+    /// jobs, Batch jobs made for this storage and namespace whose job is no longer stored,
+    /// and pools Redwood created (without `keep`) that no unfinished Batch job uses.
     Cleanup {
         /// How old: `7d`, `12h`, `30m`, `0s` (everything that is over).
         #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]

@@ -47,15 +47,22 @@ fn redwood(store: &str, args: &[&str]) -> (bool, String, String) {
     run_tool(store, &[], args)
 }
 
-#[redwood::test]
-async fn every_command_reads_a_real_job() -> redwood::Result<()> {
-    let dir = tempfile::tempdir().unwrap();
+/// A local session of two workers on a fresh folder: the folder (kept alive), its URL, the
+/// session.
+fn local_session() -> redwood::Result<(tempfile::TempDir, String, redwood::Session)> {
+    let dir = tempfile::tempdir().expect("a temporary folder");
     let store = format!("file://{}", dir.path().display());
     let rw = redwood::Session::builder()
         .storage_url(&store)
         .workers(2)
         .progress(false)
         .build()?;
+    Ok((dir, store, rw))
+}
+
+#[redwood::test]
+async fn every_command_reads_a_real_job() -> redwood::Result<()> {
+    let (dir, store, rw) = local_session()?;
     let job = rw
         .map_with(uneven, 0..12u64, TaskOptions::default().retries(1))
         .await?;
@@ -187,15 +194,51 @@ fn slow(i: u64) -> u64 {
     i
 }
 
+/// `logs --follow`, started while a job runs, prints each task once as it ends and returns
+/// when the last one has.
+#[redwood::test]
+async fn logs_follow_a_running_job_to_its_end() -> redwood::Result<()> {
+    let (_dir, store, rw) = local_session()?;
+    let job = rw.map(slow, 0..8u64).await?;
+    let id = job.id().to_string();
+    let follower = tokio::process::Command::new(env!("CARGO_BIN_EXE_redwood"))
+        .args(["--storage", &store, "logs", &id, "--follow"])
+        .env_remove("REDWOOD_PROFILE")
+        .env_remove("REDWOOD_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the redwood binary runs");
+    let unfinished_at_start = 8 - job.summary().finished;
+    assert!(
+        unfinished_at_start > 2,
+        "the job ended before the follower started"
+    );
+    job.collect().await?;
+    // It looks every 2 s: it has ended within a few looks after the job.
+    let out = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output())
+        .await
+        .expect("`logs --follow` returns once the job has ended")
+        .expect("the follower's output");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for task in 0..8 {
+        let header = format!("== task {task}\n");
+        assert_eq!(said.matches(&header).count(), 1, "task {task}: {said}");
+    }
+    assert!(!said.contains("has not ended"), "{said}");
+    Ok(())
+}
+
 #[redwood::test]
 async fn cancel_stops_a_running_job_and_cleanup_frees_what_is_over() -> redwood::Result<()> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = format!("file://{}", dir.path().display());
-    let rw = redwood::Session::builder()
-        .storage_url(&store)
-        .workers(2)
-        .progress(false)
-        .build()?;
+    let (_dir, store, rw) = local_session()?;
     let done = rw.map(uneven, [1u64, 2]).await?;
     done.collect().await?;
     let job = rw.map(slow, 0..60u64).await?;
@@ -261,11 +304,29 @@ async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<(
     let (store, connection) = cloud.storage();
     let (store, connection) = (store.to_string(), connection.to_string());
 
+    // Another namespace's session creates the pool and is dropped without a cleanup: its
+    // Batch job and the pool are left on the account.
+    let elsewhere = cloud
+        .session_builder("azure-batch")?
+        .namespace("elsewhere")
+        .build()?;
+    let other = elsewhere.map(slow, 0..2u64).await?;
+    other.collect().await?;
+    let other = other.id().to_string();
+
     // A Batch job: lanes are nodes, and the crashed task's stored log is there.
     let rw = cloud
         .session_builder("azure-batch")?
         .namespace("batch")
         .build()?;
+    // A job whose stored folder is lost: its Batch job is a leftover.
+    let lost = rw.map(slow, 0..2u64).await?;
+    lost.collect().await?;
+    let lost = lost.id().to_string();
+    rw.storage()
+        .delete_prefix(&rw.storage().layout().job(&lost))
+        .await?;
+    drop(elsewhere);
     let job = rw
         .map_with(uneven, 0..10u64, TaskOptions::default().retries(1))
         .await?;
@@ -292,17 +353,55 @@ async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<(
     let mut env: Vec<(&str, &str)> = west.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env.push(("AZURE_STORAGE_CONNECTION_STRING", &connection));
     env.push(("REDWOOD_BACKEND", "azure-batch"));
+    // Each ended job's Batch job is terminated as its driver ends, just after its results.
+    for job in [&id, &lost, &other] {
+        let path = format!("/jobs/{job}");
+        let started = std::time::Instant::now();
+        while client.get("get_job", &path).await?["state"] != "completed" {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{job} not terminated"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // A dry run names the leftovers of this namespace, and the idle pool Redwood created, and
+    // deletes nothing.
+    let (ok, said, err) = run_tool(
+        &store,
+        &env,
+        &["--namespace", "batch", "cleanup", "--dry-run"],
+    );
+    assert!(ok, "{said}{err}");
+    assert!(
+        said.contains(&format!("would delete Batch job `{lost}`"))
+            && said.contains("(made for a job no longer stored)")
+            && said.contains("would delete Batch pool `redwood`"),
+        "{said}{err}"
+    );
+    assert!(!said.contains(&id) && !said.contains(&other), "{said}");
+    client.get("get_job", &format!("/jobs/{lost}")).await?;
+    client.get("get_pool", "/pools/redwood").await?;
     let (ok, said, err) = run_tool(
         &store,
         &env,
         &["--namespace", "batch", "cleanup", "--older-than", "0s"],
     );
+    assert!(ok && said.contains("freed 1 jobs"), "{said}{err}");
     assert!(
-        ok && said.contains("freed 1 jobs") && said.contains("released 1 Batch jobs"),
+        said.contains("released 2 Batch jobs") && said.contains("Batch pool `redwood`"),
         "{said}{err}"
     );
-    let gone = client.get("get_job", &batch_job).await.unwrap_err();
-    assert_eq!(gone.kind(), redwood::ErrorKind::NotFound, "{gone}");
+    for gone in [
+        batch_job,
+        format!("/jobs/{lost}"),
+        "/pools/redwood".to_string(),
+    ] {
+        let e = client.get("get", &gone).await.unwrap_err();
+        assert_eq!(e.kind(), redwood::ErrorKind::NotFound, "{gone}: {e}");
+    }
+    // Another namespace's Batch job is not this one's to delete.
+    client.get("get_job", &format!("/jobs/{other}")).await?;
 
     // A node lost mid-job: its tasks are requeued, which `show` counts and the timeline
     // outlines.

@@ -125,6 +125,22 @@ pub(crate) struct Bucket {
     pub(crate) signer: Arc<dyn Signer>,
 }
 
+impl Bucket {
+    /// The error of a bucket that is not there.
+    fn missing(&self) -> Error {
+        Error::new(
+            ErrorKind::Storage,
+            format!(
+                "{} bucket `{}` does not exist (or these credentials cannot see it); Redwood does \
+                 not create buckets: create it first (`{}`)",
+                self.provider.name(),
+                self.name,
+                self.provider.make_bucket(&self.name)
+            ),
+        )
+    }
+}
+
 impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bucket")
@@ -141,16 +157,14 @@ impl Container for Bucket {
     }
 
     async fn create(&self) -> Result<()> {
-        Err(Error::new(
-            ErrorKind::Storage,
-            format!(
-                "{} bucket `{}` does not exist (or these credentials cannot see it); Redwood does \
-                 not create buckets: create it first (`{}`)",
-                self.provider.name(),
-                self.name,
-                self.provider.make_bucket(&self.name)
-            ),
-        ))
+        Err(self.missing())
+    }
+
+    fn missing_error(&self, e: &object_store::Error) -> Option<Error> {
+        // S3 and GCS's XML API both answer a missing bucket with the code `NoSuchBucket`.
+        e.to_string()
+            .contains("NoSuchBucket")
+            .then(|| self.missing())
     }
 
     fn signed_url(&self, blob: Option<&str>, access: Access, expiry: SystemTime) -> Result<String> {

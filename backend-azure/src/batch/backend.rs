@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::client::{BatchClient, BatchClientBuilder};
 use super::credential::CredentialKind;
 use super::job::BatchJob;
+use super::leftovers;
 use super::monitor::{Attempts, Monitor, Running};
 use super::pool::{self, PoolFacts};
 use super::tasks::{JobTemplate, parse_task_id, sas_expiry};
@@ -356,6 +357,7 @@ impl AzureBatchBackend {
             infra_retries: self.settings.infra_retries,
             sas_valid_for: self.settings.sas_valid_for,
             mpi_launcher: self.pool.mpi_launcher.clone(),
+            home: storage.home_tag(),
         })
     }
 
@@ -369,6 +371,7 @@ impl AzureBatchBackend {
             "onAllTasksComplete": "noaction",
             "commonEnvironmentSettings": environment,
             "jobPreparationTask": preparation,
+            "metadata": leftovers::job_metadata(&template.home),
         });
         if let Some(n) = concurrency {
             body["maxParallelTasks"] = json!(n);
@@ -470,6 +473,7 @@ impl Executor for AzureBatchBackend {
                 infra_retries: self.settings.infra_retries,
                 sas_valid_for: self.settings.sas_valid_for,
                 mpi_launcher: self.pool.mpi_launcher.clone(),
+                home: storage.home_tag(),
             };
             self.add_job(&template).await?;
             self.state.lock().await.jobs.push(job);
@@ -496,16 +500,35 @@ impl Executor for AzureBatchBackend {
     }
 
     async fn release(&self, request: CleanupRequest) -> Result<CleanupReply> {
-        let span = tracing::info_span!("batch.cleanup", pool = %self.pool.id);
+        let span =
+            tracing::info_span!("batch.cleanup", pool = %self.pool.id, dry_run = request.dry_run);
         async {
             let mut reply = CleanupReply::default();
             let mut ready = self.state.lock().await;
-            let mut jobs = std::mem::take(&mut ready.jobs);
+            let mut jobs = if request.dry_run {
+                Vec::new()
+            } else {
+                std::mem::take(&mut ready.jobs)
+            };
             jobs.extend(request.jobs);
             jobs.sort();
             jobs.dedup();
+            let found = match &request.leftovers {
+                Some(l) => leftovers::find(&self.client, l, &jobs).await?,
+                None => leftovers::Found::default(),
+            };
+            let account = self.client.account();
+            if request.dry_run {
+                reply.released.extend(found.jobs.iter().map(|j| {
+                    format!("Batch job `{j}` on `{account}` (made for a job no longer stored)")
+                }));
+                reply.released.extend(found.pools.iter().map(|p| {
+                    format!("Batch pool `{p}` on `{account}` (created by Redwood; no job uses it)")
+                }));
+                return Ok(reply);
+            }
             let mut deleted = 0;
-            for job in &jobs {
+            for job in jobs.iter().chain(&found.jobs) {
                 match self
                     .client
                     .delete("delete_job", &format!("/jobs/{job}"))
@@ -517,9 +540,27 @@ impl Executor for AzureBatchBackend {
                 }
             }
             if deleted > 0 {
-                reply.released.push(format!("{deleted} Batch jobs"));
+                reply
+                    .released
+                    .push(format!("{deleted} Batch jobs on `{account}`"));
             }
-            if ready.created_pool && !self.pool.keep {
+            for pool in &found.pools {
+                match self
+                    .client
+                    .delete("delete_pool", &format!("/pools/{pool}"))
+                    .await
+                {
+                    Ok(()) => reply.released.push(format!(
+                        "Batch pool `{pool}` on `{account}` (created by Redwood; no job used it)"
+                    )),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.with_context("pool", pool)),
+                }
+            }
+            if found.pools.contains(&self.pool.id) {
+                ready.created_pool = false;
+                ready.pool_ready = false;
+            } else if ready.created_pool && !self.pool.keep {
                 self.client
                     .delete("delete_pool", &format!("/pools/{}", self.pool.id))
                     .await?;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credential;
 mod error;
 mod job;
+mod leftovers;
 mod monitor;
 mod nodes;
 mod outcome;

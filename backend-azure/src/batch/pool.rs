@@ -37,6 +37,7 @@ pub(crate) fn pool_body(pool: &PoolConfig) -> Value {
         "virtualMachineConfiguration": vm,
         "taskSlotsPerNode": pool.task_slots_per_node.max(1),
         "enableInterNodeCommunication": pool.inter_node_communication,
+        "metadata": super::leftovers::pool_metadata(pool.keep),
     });
     match &pool.autoscale_formula {
         Some(formula) => {

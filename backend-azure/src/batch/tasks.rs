@@ -108,6 +108,9 @@ pub(crate) struct JobTemplate {
     pub mpi_launcher: String,
     /// When the URLs in the job's own environment expire (see [`sas_expiry`]).
     pub urls_expire: Option<SystemTime>,
+    /// The storage home's tag, on the Batch job for `redwood cleanup` (see
+    /// [`Storage::home_tag`]).
+    pub home: String,
 }
 
 impl JobTemplate {

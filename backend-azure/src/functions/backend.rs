@@ -422,12 +422,27 @@ impl Shared {
 
     /// Records the group (for a client that attaches later), then puts its message.
     async fn send(&self, message: &TaskMessage, text: &str) -> Result<()> {
-        self.record(message).await?;
-        self.queue.send(text, Duration::ZERO).await.map(|_| ())
+        self.queue.send(text, Duration::ZERO).await?;
+        self.record(message).await;
+        Ok(())
     }
 
-    /// Writes the group's record.
-    async fn record(&self, message: &TaskMessage) -> Result<()> {
+    /// Writes the group's record, once its message is in the queue: a client that attaches
+    /// waits for the groups with a record. (Written before the send, a client that died
+    /// between the two would leave a record of a group that never runs, and an attach would
+    /// wait for it forever; written after, a client that dies between the two leaves a group
+    /// an attach does not wait for, and runs again: at least once, never lost.) A record that
+    /// cannot be written is only a warning: the group is out and runs.
+    async fn record(&self, message: &TaskMessage) {
+        if let Err(e) = self.write_record(message).await {
+            tracing::warn!(
+                job = %self.spec.id,
+                "cannot store a group's record (a client attaching later runs its tasks again): {e}"
+            );
+        }
+    }
+
+    async fn write_record(&self, message: &TaskMessage) -> Result<()> {
         let record = GroupRecord {
             attempt: message.attempt,
             tasks: message.tasks.iter().map(|t| t.task).collect(),
@@ -463,8 +478,9 @@ impl Shared {
         };
         let text = self.queue_encoded(json.clone());
         let backup = async {
-            self.record(&message).await?;
-            self.queue.send(&text, hidden).await
+            let sent = self.queue.send(&text, hidden).await?;
+            self.record(&message).await;
+            Ok::<_, Error>(sent)
         };
         let called = caller.call(json);
         let (backup, answer) = futures::join!(backup, called);

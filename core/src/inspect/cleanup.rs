@@ -34,6 +34,8 @@ pub struct CleanupPlan {
     /// Jobs kept because tasks of theirs may still run (unfinished, with an attempt that ended
     /// after the cutoff).
     pub kept_running: Vec<String>,
+    /// Every job that stays stored (the recent ones and `kept_running`).
+    pub kept: Vec<String>,
 }
 
 impl CleanupPlan {
@@ -76,6 +78,7 @@ pub async fn plan_cleanup(storage: &Storage, cutoff: SystemTime) -> Result<Clean
                 bytes: job.bytes,
             });
         } else {
+            plan.kept.push(job.id().to_string());
             if job.submitted() < cutoff {
                 plan.kept_running.push(job.id().to_string());
             }

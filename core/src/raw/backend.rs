@@ -232,6 +232,10 @@ pub struct CleanupRequest {
     /// Also the platform's resources of these jobs (by id), whether or not this executor ran
     /// them: what `redwood cleanup` deletes from storage, so their cloud jobs go too.
     pub jobs: Vec<String>,
+    /// Also what the platform holds for a storage home that no stored job needs any more.
+    pub leftovers: Option<Leftovers>,
+    /// Release nothing: the reply says what would be released.
+    pub dry_run: bool,
 }
 
 impl CleanupRequest {
@@ -240,13 +244,47 @@ impl CleanupRequest {
         self.jobs.extend(jobs);
         self
     }
+
+    /// A cleanup that also looks for leftovers (see [`Leftovers`]).
+    pub fn with_leftovers(mut self, leftovers: Leftovers) -> Self {
+        self.leftovers = Some(leftovers);
+        self
+    }
+
+    /// A cleanup that only says what it would release.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// What to look for beyond the named jobs: the platform's jobs made for jobs of one storage
+/// home (a store and namespace, [`Storage::home_tag`](crate::Storage::home_tag)) that are no
+/// longer stored there, and the pools Redwood created that no platform job uses.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Leftovers {
+    /// The home's tag, as the executor marked the platform jobs it made for it.
+    pub home: String,
+    /// The jobs still stored in the home: their platform jobs stay.
+    pub stored: Vec<String>,
+}
+
+impl Leftovers {
+    /// Leftovers of the home tagged `home`, whose stored jobs are `stored`.
+    pub fn new(home: impl Into<String>, stored: impl IntoIterator<Item = String>) -> Self {
+        Leftovers {
+            home: home.into(),
+            stored: stored.into_iter().collect(),
+        }
+    }
 }
 
 /// The reply to a cleanup.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CleanupReply {
-    /// What was released, in words.
+    /// What was released (or, for a dry run, would be), in words.
     pub released: Vec<String>,
 }
 

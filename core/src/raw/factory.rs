@@ -48,7 +48,9 @@ pub fn build_backend(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
                 "backend",
                 name,
                 format!(
-                    "backend `{name}` is not in this build: enable the `{feature}` feature of                      the `redwood` crate (`cargo run --features {feature}`, or                      `redwood = {{ version = \"…\", features = [\"{feature}\"] }}` in Cargo.toml)"
+                    "backend `{name}` is not in this build: enable the `{feature}` feature of \
+                     the `redwood` crate (`cargo run --features {feature}`, or \
+                     `redwood = {{ version = \"…\", features = [\"{feature}\"] }}` in Cargo.toml)"
                 ),
             ))
         }

@@ -72,6 +72,13 @@ pub trait Container: Send + Sync + fmt::Debug {
     fn is_missing(&self, e: &object_store::Error) -> bool {
         matches!(e, object_store::Error::NotFound { .. })
     }
+    /// Where `e` says the container itself is missing and it is not one Redwood makes (an S3
+    /// or GCS bucket): the error saying how to make it, which a listing answers instead of
+    /// "nothing there" (default: none).
+    fn missing_error(&self, e: &object_store::Error) -> Option<Error> {
+        let _ = e;
+        None
+    }
     /// Whether deleting many objects should use the store's bulk delete (default true).
     fn bulk_delete(&self) -> bool {
         true
@@ -323,6 +330,19 @@ impl Storage {
     /// `Broadcast`, result locations) name their store by it. Never holds a secret.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// A short tag naming this store and namespace (its identity and root) that executors put
+    /// on what they make for its jobs, so that `redwood cleanup` can tell its leftovers from
+    /// another home's. Holds no secret, and no name either (a hash).
+    pub fn home_tag(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(self.identity.as_bytes())
+            .chain_update([0u8])
+            .chain_update(self.layout().jobs().as_ref().as_bytes())
+            .finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The same storage with another identity (for a store crate's `open`; see
@@ -625,6 +645,12 @@ impl Storage {
                     .await;
                 match listed {
                     Ok(m) => Ok(m),
+                    Err(e)
+                        if let Some(clear) =
+                            self.container.as_ref().and_then(|c| c.missing_error(&e)) =>
+                    {
+                        Err(clear.with_context("storage", &self.url))
+                    }
                     // A container that does not exist yet holds nothing. (object_store reports
                     // Azure's list of a missing container as a generic error carrying
                     // `ContainerNotFound`.)

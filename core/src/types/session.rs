@@ -187,7 +187,8 @@ impl Session {
             left => Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "{left} job record(s) were still being written after {CLOSE_LIMIT:?};                      they may be missing from {}",
+                    "{left} job record(s) were still being written after {CLOSE_LIMIT:?}; \
+                     they may be missing from {}",
                     self.inner.storage.url()
                 ),
             )
