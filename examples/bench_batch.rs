@@ -12,7 +12,11 @@
 //!   the same pool; Python's tasks run `/bin/true`, Redwood's the no-op function).
 //!
 //! `cargo run --release --features azure --example bench_batch [-- --tasks N] [--runs R]
-//!  [--nodes 2] [--slots 16] [--python PATH]`
+//!  [--nodes 2] [--slots 16] [--start-latency-ms 1000] [--python PATH]`
+//!
+//! The emulator's nodes take `--start-latency-ms` to start each Batch task (default: the
+//! emulator's `REALISTIC_TASK_START_LATENCY`, as on the real service), so the figures predict
+//! the cloud; `0` measures Redwood and the emulator alone.
 //!
 //! The Python SDK comes from the virtualenv the emulator's tests make
 //! (`cargo test -p redwood-emulator --test python_sdk`), or `--python`.
@@ -24,7 +28,9 @@ use std::time::{Duration, Instant};
 use redwood::prelude::*;
 use redwood::raw::executor::Executor;
 use redwood_emulator::azurite::Azurite;
-use redwood_emulator::batch::{BatchAccount, BatchEmulator};
+use redwood_emulator::batch::{
+    BatchAccount, BatchEmulator, BatchOptions, REALISTIC_TASK_START_LATENCY,
+};
 
 /// Returns its input.
 #[redwood::remote]
@@ -147,11 +153,22 @@ async fn main() -> redwood::Result<()> {
     let azurite = Azurite::start()
         .await
         .map_err(|e| redwood::Error::new(redwood::ErrorKind::Storage, e.to_string()))?;
-    let emulator = BatchEmulator::start(vec![BatchAccount {
-        name: ACCOUNT.into(),
-        key: KEY.into(),
-        bearer_token: None,
-    }])
+    let latency = Duration::from_millis(number(
+        "--start-latency-ms",
+        REALISTIC_TASK_START_LATENCY.as_millis() as u64,
+    ));
+    let options = BatchOptions {
+        task_start_latency: latency,
+        ..Default::default()
+    };
+    let emulator = BatchEmulator::start_with(
+        vec![BatchAccount {
+            name: ACCOUNT.into(),
+            key: KEY.into(),
+            bearer_token: None,
+        }],
+        options,
+    )
     .await
     .map_err(|e| redwood::Error::new(redwood::ErrorKind::Backend, e.to_string()))?;
     let url = emulator.url(ACCOUNT).unwrap_or_default();
@@ -221,7 +238,8 @@ async fn main() -> redwood::Result<()> {
     }
     let (idle_submit, busy_submit) = (median(idle), median(submits));
     println!(
-        "redwood azure-batch, {tasks} no-op tasks, {nodes} nodes x {slots} slots: median submit \
+        "redwood azure-batch, {tasks} no-op tasks, {nodes} nodes x {slots} slots, task start \
+         latency {latency:?}: median submit \
          {idle_submit:.3} s idle, {busy_submit:.3} s busy; {:.0} Batch requests to submit, \
          {:.4} list requests per completed task, {:.1} s to the last result",
         median(requests),

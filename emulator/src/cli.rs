@@ -55,6 +55,11 @@ pub struct EmulatorArgs {
     /// The most instances of the function app at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub functions_instances: u32,
+
+    /// How long a node takes to start each Batch task (the real service's overhead per task,
+    /// which benchmarks should see; `0s` starts tasks at once).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub task_start_latency: std::time::Duration,
 }
 
 /// A random-looking account key for a session (sha256 of the time, pid and name).
@@ -152,7 +157,10 @@ pub async fn run(args: EmulatorArgs, out: &mut (dyn Write + Send)) -> Result<(),
         Ok(a) => a,
         Err(e) => return Err(Failure::usage(e)),
     };
-    let options = BatchOptions { tls: args.tls };
+    let options = BatchOptions {
+        tls: args.tls,
+        task_start_latency: args.task_start_latency,
+    };
     let batch = match BatchEmulator::start_with(accounts.clone(), options).await {
         Ok(b) => b,
         Err(e) => return Err(Failure::new(format!("cannot start the Batch API: {e}"))),

@@ -467,3 +467,74 @@ async fn the_job_preparation_task_runs_once_per_node_with_the_jobs_environment()
         "{info}"
     );
 }
+
+/// A node's start latency delays each task's command and holds its slot meanwhile: two tasks
+/// on one slot start at least a latency apart from each other and from being added.
+#[tokio::test]
+async fn the_task_start_latency_delays_each_task_on_its_slot() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let account = redwood_emulator::batch::BatchAccount {
+        name: "slowstart".into(),
+        key: common::KEY.into(),
+        bearer_token: None,
+    };
+    let latency = Duration::from_millis(400);
+    let options = redwood_emulator::batch::BatchOptions {
+        task_start_latency: latency,
+        ..Default::default()
+    };
+    let emu = redwood_emulator::batch::BatchEmulator::start_with(vec![account], options)
+        .await
+        .unwrap();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: emu.url("slowstart").unwrap(),
+        account: "slowstart".into(),
+        key: common::KEY.into(),
+    };
+    let pool =
+        json!({"id": "one", "vmSize": "x", "targetDedicatedNodes": 1, "taskSlotsPerNode": 1});
+    assert_eq!(
+        c.call(Method::POST, "/pools", &[], Some(pool)).await.status,
+        201
+    );
+    let job = json!({"id": "l", "poolInfo": {"poolId": "one"}});
+    assert_eq!(
+        c.call(Method::POST, "/jobs", &[], Some(job)).await.status,
+        201
+    );
+    let tasks: Vec<Value> = (0..2)
+        .map(|i| json!({"id": format!("t{i}"), "commandLine": "date +%s%N"}))
+        .collect();
+    let added = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let r = c
+        .call(
+            Method::POST,
+            "/jobs/l/addtaskcollection",
+            &[],
+            Some(json!({"value": tasks})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let mut starts = Vec::new();
+    for task in ["t0", "t1"] {
+        completed(&c, "l", task).await;
+        let out = file(&c, "l", task, "stdout.txt").await;
+        starts.push(out.trim().parse::<u128>().unwrap());
+    }
+    starts.sort();
+    let gap = |a: u128, b: u128| Duration::from_nanos(u64::try_from(b - a).unwrap());
+    assert!(
+        gap(added, starts[0]) >= latency,
+        "first start after {:?}",
+        gap(added, starts[0])
+    );
+    assert!(
+        gap(starts[0], starts[1]) >= latency,
+        "starts {:?} apart",
+        gap(starts[0], starts[1])
+    );
+}

@@ -95,7 +95,10 @@ async fn microsofts_hello_world_sample_runs_unchanged() {
         key: "c2FtcGxlLWFjY291bnQta2V5".into(),
         bearer_token: Some(TOKEN.into()),
     };
-    let options = redwood_emulator::batch::BatchOptions { tls: true };
+    let options = redwood_emulator::batch::BatchOptions {
+        tls: true,
+        ..Default::default()
+    };
     let emu = redwood_emulator::batch::BatchEmulator::start_with(vec![account.clone()], options)
         .await
         .unwrap();

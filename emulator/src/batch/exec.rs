@@ -235,6 +235,10 @@ async fn execute(
     {
         return end;
     }
+    if !state.task_start_latency.is_zero() {
+        // The service's own start-up of a task (see `BatchOptions::task_start_latency`).
+        tokio::time::sleep(state.task_start_latency).await;
+    }
     let mut command = shell(state, p, &p.command, (&p.node, &p.node_dir), task_dir);
     command.stdout(stdout).stderr(stderr);
     let mut child = match command.spawn() {

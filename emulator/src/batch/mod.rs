@@ -36,4 +36,5 @@ mod unimplemented;
 
 pub use server::{
     API_VERSIONS, BatchAccount, BatchEmulator, BatchOptions, MAX_BODY, MAX_TASKS_PER_COLLECTION,
+    REALISTIC_TASK_START_LATENCY,
 };

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::{self};
@@ -61,11 +62,23 @@ impl std::fmt::Debug for BatchAccount {
     }
 }
 
+/// A start latency per task close to the real service's, for benchmarks (`redwood emulator`
+/// and `bench_batch` use it by default). Microsoft's Batch best practices
+/// (<https://learn.microsoft.com/azure/batch/best-practices>, "Avoid short execution time")
+/// say tasks of one to two seconds are not ideal and ask for ten seconds of work per task at
+/// least: the service's own cost of scheduling, starting and reporting a task is of the order
+/// of a second. One second is our reading of that, not a measurement.
+pub const REALISTIC_TASK_START_LATENCY: Duration = Duration::from_secs(1);
+
 /// How the emulator serves its endpoints.
 #[derive(Debug, Clone, Default)]
 pub struct BatchOptions {
     /// Serve `https` with a certificate made at start (see [`BatchEmulator::tls_certificate`]).
     pub tls: bool,
+    /// How long a node takes to start each task's command once Batch has placed the task on
+    /// it (the slot is taken meanwhile). Zero (the default, for tests) starts at once;
+    /// [`REALISTIC_TASK_START_LATENCY`] models the real service.
+    pub task_start_latency: Duration,
 }
 
 /// A running Batch emulator: one endpoint per account. Stops when dropped.
@@ -129,6 +142,7 @@ impl BatchEmulator {
                 outage: Default::default(),
                 preps: Mutex::new(Default::default()),
                 http: reqwest::Client::new(),
+                task_start_latency: options.task_start_latency,
             });
             tokio::spawn(scheduler(Arc::downgrade(&state)));
             states.push(state.clone());
@@ -231,6 +245,8 @@ pub(super) struct AccountState {
     pub(super) http: reqwest::Client,
     /// Resource files already downloaded, revalidated by ETag.
     pub(super) downloads: super::files::DownloadCache,
+    /// See [`BatchOptions::task_start_latency`].
+    pub(super) task_start_latency: Duration,
 }
 
 #[derive(Default)]
