@@ -12,7 +12,12 @@
 //!   the same pool; Python's tasks run `/bin/true`, Redwood's the no-op function).
 //!
 //! `cargo run --release --features azure --example bench_batch [-- --tasks N] [--runs R]
-//!  [--nodes 2] [--slots 16] [--start-latency-ms 1000] [--python PATH]`
+//!  [--nodes 2] [--slots 16] [--start-latency-ms 1000] [--pack auto|N] [--task-ms MS]
+//!  [--busy-only] [--python PATH]`
+//!
+//! `--pack` packs tasks per Batch task (`auto`, the default, or N; `1`: one Batch task per
+//! Redwood task); `--task-ms` makes each task sleep that long (with the ideal time, work /
+//! slots, to compare); `--busy-only` measures only the time to the last result.
 //!
 //! The emulator's nodes take `--start-latency-ms` to start each Batch task (default: the
 //! emulator's `REALISTIC_TASK_START_LATENCY`, as on the real service), so the figures predict
@@ -35,6 +40,13 @@ use redwood_emulator::batch::{
 /// Returns its input.
 #[redwood::remote]
 fn noop(x: u64) -> u64 {
+    x
+}
+
+/// Sleeps `ms`, then returns `x`.
+#[redwood::remote]
+fn nap(ms: u64, x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
     x
 }
 
@@ -178,12 +190,16 @@ async fn main() -> redwood::Result<()> {
         ..Default::default()
     };
     let pool_id = pool.id.clone();
-    let backend = Arc::new(
-        redwood::azure::AzureBatchBackendBuilder::new(&url, ACCOUNT, KEY)
-            .pool(pool)
-            .progress(false)
-            .build()?,
-    );
+    let mut builder = redwood::azure::AzureBatchBackendBuilder::new(&url, ACCOUNT, KEY)
+        .pool(pool)
+        .progress(false);
+    let pack = arg("--pack").unwrap_or_else(|| "auto".into());
+    if pack != "auto" {
+        builder = builder.pack(pack.parse().unwrap_or(1));
+    }
+    let backend = Arc::new(builder.build()?);
+    let task_ms = number("--task-ms", 0);
+    let busy_only = std::env::args().any(|a| a == "--busy-only");
     let rw = Session::builder()
         .backend(backend.clone())
         .storage_url(format!("az://bench{}/runs", std::process::id()))
@@ -198,7 +214,7 @@ async fn main() -> redwood::Result<()> {
 
     // Idle: one task at a time may run; the job is cancelled once every task is added.
     let mut idle = Vec::new();
-    for run in 0..runs {
+    for run in 0..if busy_only { 0 } else { runs } {
         let started = Instant::now();
         let job = rw
             .map_with(noop, 0..tasks, TaskOptions::new().concurrency(1))
@@ -215,7 +231,11 @@ async fn main() -> redwood::Result<()> {
         let before = backend.client().requests_sent();
         let polls_before = backend.poll_requests();
         let started = Instant::now();
-        let job = rw.map(noop, 0..tasks).await?;
+        let job = if task_ms == 0 {
+            rw.map(noop, 0..tasks).await?
+        } else {
+            rw.map(nap, (0..tasks).map(|i| (task_ms, i))).await?
+        };
         let submit = started.elapsed();
         let sent = backend.client().requests_sent() - before;
         let got = job.collect().await?;
@@ -235,6 +255,28 @@ async fn main() -> redwood::Result<()> {
         totals.push(total.as_secs_f64());
         requests.push(sent as f64);
         polls.push(poll as f64 / tasks as f64);
+    }
+    let ideal = (tasks * task_ms) as f64 / 1000.0 / f64::from(nodes * slots);
+    if task_ms > 0 {
+        println!(
+            "{tasks} tasks of {task_ms} ms, pack {pack}: median {:.2} s to the last result; \
+             ideal (work / slots) {ideal:.2} s: {:.2}x",
+            median(totals.clone()),
+            median(totals.clone()) / ideal
+        );
+    }
+    if busy_only {
+        println!(
+            "redwood azure-batch, {tasks} tasks, pack {pack}, {nodes} nodes x {slots} slots, task \
+             start latency {latency:?}: median {:.2} s to the last result ({:.0} tasks/s)",
+            median(totals.clone()),
+            tasks as f64 / median(totals.clone())
+        );
+        let _ = backend
+            .release(redwood::raw::backend::CleanupRequest::default())
+            .await;
+        azurite.stop().await;
+        return Ok(());
     }
     let (idle_submit, busy_submit) = (median(idle), median(submits));
     println!(

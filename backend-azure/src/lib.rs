@@ -12,4 +12,6 @@ mod http_client;
 pub mod queue;
 pub mod sas;
 mod sas_io;
+mod task_inputs;
 mod task_thread;
+mod task_times;

@@ -71,10 +71,21 @@ impl SasBlobs {
 
     /// Whether `key` exists (a read SAS allows the HEAD).
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
-        let url = self.url(key);
+        self.exists_at(&self.url(key), key).await
+    }
+
+    /// Whether the blob a signed URL points at exists, asked under the read SAS (a write URL's
+    /// own SAS may not read).
+    pub(crate) async fn signed_url_exists(&self, url: &str) -> Result<bool> {
+        let blob = url.split('?').next().unwrap_or(url);
+        self.exists_at(&format!("{blob}?{}", self.read_sas), blob)
+            .await
+    }
+
+    async fn exists_at(&self, url: &str, shown: &str) -> Result<bool> {
         let (status, _) = self
-            .send("read", key, &[404], || {
-                Some(self.http.head(&url).header("x-ms-version", "2021-08-06"))
+            .send("read", shown, &[404], || {
+                Some(self.http.head(url).header("x-ms-version", "2021-08-06"))
             })
             .await?;
         Ok(status != 404)

@@ -1,7 +1,7 @@
 //! The conformance runner: every case against every configured backend and store.
 //!
 //! - `REDWOOD_TEST_BACKEND`: comma-separated set-ups among `local`, `azure-batch`,
-//!   `local-regions`, `azure-batch-regions`, `azure-functions` and `azure-functions-http`
+//!   `azure-batch-packed` (7 tasks per Batch task), `local-regions`, `azure-batch-regions`, `azure-functions` and `azure-functions-http`
 //!   (default: all). `azure-batch` runs against `redwood-emulator`'s Batch API, started here,
 //!   whose nodes are local folders and processes; the `-regions` set-ups have two regions each
 //!   (two local pools, or two emulated Batch accounts), region `east` with its own Azurite

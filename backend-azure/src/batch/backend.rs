@@ -26,8 +26,10 @@ use super::credential::CredentialKind;
 use super::job::BatchJob;
 use super::leftovers;
 use super::monitor::{Attempts, Monitor, Running};
+use super::pack::PackPolicy;
 use super::pool::{self, PoolFacts};
-use super::tasks::{JobTemplate, parse_task_id, sas_expiry};
+use super::tasks::{JobTemplate, parse_batch_id, sas_expiry};
+use crate::task_times::TaskTimes;
 
 /// The backend's name in configuration.
 pub const NAME: &str = "azure-batch";
@@ -41,6 +43,8 @@ pub struct AzureBatchBackend {
     settings: Settings,
     state: tokio::sync::Mutex<Ready>,
     polls: Arc<AtomicU64>,
+    /// What each function's tasks took lately (automatic pack sizes), shared by its jobs.
+    task_times: std::sync::Mutex<HashMap<String, Arc<TaskTimes>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +55,7 @@ struct Settings {
     infra_retries: u32,
     executable: Option<PathBuf>,
     progress: bool,
+    pack: PackPolicy,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +110,7 @@ impl AzureBatchBackendBuilder {
                 infra_retries: 2,
                 executable: None,
                 progress: true,
+                pack: PackPolicy::Auto,
             },
         }
     }
@@ -146,6 +152,14 @@ impl AzureBatchBackendBuilder {
         self
     }
 
+    /// Runs `n` tasks per Batch task, one after another in one warm worker (1: one each);
+    /// default: sized automatically from the pool's slots and measured task times. A job's
+    /// `TaskOptions::pack` overrides it.
+    pub fn pack(mut self, n: u32) -> Self {
+        self.settings.pack = PackPolicy::Fixed(usize::try_from(n.max(1)).unwrap_or(1));
+        self
+    }
+
     /// Builds the backend; the pool is made ready on the first submit.
     pub fn build(self) -> Result<AzureBatchBackend> {
         Ok(AzureBatchBackend {
@@ -154,6 +168,7 @@ impl AzureBatchBackendBuilder {
             settings: self.settings,
             state: Default::default(),
             polls: Arc::default(),
+            task_times: Default::default(),
         })
     }
 }
@@ -162,6 +177,19 @@ impl AzureBatchBackend {
     /// The Batch client (for its request count).
     pub fn client(&self) -> &BatchClient {
         &self.client
+    }
+
+    /// The task times of `function` as learnt so far.
+    fn task_time(&self, function: &str) -> Arc<TaskTimes> {
+        match self.task_times.lock() {
+            Ok(mut times) => times.entry(function.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// The pool's task slots, when its node count is fixed.
+    fn slots(&self) -> Option<u64> {
+        self.capabilities().slots
     }
 
     /// How many list requests the job watchers made.
@@ -293,12 +321,14 @@ impl AzureBatchBackend {
             )
             .await?;
         let mut latest: HashMap<u64, u32> = HashMap::new();
-        for (index, attempt) in existing
+        for (tasks, attempt) in existing
             .iter()
-            .filter_map(|t| t["id"].as_str().and_then(parse_task_id))
+            .filter_map(|t| t["id"].as_str().and_then(parse_batch_id))
         {
-            let a = latest.entry(index).or_insert(attempt);
-            *a = (*a).max(attempt);
+            for index in tasks {
+                let a = latest.entry(index).or_insert(attempt);
+                *a = (*a).max(attempt);
+            }
         }
         Ok(latest.into_iter().collect())
     }
@@ -358,6 +388,9 @@ impl AzureBatchBackend {
             sas_valid_for: self.settings.sas_valid_for,
             mpi_launcher: self.pool.mpi_launcher.clone(),
             home: storage.home_tag(),
+            pack: self.settings.pack,
+            slots: self.slots(),
+            times: self.task_time(&request.job.function),
         })
     }
 
@@ -474,6 +507,9 @@ impl Executor for AzureBatchBackend {
                 sas_valid_for: self.settings.sas_valid_for,
                 mpi_launcher: self.pool.mpi_launcher.clone(),
                 home: storage.home_tag(),
+                pack: self.settings.pack,
+                slots: self.slots(),
+                times: self.task_time(&request.job.function),
             };
             self.add_job(&template).await?;
             self.state.lock().await.jobs.push(job);
@@ -698,6 +734,19 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
         .progress(config.config.progress.unwrap_or(true));
     if let Some(exe) = &region.executable {
         builder = builder.executable(exe);
+    }
+    match from_env_or(&region.name, &region.pack, "REDWOOD_BATCH_PACK").as_deref() {
+        None | Some("auto") => {}
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if n >= 1 => builder = builder.pack(n),
+            _ => {
+                return Err(config.error(
+                    "pack",
+                    text,
+                    "must be `auto` or a number of tasks per Batch task (1 or more)",
+                ));
+            }
+        },
     }
     Ok(Arc::new(builder.build()?))
 }

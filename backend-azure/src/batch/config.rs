@@ -41,6 +41,10 @@ pub struct RegionConfig {
     /// How long the signed URLs given to tasks stay valid (humantime, default `2days`).
     #[serde(default)]
     pub sas_valid_for: Option<String>,
+    /// Tasks per Batch task: `auto` (the default: sized from the pool's slots and measured task
+    /// times), or a number (`1`: one Batch task per Redwood task). Also `REDWOOD_BATCH_PACK`.
+    #[serde(default)]
+    pub pack: Option<String>,
     /// The executable nodes run, when this one cannot run on the pool's OS (a static
     /// `x86_64-unknown-linux-musl` build of the same program). Default: this executable.
     #[serde(default)]
@@ -58,6 +62,7 @@ impl std::fmt::Debug for RegionConfig {
             .field("pool", &self.pool)
             .field("poll_interval", &self.poll_interval)
             .field("sas_valid_for", &self.sas_valid_for)
+            .field("pack", &self.pack)
             .field("executable", &self.executable)
             .finish()
     }

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 use super::client::BatchClient;
 use super::monitor::{Attempts, Running};
-use super::tasks::{JobTemplate, chunks};
+use super::pack::cut;
+use super::tasks::{JobTemplate, Member, chunks};
 
 /// `addtaskcollection` requests in flight at once.
 const ADDS_IN_FLIGHT: usize = 8;
@@ -31,6 +32,17 @@ pub(crate) struct BatchJob {
 }
 
 impl BatchJob {
+    /// The add-task body of one task, or of a pack of several.
+    fn body(
+        &self,
+        members: &[Member<'_>],
+        attempt: u32,
+        seq: u32,
+        budget: Option<std::time::Duration>,
+    ) -> Result<serde_json::Value> {
+        body(&self.template, &self.storage, members, attempt, seq, budget)
+    }
+
     /// Ends the Batch job (so it stops counting against the account's active jobs, and its
     /// tasks stop) and the monitor.
     async fn terminate(&self, reason: &str) -> Result<()> {
@@ -66,25 +78,35 @@ impl ExecutorJob for BatchJob {
         let span = tracing::debug_span!("batch.launch", job = %job, attempts = attempts.len());
         let _guard = span.enter();
         let now = SystemTime::now();
-        let mut bodies = Vec::with_capacity(attempts.len());
-        let mut running = Vec::with_capacity(attempts.len());
-        for a in &attempts {
-            bodies.push(self.template.task_body(
-                &self.storage,
-                a.task,
-                a.attempt,
-                a.range,
-                Some(&a.args),
-            )?);
-            let minted = (a.attempt > 1).then_some(now);
-            running.push((
+        let policy = self.template.pack_policy();
+        let size = policy.size(
+            attempts.len(),
+            self.template.slots,
+            self.template.times.typical_us(),
+        );
+        let items: Vec<(u64, u32)> = attempts.iter().map(|a| (a.task, a.attempt)).collect();
+        let mut bodies = Vec::new();
+        for pack in cut(&items, size) {
+            let members: Vec<Member<'_>> = pack
+                .iter()
+                .map(|&i| Member {
+                    task: attempts[i].task,
+                    range: attempts[i].range,
+                    args: Some(&attempts[i].args),
+                })
+                .collect();
+            let attempt = attempts[pack[0]].attempt;
+            bodies.push(self.body(&members, attempt, 0, policy.budget())?);
+        }
+        let running = attempts.iter().map(|a| {
+            (
                 a.task,
                 Running {
                     attempt: a.attempt,
-                    minted,
+                    minted: (a.attempt > 1).then_some(now),
                 },
-            ));
-        }
+            )
+        });
         drop(_guard);
         // Noted first, so a task that completes at once is not missed.
         self.attempts.add(running);
@@ -169,4 +191,19 @@ async fn add_round(
         format!("Batch did not take {count} tasks of job {job} (server errors)"),
     )
     .set_retryable(true))
+}
+
+/// The add-task body of one task (a plain Batch task, as without packing) or of a pack.
+pub(crate) fn body(
+    template: &JobTemplate,
+    storage: &Storage,
+    members: &[Member<'_>],
+    attempt: u32,
+    seq: u32,
+    budget: Option<std::time::Duration>,
+) -> Result<serde_json::Value> {
+    match members {
+        [one] => template.task_body(storage, one.task, attempt, one.range, one.args),
+        _ => template.pack_body(storage, members, attempt, seq, budget),
+    }
 }

@@ -3,7 +3,7 @@
 //! never a request per task), each outcome read from storage (the source of truth) and reported
 //! to the job driver as the attempt's end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,8 @@ use tokio::sync::{Notify, watch};
 use super::client::BatchClient;
 use super::nodes::{NodeSurvey, NodeWatch};
 use super::outcome::{Completed, crash_error, never_started, read_outcome, task_error};
-use super::tasks::{JobTemplate, parse_task_id};
+use super::pack_monitor::Finished;
+use super::tasks::{JobTemplate, parse_batch_id};
 
 /// How far back each listing reaches before the newest transition already seen, so a task
 /// whose completion became visible late is still found.
@@ -62,6 +63,11 @@ impl Attempts {
         }
     }
 
+    /// The attempt of `task` still out, if any.
+    pub(crate) fn attempt_of(&self, task: u64) -> Option<u32> {
+        self.get(task).map(|r| r.attempt)
+    }
+
     fn get(&self, task: u64) -> Option<Running> {
         self.lock().get(&task).copied()
     }
@@ -103,7 +109,7 @@ impl Monitor {
     pub(crate) async fn run(mut self) {
         let job = self.template.spec.id.clone();
         let mut newest: Option<SystemTime> = None;
-        let mut restarts: HashMap<u64, u32> = HashMap::new();
+        let mut restarts: HashMap<String, u32> = HashMap::new();
         let mut nodes = NodeWatch::new();
         loop {
             if *self.stop.borrow() || self.ends.is_closed() {
@@ -116,7 +122,11 @@ impl Monitor {
                 _ = self.stop.changed() => return,
             }
             let completed = match self.list_completed(&mut newest).await {
-                Ok(c) => c,
+                Ok(finished) => {
+                    let mut completed = self.unpack(finished).await;
+                    completed.extend(self.progress().await);
+                    completed
+                }
                 Err(e) => {
                     tracing::warn!(job = %job, error = %e, "cannot list the job's tasks; trying again");
                     continue;
@@ -151,6 +161,8 @@ impl Monitor {
                     .buffer_unordered(READS_IN_FLIGHT)
                     .collect()
                     .await;
+            // The Batch tasks (a pack's, once for all its tasks) run again this round.
+            let mut reactivated: HashSet<String> = HashSet::new();
             for (c, outcome, stored) in outcomes {
                 let outcome = if stored.is_some() {
                     outcome
@@ -158,9 +170,13 @@ impl Monitor {
                     self.explain_expired_urls(&c, outcome)
                 };
                 if stored.is_none() && never_started(&c.item) {
-                    let tries = restarts.entry(c.index).or_insert(0);
+                    if reactivated.contains(&c.batch_id) {
+                        continue;
+                    }
+                    let tries = restarts.entry(c.batch_id.clone()).or_insert(0);
                     if *tries < MAX_RESTARTS && self.reactivate(&c).await {
                         *tries += 1;
+                        reactivated.insert(c.batch_id.clone());
                         continue;
                     }
                 }
@@ -208,6 +224,8 @@ impl Monitor {
                 attempt,
                 item: serde_json::Value::Null,
                 mpi: false,
+                batch_id: String::new(),
+                times: None,
             };
             self.report(c, Outcome::Err(e), None, true);
         }
@@ -252,7 +270,7 @@ impl Monitor {
     /// that could not be downloaded, say); the attempt is not the user's, so it is not counted.
     async fn reactivate(&self, c: &Completed) -> bool {
         let job = &self.template.spec.id;
-        let id = super::tasks::task_id(c.index, c.attempt);
+        let id = &c.batch_id;
         let why = &c.item["executionInfo"]["failureInfo"]["message"];
         tracing::info!(job = %job, task = %id, why = %why, "the task did not start; Batch runs it again");
         self.client
@@ -265,8 +283,9 @@ impl Monitor {
             .is_ok()
     }
 
-    /// The completed tasks not seen before, newest transition time remembered.
-    async fn list_completed(&self, newest: &mut Option<SystemTime>) -> Result<Vec<Completed>> {
+    /// The completed Batch tasks not seen before, with those of their tasks whose attempt is
+    /// still out; newest transition time remembered.
+    async fn list_completed(&self, newest: &mut Option<SystemTime>) -> Result<Vec<Finished>> {
         let job = &self.template.spec.id;
         let mut filter = "state eq 'completed'".to_string();
         if let Some(t) = newest {
@@ -297,15 +316,23 @@ impl Monitor {
             {
                 *newest = Some(newest.map_or(t, |n| n.max(t)));
             }
-            let Some((index, attempt)) = item["id"].as_str().and_then(parse_task_id) else {
+            let Some(id) = item["id"].as_str().map(str::to_string) else {
                 continue;
             };
-            if self.attempts.get(index).map(|r| r.attempt) == Some(attempt) {
-                out.push(Completed {
-                    index,
+            let Some((range, attempt)) = parse_batch_id(&id) else {
+                continue;
+            };
+            let pack = id.starts_with('p');
+            let tasks: Vec<u64> = range
+                .filter(|&t| self.attempts.get(t).map(|r| r.attempt) == Some(attempt))
+                .collect();
+            if !tasks.is_empty() {
+                out.push(Finished {
+                    id,
                     attempt,
+                    tasks,
+                    pack,
                     item,
-                    mpi: self.template.spec.options.mpi.is_some(),
                 });
             }
         }
@@ -313,7 +340,13 @@ impl Monitor {
     }
 
     /// Reports how an attempt ended, once.
-    fn report(&self, c: Completed, outcome: Outcome, stored: Option<ResultLocation>, last: bool) {
+    pub(crate) fn report(
+        &self,
+        c: Completed,
+        outcome: Outcome,
+        stored: Option<ResultLocation>,
+        last: bool,
+    ) {
         if self.attempts.take(c.index, c.attempt).is_none() {
             return;
         }
@@ -328,8 +361,16 @@ impl Monitor {
             None => Ended::Reported(outcome),
         };
         let mut end = AttemptEnd::new(c.index, c.attempt, ended);
-        end.started = time("startTime");
-        end.finished = time("endTime").unwrap_or_else(SystemTime::now);
+        match c.times {
+            Some((started, finished)) => {
+                end.started = Some(started);
+                end.finished = finished;
+            }
+            None => {
+                end.started = time("startTime");
+                end.finished = time("endTime").unwrap_or_else(SystemTime::now);
+            }
+        }
         end.node = c.item["nodeInfo"]["nodeId"].as_str().map(str::to_string);
         end.requeues = info["requeueCount"]
             .as_u64()

@@ -1,7 +1,7 @@
 //! The outcome of a completed Batch task: the one its worker stored (the source of truth), or,
 //! when there is none, what Batch says happened (exit code, failure, the end of stderr).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redwood_core::raw::envelope::Outcome;
 use redwood_core::raw::pack::read_pack;
@@ -18,6 +18,11 @@ pub(crate) struct Completed {
     pub(crate) item: Value,
     /// An MPI task: its exit code is the launcher's.
     pub(crate) mpi: bool,
+    /// The Batch task it ran in (its own, or its pack's).
+    pub(crate) batch_id: String,
+    /// When it started and finished inside its pack (a pack's report says; a task of its own
+    /// has the Batch task's times).
+    pub(crate) times: Option<(SystemTime, SystemTime)>,
 }
 
 /// Whether a completed task failed before its program started (no exit code, and not ended
@@ -151,7 +156,7 @@ pub(crate) async fn crash_error(
     e.exit_code = exit_code;
     e.signal = exit_code.filter(|&x| x > 128 && x < 160).map(|x| x - 128);
     if kind == TaskErrorKind::Crash {
-        let id = super::tasks::task_id(c.index, c.attempt);
+        let id = &c.batch_id;
         e.stderr_tail = client
             .file_tail(
                 "get_task_file",

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use redwood_core::MpiShape;
 use serde::Serialize;
 
+use super::pack::{PackPolicy, PackSpec, PackTask, pack_id};
 use super::worker::{JOB_ENV, MODE, TASK_ENV};
 
 /// The part of a task's description every task of its job shares (the worker merges it with
@@ -41,6 +42,8 @@ struct TaskPart {
     /// Overrides the job's read SAS (which expires `sas_valid_for` after the job was made).
     #[serde(skip_serializing_if = "Option::is_none")]
     read_sas: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pack: Option<PackSpec>,
 }
 
 fn encode(value: &impl Serialize) -> Result<String> {
@@ -81,6 +84,19 @@ pub(crate) fn parse_task_id(id: &str) -> Option<(u64, u32)> {
     }
 }
 
+/// The tasks and attempt of any Batch task id this backend makes: one task ([`task_id`]) or a
+/// pack ([`pack_id`](super::pack::pack_id)).
+pub(crate) fn parse_batch_id(id: &str) -> Option<(std::ops::RangeInclusive<u64>, u32)> {
+    super::pack::parse_pack_id(id).or_else(|| parse_task_id(id).map(|(i, a)| (i..=i, a)))
+}
+
+/// One task of a pack about to be added.
+pub(crate) struct Member<'a> {
+    pub task: u64,
+    pub range: (u64, u64),
+    pub args: Option<&'a [u8]>,
+}
+
 /// What every task of a job shares: the program's URL and the read SAS.
 #[derive(Debug, Clone)]
 pub(crate) struct JobTemplate {
@@ -111,6 +127,12 @@ pub(crate) struct JobTemplate {
     /// The storage home's tag, on the Batch job for `redwood cleanup` (see
     /// [`Storage::home_tag`]).
     pub home: String,
+    /// How the job's tasks are packed.
+    pub pack: PackPolicy,
+    /// The pool's task slots, when known (automatic pack sizes).
+    pub slots: Option<u64>,
+    /// What the function's tasks took lately (automatic pack sizes).
+    pub times: std::sync::Arc<crate::task_times::TaskTimes>,
 }
 
 impl JobTemplate {
@@ -194,6 +216,7 @@ impl JobTemplate {
             range,
             result_url,
             read_sas: self.own_read_sas(storage)?,
+            pack: None,
         };
         let spec_json = encode(&own)?;
         let file = self.file_name();
@@ -234,6 +257,93 @@ impl JobTemplate {
             });
         }
         Ok(body)
+    }
+}
+
+impl JobTemplate {
+    /// The packing of this job: none for MPI tasks, else the job's `TaskOptions::pack`, else
+    /// the region's.
+    pub(crate) fn pack_policy(&self) -> PackPolicy {
+        let options = &self.spec.options;
+        if options.mpi.is_some() {
+            return PackPolicy::Fixed(1);
+        }
+        match options.pack {
+            Some(n) => PackPolicy::Fixed(usize::try_from(n).unwrap_or(1)),
+            None => self.pack,
+        }
+    }
+
+    /// The key of a pack's report.
+    pub(crate) fn report_key(&self, storage: &Storage, id: &str) -> object_store::path::Path {
+        storage.layout().group(&self.spec.id, &format!("{id}.pack"))
+    }
+
+    /// The add-task body of a pack of `members` (consecutive tasks) at `attempt`; `seq` tells
+    /// apart packs of released tasks (0 for a first launch).
+    pub(crate) fn pack_body(
+        &self,
+        storage: &Storage,
+        members: &[Member<'_>],
+        attempt: u32,
+        seq: u32,
+        budget: Option<Duration>,
+    ) -> Result<Value> {
+        let (Some(first), Some(last)) = (members.first(), members.last()) else {
+            return Err(redwood_core::Error::new(
+                redwood_core::ErrorKind::Unexpected,
+                "an empty pack",
+            ));
+        };
+        let id = pack_id(first.task, last.task, attempt, seq);
+        let layout = storage.layout();
+        let mut tasks = Vec::with_capacity(members.len());
+        for m in members {
+            let key = layout.attempt_result(&self.spec.id, m.task, attempt);
+            tasks.push(PackTask {
+                task: m.task,
+                range: m.range,
+                args: m.args.filter(|a| a.len() <= INLINE_ARGS).map(|a| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(a)
+                }),
+                result_url: storage.signed_url(Some(&key), Access::WRITE, self.sas_valid_for)?,
+            });
+        }
+        let report = self.report_key(storage, &id);
+        let pack = PackSpec {
+            tasks,
+            report_url: storage.signed_url(Some(&report), Access::WRITE, self.sas_valid_for)?,
+            budget_ms: budget.map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX)),
+        };
+        let own = TaskPart {
+            task: first.task,
+            attempt,
+            args: None,
+            range: first.range,
+            result_url: String::new(),
+            read_sas: self.own_read_sas(storage)?,
+            pack: Some(pack),
+        };
+        let file = self.file_name();
+        let mut constraints = json!({ "maxTaskRetryCount": self.infra_retries });
+        // Each task's timeout is the worker's; Batch ends a pack that runs far past them all.
+        if let Some(t) = self.spec.options.timeout {
+            let n = u32::try_from(members.len()).unwrap_or(u32::MAX);
+            let limit = t
+                .saturating_add(Duration::from_secs(5))
+                .saturating_mul(n)
+                .saturating_add(WALL_CLOCK_GRACE);
+            if limit <= MAX_WALL_CLOCK {
+                constraints["maxWallClockTime"] = json!(format!("PT{}S", limit.as_secs().max(1)));
+            }
+        }
+        Ok(json!({
+            "id": id,
+            "commandLine": format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'"),
+            "environmentSettings": [{ "name": TASK_ENV, "value": encode(&own)? }],
+            "constraints": constraints,
+        }))
     }
 }
 

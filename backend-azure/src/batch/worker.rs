@@ -64,6 +64,10 @@ pub struct TaskSpec {
     /// An MPI task: every rank runs the function, rank 0 stores the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mpi: Option<MpiShape>,
+    /// A pack: these tasks (at `attempt`) run one after another in one warm worker, each
+    /// storing its own outcome (`task`, `range`, `args` and `result_url` are unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<super::pack::PackSpec>,
 }
 
 inventory::submit! {
@@ -105,6 +109,9 @@ fn read_spec(
 
 fn run() -> std::result::Result<(), (i32, Error)> {
     let spec = read_spec(std::env::var(JOB_ENV).ok(), std::env::var(TASK_ENV).ok())?;
+    if let Some(pack) = &spec.pack {
+        return super::pack_worker::run(&spec, pack).map_err(|e| (EXIT_NOT_STORED, e));
+    }
     let plain_http =
         spec.container.starts_with("http://") && spec.result_url.starts_with("http://");
     let io =

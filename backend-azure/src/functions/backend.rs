@@ -26,8 +26,9 @@ use tracing::Instrument;
 use super::call::{Answer, Caller};
 use super::config::{FunctionsSettings, Invoke};
 use super::message::{GroupTask, TaskMessage, VERSION, segment_name};
-use super::watch::{TaskTimes, Watch, read_group, watch};
+use super::watch::{Watch, read_group, watch};
 use crate::queue::{MAX_MESSAGE_TEXT, Queue, QueueService};
+use crate::task_times::TaskTimes;
 
 /// The backend's name in configuration.
 pub const NAME: &str = "azure-functions";

@@ -24,11 +24,12 @@ use redwood_core::raw::backend::JobSpec;
 use redwood_core::raw::envelope::Outcome;
 use redwood_core::raw::executor::{Attempt, AttemptEnd, Executor, ExecutorJob, OpenRequest};
 use redwood_core::raw::pack::PackWriter;
-use redwood_core::{Error, ErrorKind, Result, Storage, TaskError, TaskErrorKind, TaskOptions};
+use redwood_core::{Error, ErrorKind, Result, TaskError, TaskErrorKind, TaskOptions};
 use serde_json::{Value, json};
 
-use super::message::{GroupTask, GroupTimes, TIMES_KEY, TaskMessage};
+use super::message::{GroupTimes, TIMES_KEY, TaskMessage};
 use crate::sas_io::{Put, SasBlobs};
+use crate::task_inputs::{TaskInput, read_args, sas_storage};
 
 /// The worker mode's name (`REDWOOD_WORKER=functions` selects it too).
 pub const MODE: &str = "functions";
@@ -355,93 +356,21 @@ async fn job_run(message: &TaskMessage) -> Result<Arc<JobRun>> {
     Ok(run)
 }
 
-/// The job's container as a store, read through the message's SAS (for what tasks read:
-/// broadcasts, results of other jobs).
-fn sas_storage(container: &str, read_sas: &str) -> Result<Storage> {
-    let bad = || {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("`{container}` is not a container URL"),
-        )
-    };
-    let url = reqwest::Url::parse(container).map_err(|_| bad())?;
-    let segments: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
-    let (name, parents) = segments.split_last().ok_or_else(bad)?;
-    let host = url.host_str().ok_or_else(bad)?;
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    let mut endpoint = format!("{}://{host}{port}", url.scheme());
-    for p in parents {
-        endpoint.push('/');
-        endpoint.push_str(p);
-    }
-    // Path-style (an emulator): the account is the first segment; else the host's first label.
-    let account = match parents.first() {
-        Some(a) => a.to_string(),
-        None => host.split('.').next().unwrap_or(host).to_string(),
-    };
-    let connection =
-        format!("AccountName={account};BlobEndpoint={endpoint};SharedAccessSignature={read_sas}");
-    let options = std::collections::BTreeMap::from([("connection_string".to_string(), connection)]);
-    Storage::open_with(&format!("az://{name}"), &options)
-}
-
-/// Each task's arguments: inline, else read in one request covering the group's ranges (or
-/// one each when they are far apart).
-async fn read_args(blobs: &SasBlobs, message: &TaskMessage) -> Result<Vec<bytes::Bytes>> {
-    let engine = base64::engine::general_purpose::STANDARD;
-    let stored: Vec<&GroupTask> = message.tasks.iter().filter(|t| t.args.is_none()).collect();
-    let mut covering = None;
-    if let (Some(lo), Some(hi)) = (
-        stored.iter().map(|t| t.range.0).min(),
-        stored.iter().map(|t| t.range.1).max(),
-    ) {
-        let needed: u64 = stored
-            .iter()
-            .map(|t| t.range.1.saturating_sub(t.range.0))
-            .sum();
-        if hi.saturating_sub(lo) <= needed.saturating_mul(4).max(64 * 1024) {
-            covering = Some((lo, blobs.fetch(&message.input, Some(lo..hi)).await?));
-        }
-    }
-    let mut out = Vec::with_capacity(message.tasks.len());
-    for t in &message.tasks {
-        let bytes = match (&t.args, &covering) {
-            (Some(inline), _) => bytes::Bytes::from(engine.decode(inline).map_err(|e| {
-                Error::new(
-                    ErrorKind::Codec,
-                    format!("task {}: inline arguments are not base64: {e}", t.task),
-                )
-            })?),
-            (None, Some((lo, all))) => {
-                let start = usize::try_from(t.range.0.saturating_sub(*lo));
-                let end = usize::try_from(t.range.1.saturating_sub(*lo));
-                match (start, end) {
-                    (Ok(s), Ok(e)) if s <= e && e <= all.len() => all.slice(s..e),
-                    _ => {
-                        return Err(Error::new(
-                            ErrorKind::Codec,
-                            format!("task {}: its range is outside the input", t.task),
-                        ));
-                    }
-                }
-            }
-            (None, None) => {
-                blobs
-                    .fetch(&message.input, Some(t.range.0..t.range.1))
-                    .await?
-            }
-        };
-        out.push(bytes);
-    }
-    Ok(out)
-}
-
 /// Runs the group's tasks on the pool; their outcomes and times as one pack.
 async fn run_group(
     blobs: &SasBlobs,
     message: &TaskMessage,
 ) -> std::result::Result<Vec<u8>, String> {
-    let args = read_args(blobs, message)
+    let inputs: Vec<TaskInput<'_>> = message
+        .tasks
+        .iter()
+        .map(|t| TaskInput {
+            task: t.task,
+            range: t.range,
+            args: t.args.as_deref(),
+        })
+        .collect();
+    let args = read_args(blobs, &message.input, &inputs)
         .await
         .map_err(|e| format!("cannot read the tasks' arguments: {e}"))?;
     let run = job_run(message)

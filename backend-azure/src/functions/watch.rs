@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -21,43 +21,7 @@ use tokio::sync::Notify;
 use super::backend::Shared;
 use super::message::{GroupTimes, TIMES_KEY, TaskMessage, segment_attempt};
 use crate::queue::Queue;
-
-/// The task times of one function: the median of the last [`TaskTimes::KEPT`], once there
-/// are [`TaskTimes::ENOUGH`] (a cold start's first task, which waited for its instance's
-/// workers, does not make later groups small).
-#[derive(Debug, Default)]
-pub(super) struct TaskTimes {
-    recent: Mutex<std::collections::VecDeque<u64>>,
-    median_us: AtomicU64,
-}
-
-impl TaskTimes {
-    const KEPT: usize = 64;
-    const ENOUGH: usize = 8;
-
-    fn add(&self, took: impl Iterator<Item = u64>) {
-        let Ok(mut recent) = self.recent.lock() else {
-            return;
-        };
-        for t in took {
-            if recent.len() == Self::KEPT {
-                recent.pop_front();
-            }
-            recent.push_back(t);
-        }
-        if recent.len() >= Self::ENOUGH {
-            let mut sorted: Vec<u64> = recent.iter().copied().collect();
-            sorted.sort_unstable();
-            self.median_us
-                .store(sorted[sorted.len() / 2], Ordering::Relaxed);
-        }
-    }
-
-    /// The typical task time in µs; 0 while unknown.
-    pub(super) fn typical_us(&self) -> u64 {
-        self.median_us.load(Ordering::Relaxed)
-    }
-}
+use crate::task_times::TaskTimes;
 
 /// How often the poison queue is looked at.
 const POISON_EVERY: Duration = Duration::from_secs(1);

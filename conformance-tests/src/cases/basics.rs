@@ -123,13 +123,15 @@ async fn collect_keeps_task_order(ctx: Ctx) -> CaseResult {
     Ok(())
 }
 
-/// Cases about the order results come in run their tasks in one region: two regions' own
-/// latencies (a job's first tasks wait for its preparation on each node) are not what they
-/// test (the region cases test placement).
+/// Cases about the order results come in run their tasks side by side in one region: two
+/// regions' own latencies (a job's first tasks wait for its preparation on each node) are not
+/// what they test (the region cases test placement), and neither is packing (tasks packed
+/// into one Batch task run one after another by design, so a slow one holds back the quick
+/// ones behind it; `pack(1)` gives each its own).
 fn one_region(ctx: &Ctx) -> TaskOptions {
     match ctx.session.regions() {
-        [first, _, ..] => TaskOptions::new().region(first.name()),
-        _ => TaskOptions::new(),
+        [first, _, ..] => TaskOptions::new().region(first.name()).pack(1),
+        _ => TaskOptions::new().pack(1),
     }
 }
 

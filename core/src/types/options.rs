@@ -28,6 +28,12 @@ pub struct TaskOptions {
     /// `None`: the driver places them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// How many of the job's tasks one platform task runs, one after another in one warm
+    /// worker (`azure-batch`: tasks per Batch task); `None`: the backend chooses from measured
+    /// task times. Backends whose tasks already run in warm workers (local, Functions' groups)
+    /// need no packing and take it as a group size or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<u32>,
 }
 
 impl Default for TaskOptions {
@@ -40,6 +46,7 @@ impl Default for TaskOptions {
             concurrency: None,
             mpi: None,
             region: None,
+            pack: None,
         }
     }
 }
@@ -97,6 +104,13 @@ impl TaskOptions {
     /// Runs at most `limit` tasks of the job at once.
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = Some(limit);
+        self
+    }
+
+    /// Runs `n` tasks per platform task (see the field; `1` turns packing off). Per-task
+    /// semantics stay: each task has its own attempts, retries, timeout, outcome and events.
+    pub fn pack(mut self, n: u32) -> Self {
+        self.pack = Some(n.max(1));
         self
     }
 

@@ -1,0 +1,168 @@
+//! A pack on its node: the Batch task's process runs the pack's tasks one after another on a
+//! warm worker of the same program (the local backend's pool of one), which a crash or a
+//! timeout replaces for the next task; it stores each outcome through that attempt's write
+//! SAS as it finishes (create-only: the first stored outcome wins), and at the end a
+//! [`PackReport`] with each task's times and the tasks it released.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use redwood_core::raw::backend::{CleanupRequest, JobSpec};
+use redwood_core::raw::executor::{Attempt, Executor, OpenRequest};
+use redwood_core::raw::pack::PackWriter;
+use redwood_core::{Error, ErrorKind, Result, TaskOptions};
+
+use super::pack::{PackReport, PackSpec, PackTask};
+use super::worker::TaskSpec;
+use crate::sas_io::SasBlobs;
+use crate::task_inputs::{TaskInput, read_args, sas_storage};
+
+/// Tasks handed to the worker ahead of the one it runs (so it never waits for the next).
+const AHEAD: usize = 2;
+/// How often a running pack stores its report so far.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs the pack on a runtime of its own; an error means an outcome or the report could not
+/// be stored (Batch runs the pack again, which skips what was stored).
+pub(crate) fn run(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(run_pack(spec, pack))
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn run_pack(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
+    let plain_http = spec.container.starts_with("http://");
+    let blobs = SasBlobs::new(&spec.container, &spec.read_sas, plain_http)?;
+    let mut report = PackReport::default();
+    // A pack run again (its node was lost, or it could not store an outcome) skips what a
+    // run before stored.
+    let mut todo: Vec<&PackTask> = Vec::with_capacity(pack.tasks.len());
+    for t in &pack.tasks {
+        if blobs.signed_url_exists(&t.result_url).await? {
+            report.skipped.push(t.task);
+        } else {
+            todo.push(t);
+        }
+    }
+    let inputs: Vec<TaskInput<'_>> = todo
+        .iter()
+        .map(|t| TaskInput {
+            task: t.task,
+            range: t.range,
+            args: t.args.as_deref(),
+        })
+        .collect();
+    let args = read_args(&blobs, &spec.input, &inputs).await?;
+    let mut queue: VecDeque<(&PackTask, Attempt)> = todo
+        .iter()
+        .zip(args)
+        .map(|(t, args)| {
+            let attempt = Attempt {
+                task: t.task,
+                attempt: spec.attempt,
+                args,
+                range: t.range,
+            };
+            (*t, attempt)
+        })
+        .collect();
+    if !queue.is_empty() {
+        run_tasks(spec, pack, &blobs, &mut queue, &mut report).await?;
+    }
+    report.released = queue.iter().map(|(t, _)| t.task).collect();
+    let body = serde_json::to_vec(&report)
+        .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode the report: {e}")))?;
+    blobs
+        .put(&pack.report_url, Bytes::from(body), false)
+        .await
+        .map(|_| ())
+}
+
+/// Runs tasks from the front of `queue` until it is empty or the budget is spent; stores each
+/// outcome as it comes.
+async fn run_tasks(
+    spec: &TaskSpec,
+    pack: &PackSpec,
+    blobs: &SasBlobs,
+    queue: &mut VecDeque<(&PackTask, Attempt)>,
+    report: &mut PackReport,
+) -> Result<()> {
+    // The pool's workers are this program in the local worker mode: naming it links it in.
+    let _ = redwood_local::worker::serve as fn() -> !;
+    let pool = redwood_local::LocalBackend::builder().workers(1).build()?;
+    let mut options = TaskOptions::new();
+    if let Some(ms) = spec.timeout_ms {
+        options = options.timeout(Duration::from_millis(ms));
+    }
+    let job = JobSpec {
+        id: spec.job.clone(),
+        function: spec.function.clone(),
+        signature: spec.signature,
+        binary: spec.binary.clone(),
+        task_count: u64::MAX,
+        options,
+    };
+    let storage = sas_storage(&spec.container, &spec.read_sas)?;
+    let opened = pool.open(OpenRequest::new(Arc::new(job), storage)).await?;
+    let mut ends = opened.ends;
+    let budget = pack.budget_ms.map(Duration::from_millis);
+    let started = Instant::now();
+    let mut out: Vec<(u64, String)> = Vec::new(); // (task, result URL) handed to the worker
+    let mut last_progress = Instant::now();
+    let result = async {
+        loop {
+            while out.len() < AHEAD
+                && budget.is_none_or(|b| started.elapsed() < b)
+                && let Some((t, attempt)) = queue.pop_front()
+            {
+                out.push((t.task, t.result_url.clone()));
+                opened.job.launch(vec![attempt]).await?;
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            let Some(end) = ends.next().await else {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "the pack's worker pool stopped",
+                ));
+            };
+            let Some(at) = out.iter().position(|(task, _)| *task == end.task) else {
+                continue;
+            };
+            let (task, url) = out.remove(at);
+            let bytes = end.outcome().to_stored()?;
+            let mut entry = PackWriter::new();
+            entry.push(task, &bytes);
+            blobs.put(&url, Bytes::from(entry.finish()), true).await?;
+            report.times.push((
+                task,
+                micros(end.started.unwrap_or(end.finished)),
+                micros(end.finished),
+            ));
+            // The client reads this while the pack runs, to hand each outcome on as it comes.
+            if last_progress.elapsed() >= PROGRESS_EVERY && !queue.is_empty() {
+                last_progress = Instant::now();
+                if let Ok(body) = serde_json::to_vec(&*report) {
+                    let _ = blobs.put(&pack.report_url, Bytes::from(body), false).await;
+                }
+            }
+        }
+    }
+    .await;
+    opened.job.close().await;
+    let _ = pool.release(CleanupRequest::default()).await;
+    result
+}
