@@ -2,8 +2,13 @@
 //! (a Functions message, a Batch pack): the job's container as a store through a read SAS, and
 //! each task's arguments.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use base64::Engine;
-use redwood_core::{Error, ErrorKind, Result, Storage};
+use redwood_core::raw::backend::JobSpec;
+use redwood_core::raw::executor::OpenRequest;
+use redwood_core::{Error, ErrorKind, Result, Storage, TaskOptions};
 
 use crate::sas_io::SasBlobs;
 
@@ -35,6 +40,45 @@ pub(crate) fn sas_storage(container: &str, read_sas: &str) -> Result<Storage> {
         format!("AccountName={account};BlobEndpoint={endpoint};SharedAccessSignature={read_sas}");
     let options = std::collections::BTreeMap::from([("connection_string".to_string(), connection)]);
     Storage::open_with(&format!("az://{name}"), &options)
+}
+
+/// The job a worker process runs tasks of, as the message or task spec that started it names it.
+pub(crate) struct JobOnNode<'a> {
+    /// The job id.
+    pub job: &'a str,
+    /// The remote function's id.
+    pub function: &'a str,
+    /// The function's signature hash.
+    pub signature: u64,
+    /// The sha256 of the executable the tasks must run in.
+    pub binary: &'a str,
+    /// The container URL (no query).
+    pub container: &'a str,
+    /// A read-only SAS (query string) on the container.
+    pub read_sas: &'a str,
+    /// The per-task timeout, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+impl JobOnNode<'_> {
+    /// The request that opens this job on the process's local pool: tasks launched on it read
+    /// through the read SAS and answer at the pool's ends.
+    pub(crate) fn open_request(&self) -> Result<OpenRequest> {
+        let mut options = TaskOptions::new();
+        if let Some(ms) = self.timeout_ms {
+            options = options.timeout(Duration::from_millis(ms));
+        }
+        let spec = JobSpec {
+            id: self.job.to_string(),
+            function: self.function.to_string(),
+            signature: self.signature,
+            binary: self.binary.to_string(),
+            task_count: u64::MAX,
+            options,
+        };
+        let storage = sas_storage(self.container, self.read_sas)?;
+        Ok(OpenRequest::new(Arc::new(spec), storage))
+    }
 }
 
 /// One task's input: its range in the job's packed inputs, or its arguments inline (base64).
@@ -96,4 +140,21 @@ pub(crate) async fn read_args(
         out.push(bytes);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_url_makes_a_store() {
+        for url in [
+            "http://127.0.0.1:10000/devstoreaccount1/box",
+            "https://acct.blob.core.windows.net/box",
+        ] {
+            let s = sas_storage(url, "sv=1&sig=SECRET").unwrap();
+            assert!(!format!("{s:?}").contains("SECRET"));
+        }
+        assert!(sas_storage("not a url", "").is_err());
+    }
 }

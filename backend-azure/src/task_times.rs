@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 /// The task times of one function: the median of the last [`TaskTimes::KEPT`], once there
 /// are [`TaskTimes::ENOUGH`] (a cold start's first task, which waited for its instance's
@@ -39,4 +40,12 @@ impl TaskTimes {
     pub(crate) fn typical_us(&self) -> u64 {
         self.median_us.load(Ordering::Relaxed)
     }
+}
+
+/// `t` in µs since the Unix epoch, the unit task times are stored in (0 before it, saturating
+/// far after).
+pub(crate) fn epoch_micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -470,11 +470,11 @@ impl Executor for AzureBatchBackend {
                 let template = self.existing_template(&request).await?;
                 let running = self.attempts_on_batch(&job).await?;
                 let (handle, ends) = self.monitor(storage, template);
-                handle.attempts.add(
-                    running
-                        .iter()
-                        .map(|&(task, attempt)| (task, Running { attempt, minted: None })),
-                );
+                // Whether these run in packs is not known here: the monitor looks, if it may.
+                handle.attempts.add(running.iter().map(|&(task, attempt)| {
+                    let packed = true;
+                    (task, Running { attempt, minted: None, packed })
+                }));
                 tracing::info!(job = %job, running = running.len(), "following the job's running tasks");
                 return Ok(Opened::new(Box::new(handle), ends).with_running(running));
             }

@@ -86,7 +86,13 @@ impl ExecutorJob for BatchJob {
         );
         let items: Vec<(u64, u32)> = attempts.iter().map(|a| (a.task, a.attempt)).collect();
         let mut bodies = Vec::new();
+        let mut packed = vec![false; attempts.len()];
         for pack in cut(&items, size) {
+            if pack.len() > 1 {
+                for &i in &pack {
+                    packed[i] = true;
+                }
+            }
             let members: Vec<Member<'_>> = pack
                 .iter()
                 .map(|&i| Member {
@@ -98,12 +104,13 @@ impl ExecutorJob for BatchJob {
             let attempt = attempts[pack[0]].attempt;
             bodies.push(self.body(&members, attempt, 0, policy.budget())?);
         }
-        let running = attempts.iter().map(|a| {
+        let running = attempts.iter().zip(packed).map(|(a, packed)| {
             (
                 a.task,
                 Running {
                     attempt: a.attempt,
                     minted: (a.attempt > 1).then_some(now),
+                    packed,
                 },
             )
         });

@@ -42,6 +42,8 @@ pub(crate) struct Running {
     pub(crate) attempt: u32,
     /// When its storage URLs were minted, when that was after the job's.
     pub(crate) minted: Option<SystemTime>,
+    /// It runs in a pack of several tasks (whose report the monitor reads while it runs).
+    pub(crate) packed: bool,
 }
 
 impl Attempts {
@@ -66,6 +68,11 @@ impl Attempts {
     /// The attempt of `task` still out, if any.
     pub(crate) fn attempt_of(&self, task: u64) -> Option<u32> {
         self.get(task).map(|r| r.attempt)
+    }
+
+    /// Whether any attempt still out runs in a pack of several tasks.
+    pub(crate) fn any_packed(&self) -> bool {
+        self.lock().values().any(|r| r.packed)
     }
 
     fn get(&self, task: u64) -> Option<Running> {

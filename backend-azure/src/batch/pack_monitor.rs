@@ -100,7 +100,8 @@ impl Monitor {
     /// The tasks of running packs that have stored their outcome (each pack stores its report
     /// so far every half second): their completions, handed on before their packs end.
     pub(crate) async fn progress(&self) -> Vec<Completed> {
-        if self.template.pack_policy() == PackPolicy::Fixed(1) {
+        // Only packs of several tasks report as they go; a listing while none is out is waste.
+        if self.template.pack_policy() == PackPolicy::Fixed(1) || !self.attempts.any_packed() {
             return Vec::new();
         }
         let job = &self.template.spec.id;

@@ -5,20 +5,20 @@
 //! [`PackReport`] with each task's times and the tasks it released.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use redwood_core::raw::backend::{CleanupRequest, JobSpec};
-use redwood_core::raw::executor::{Attempt, Executor, OpenRequest};
+use redwood_core::raw::backend::CleanupRequest;
+use redwood_core::raw::executor::{Attempt, Executor};
 use redwood_core::raw::pack::PackWriter;
-use redwood_core::{Error, ErrorKind, Result, TaskOptions};
+use redwood_core::{Error, ErrorKind, Result};
 
 use super::pack::{PackReport, PackSpec, PackTask};
 use super::worker::TaskSpec;
 use crate::sas_io::SasBlobs;
-use crate::task_inputs::{TaskInput, read_args, sas_storage};
+use crate::task_inputs::{JobOnNode, TaskInput, read_args};
+use crate::task_times::epoch_micros;
 
 /// Tasks handed to the worker ahead of the one it runs (so it never waits for the next).
 const AHEAD: usize = 2;
@@ -34,12 +34,6 @@ pub(crate) fn run(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
         .build()
         .map_err(|e| Error::new(ErrorKind::Backend, format!("cannot start a runtime: {e}")))?;
     runtime.block_on(run_pack(spec, pack))
-}
-
-fn micros(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 async fn run_pack(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
@@ -102,20 +96,16 @@ async fn run_tasks(
     // The pool's workers are this program in the local worker mode: naming it links it in.
     let _ = redwood_local::worker::serve as fn() -> !;
     let pool = redwood_local::LocalBackend::builder().workers(1).build()?;
-    let mut options = TaskOptions::new();
-    if let Some(ms) = spec.timeout_ms {
-        options = options.timeout(Duration::from_millis(ms));
-    }
-    let job = JobSpec {
-        id: spec.job.clone(),
-        function: spec.function.clone(),
+    let job = JobOnNode {
+        job: &spec.job,
+        function: &spec.function,
         signature: spec.signature,
-        binary: spec.binary.clone(),
-        task_count: u64::MAX,
-        options,
+        binary: &spec.binary,
+        container: &spec.container,
+        read_sas: &spec.read_sas,
+        timeout_ms: spec.timeout_ms,
     };
-    let storage = sas_storage(&spec.container, &spec.read_sas)?;
-    let opened = pool.open(OpenRequest::new(Arc::new(job), storage)).await?;
+    let opened = pool.open(job.open_request()?).await?;
     let mut ends = opened.ends;
     let budget = pack.budget_ms.map(Duration::from_millis);
     let started = Instant::now();
@@ -149,8 +139,8 @@ async fn run_tasks(
             blobs.put(&url, Bytes::from(entry.finish()), true).await?;
             report.times.push((
                 task,
-                micros(end.started.unwrap_or(end.finished)),
-                micros(end.finished),
+                epoch_micros(end.started.unwrap_or(end.finished)),
+                epoch_micros(end.finished),
             ));
             // The client reads this while the pack runs, to hand each outcome on as it comes.
             if last_progress.elapsed() >= PROGRESS_EVERY && !queue.is_empty() {

@@ -154,6 +154,13 @@ impl JobTemplate {
         format!("redwood-{}", &self.program[..12.min(self.program.len())])
     }
 
+    /// The command line of a task on a node. Batch does not start Linux command lines in a
+    /// shell; this one needs $VARS. The program is where the job preparation task put it.
+    fn command_line(&self) -> String {
+        let file = self.file_name();
+        format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'")
+    }
+
     /// The program as a resource file.
     fn program_file(&self) -> Value {
         json!({ "httpUrl": self.binary_url, "filePath": self.file_name(), "fileMode": "0755" })
@@ -209,10 +216,7 @@ impl JobTemplate {
         let own = TaskPart {
             task: index,
             attempt,
-            args: args.filter(|a| a.len() <= INLINE_ARGS).map(|a| {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD.encode(a)
-            }),
+            args: inline_args(args),
             range,
             result_url,
             read_sas: self.own_read_sas(storage)?,
@@ -235,9 +239,7 @@ impl JobTemplate {
         }
         let mut body = json!({
             "id": task_id(index, attempt),
-            // Batch does not start Linux command lines in a shell; this one needs $VARS. The
-            // program is where the job preparation task put it on this node.
-            "commandLine": format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'"),
+            "commandLine": self.command_line(),
             "environmentSettings": [{ "name": TASK_ENV, "value": spec_json }],
             "constraints": constraints,
         });
@@ -303,10 +305,7 @@ impl JobTemplate {
             tasks.push(PackTask {
                 task: m.task,
                 range: m.range,
-                args: m.args.filter(|a| a.len() <= INLINE_ARGS).map(|a| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.encode(a)
-                }),
+                args: inline_args(m.args),
                 result_url: storage.signed_url(Some(&key), Access::WRITE, self.sas_valid_for)?,
             });
         }
@@ -325,7 +324,6 @@ impl JobTemplate {
             read_sas: self.own_read_sas(storage)?,
             pack: Some(pack),
         };
-        let file = self.file_name();
         let mut constraints = json!({ "maxTaskRetryCount": self.infra_retries });
         // Each task's timeout is the worker's; Batch ends a pack that runs far past them all.
         if let Some(t) = self.spec.options.timeout {
@@ -340,11 +338,18 @@ impl JobTemplate {
         }
         Ok(json!({
             "id": id,
-            "commandLine": format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'"),
+            "commandLine": self.command_line(),
             "environmentSettings": [{ "name": TASK_ENV, "value": encode(&own)? }],
             "constraints": constraints,
         }))
     }
+}
+
+/// A task's arguments for its description, base64, when they are small enough to go inline.
+fn inline_args(args: Option<&[u8]>) -> Option<String> {
+    use base64::Engine;
+    args.filter(|a| a.len() <= INLINE_ARGS)
+        .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
 }
 
 /// Splits task bodies into `addtaskcollection` requests: at most 100 tasks and under 1 MB each.

@@ -20,16 +20,16 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use futures::StreamExt;
 use futures::channel::oneshot;
-use redwood_core::raw::backend::JobSpec;
 use redwood_core::raw::envelope::Outcome;
-use redwood_core::raw::executor::{Attempt, AttemptEnd, Executor, ExecutorJob, OpenRequest};
+use redwood_core::raw::executor::{Attempt, AttemptEnd, Executor, ExecutorJob};
 use redwood_core::raw::pack::PackWriter;
-use redwood_core::{Error, ErrorKind, Result, TaskError, TaskErrorKind, TaskOptions};
+use redwood_core::{Error, ErrorKind, Result, TaskError, TaskErrorKind};
 use serde_json::{Value, json};
 
 use super::message::{GroupTimes, TIMES_KEY, TaskMessage};
 use crate::sas_io::{Put, SasBlobs};
-use crate::task_inputs::{TaskInput, read_args, sas_storage};
+use crate::task_inputs::{JobOnNode, TaskInput, read_args};
+use crate::task_times::epoch_micros;
 
 /// The worker mode's name (`REDWOOD_WORKER=functions` selects it too).
 pub const MODE: &str = "functions";
@@ -310,23 +310,16 @@ async fn job_run(message: &TaskMessage) -> Result<Arc<JobRun>> {
     if let Some(j) = jobs.get(&message.job) {
         return Ok(j.clone());
     }
-    let storage = sas_storage(&message.container, &message.read_sas)?;
-    let mut options = TaskOptions::new();
-    if let Some(ms) = message.timeout_ms {
-        options = options.timeout(Duration::from_millis(ms));
-    }
-    let spec = JobSpec {
-        id: message.job.clone(),
-        function: message.function.clone(),
+    let job = JobOnNode {
+        job: &message.job,
+        function: &message.function,
         signature: message.signature,
-        binary: message.binary.clone(),
-        task_count: u64::MAX,
-        options,
+        binary: &message.binary,
+        container: &message.container,
+        read_sas: &message.read_sas,
+        timeout_ms: message.timeout_ms,
     };
-    let opened = h
-        .pool
-        .open(OpenRequest::new(Arc::new(spec), storage))
-        .await?;
+    let opened = h.pool.open(job.open_request()?).await?;
     let waiting: Waiting = Arc::default();
     let mut ends = opened.ends;
     let routes = waiting.clone();
@@ -427,8 +420,8 @@ async fn run_group(
                 Ok(end) => {
                     times.tasks.push((
                         task,
-                        micros(end.started.unwrap_or(end.finished)),
-                        micros(end.finished),
+                        epoch_micros(end.started.unwrap_or(end.finished)),
+                        epoch_micros(end.finished),
                     ));
                     end.outcome().clone()
                 }
@@ -452,27 +445,4 @@ fn lost(message: &TaskMessage, task: u64, why: String) -> Outcome {
     e.task = task;
     e.attempt = message.attempt;
     Outcome::Err(e)
-}
-
-fn micros(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_container_url_makes_a_store() {
-        for url in [
-            "http://127.0.0.1:10000/devstoreaccount1/box",
-            "https://acct.blob.core.windows.net/box",
-        ] {
-            let s = sas_storage(url, "sv=1&sig=SECRET").unwrap();
-            assert!(!format!("{s:?}").contains("SECRET"));
-        }
-        assert!(sas_storage("not a url", "").is_err());
-    }
 }
