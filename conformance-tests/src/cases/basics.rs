@@ -112,15 +112,6 @@ async fn map_ten_thousand(ctx: Ctx) -> CaseResult {
     check!(job.len() == n, "len");
     let got = job.collect().await?;
     check!(got == (0..n).collect::<Vec<_>>(), "10,000 results differ");
-    // Every set-up of a run shares one Azurite, which slows down as it fills: the largest job
-    // of each does not stay for the set-ups after it.
-    let session = &ctx.session;
-    let prefix = session.storage().layout().job(job.id());
-    session.storage().delete_prefix(&prefix).await?;
-    for region in session.regions() {
-        let prefix = region.storage().layout().job(job.id());
-        region.storage().delete_prefix(&prefix).await?;
-    }
     Ok(())
 }
 
