@@ -80,9 +80,9 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
     let wanted_stores = std::env::var("REDWOOD_TEST_STORAGE").ok();
     let pid = std::process::id();
 
-    // Which backend runs on which store, each store made once.
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
-    let mut stores: Vec<Option<Store>> = store_fixtures.iter().map(|_| None).collect();
+    // Which backend runs on which store; each pair has its own store (and so its own
+    // Azurite: see `Services`).
+    let mut pairs: Vec<(usize, Store)> = Vec::new();
     for name in wanted_backends
         .split(',')
         .map(str::trim)
@@ -106,20 +106,15 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
                     let names = known(store_fixtures.iter().map(|f| f.name()).collect());
                     format!("unknown REDWOOD_TEST_STORAGE entry `{store}` (known: {names})")
                 })?;
-            if stores[s].is_none() {
-                stores[s] = Some(store_fixtures[s].open(&mut services)?);
-            }
-            pairs.push((b, s));
+            let store = store_fixtures[s].open(&mut services, backends[b].name())?;
+            pairs.push((b, store));
         }
     }
 
     let mut trials = Vec::new();
     let mut sessions = Vec::new();
-    for (b, s) in pairs {
-        let Some(store) = stores[s].as_ref() else {
-            continue;
-        };
-        let backend = &mut backends[b];
+    for (b, store) in &pairs {
+        let backend = &mut backends[*b];
         let name = backend.name();
         if let Some(why) = &store.unavailable {
             eprintln!("skipping every {name}::{} case: {why}", store.name);
@@ -139,6 +134,7 @@ fn run(runtime: Arc<tokio::runtime::Runtime>) -> Result<ExitCode, String> {
             builder = builder.storage_option(k, v);
         }
         let home = Home {
+            setup: name,
             store,
             url: &url,
             namespace: &namespace,
