@@ -13,11 +13,12 @@
 //!
 //! `cargo run --release --features azure --example bench_batch [-- --tasks N] [--runs R]
 //!  [--nodes 2] [--slots 16] [--start-latency-ms 1000] [--pack auto|N] [--task-ms MS]
-//!  [--busy-only] [--python PATH]`
+//!  [--workers per-task|warm] [--busy-only] [--python PATH]`
 //!
 //! `--pack` packs tasks per Batch task (`auto`, the default, or N; `1`: one Batch task per
 //! Redwood task); `--task-ms` makes each task sleep that long (with the ideal time, work /
-//! slots, to compare); `--busy-only` measures only the time to the last result.
+//! slots, to compare); `--workers warm` runs tasks on warm workers (long-lived Batch tasks
+//! taking groups from a queue) instead; `--busy-only` measures only the time to the last result.
 //!
 //! The emulator's nodes take `--start-latency-ms` to start each Batch task (default: the
 //! emulator's `REALISTIC_TASK_START_LATENCY`, as on the real service), so the figures predict
@@ -197,6 +198,20 @@ async fn main() -> redwood::Result<()> {
     if pack != "auto" {
         builder = builder.pack(pack.parse().unwrap_or(1));
     }
+    let workers = arg("--workers").unwrap_or_else(|| "per-task".into());
+    let pack = match workers.as_str() {
+        "per-task" => pack,
+        "warm" => {
+            builder = builder.warm_workers(Duration::from_secs(120));
+            "warm workers".to_string()
+        }
+        other => {
+            return Err(redwood::Error::new(
+                redwood::ErrorKind::Config,
+                format!("--workers must be `per-task` or `warm`, not `{other}`"),
+            ));
+        }
+    };
     let backend = Arc::new(builder.build()?);
     let task_ms = number("--task-ms", 0);
     let busy_only = std::env::args().any(|a| a == "--busy-only");

@@ -73,11 +73,19 @@ pub fn parse_connection_string(s: &str) -> Result<AccountSettings> {
         }
     }
     if let Some(account) = &out.account {
+        // Azure's endpoints of the account where the string names none; beside a blob
+        // endpoint of its own (an emulator's, a proxy's), the queue service is not known
+        // unless that one is Azure's.
+        if out.queue_endpoint.is_none() {
+            out.queue_endpoint = match &out.endpoint {
+                None => Some(format!("{protocol}://{account}.queue.{suffix}")),
+                Some(blob) => blob
+                    .contains(&format!("//{account}.blob."))
+                    .then(|| blob.replacen(".blob.", ".queue.", 1)),
+            };
+        }
         if out.endpoint.is_none() {
             out.endpoint = Some(format!("{protocol}://{account}.blob.{suffix}"));
-        }
-        if out.queue_endpoint.is_none() {
-            out.queue_endpoint = Some(format!("{protocol}://{account}.queue.{suffix}"));
         }
     }
     Ok(out)
@@ -90,6 +98,24 @@ fn redact_part(part: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_endpoint_is_derived_only_from_azure_endpoints() {
+        let queue = |s: &str| parse_connection_string(s).unwrap().queue_endpoint;
+        assert_eq!(
+            queue("AccountName=a1;AccountKey=k==").as_deref(),
+            Some("https://a1.queue.core.windows.net")
+        );
+        assert_eq!(
+            queue("AccountName=a1;AccountKey=k==;BlobEndpoint=https://a1.blob.core.windows.net")
+                .as_deref(),
+            Some("https://a1.queue.core.windows.net")
+        );
+        assert_eq!(
+            queue("AccountName=a1;AccountKey=k==;BlobEndpoint=http://127.0.0.1:9/a1"),
+            None
+        );
+    }
 
     #[test]
     fn connection_strings() {

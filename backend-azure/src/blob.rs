@@ -68,11 +68,12 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
             "endpoint" | "blob_endpoint" => {
                 settings.endpoint = Some(v.trim_end_matches('/').into())
             }
+            "queue_endpoint" => settings.queue_endpoint = Some(v.trim_end_matches('/').into()),
             other => {
                 let key: AzureConfigKey = other.parse().map_err(|_| {
                     bad(format!(
                         "unknown storage option `{other}` (known: connection_string, account, \
-                         key, sas, endpoint, and object_store's azure_* keys)"
+                         key, sas, endpoint, queue_endpoint, and object_store's azure_* keys)"
                     ))
                 })?;
                 passthrough.push((key, v.clone()));
@@ -119,11 +120,16 @@ pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Storage> {
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+    let queue_endpoint = settings.queue_endpoint.clone().or_else(|| {
+        (settings.endpoint.is_none() && !account.is_empty())
+            .then(|| format!("https://{account}.queue.core.windows.net"))
+    });
     let identity = format!("{endpoint}/{container}");
     let creator = Arc::new(AzureContainer {
         container: container.to_string(),
         account,
         endpoint,
+        queue_endpoint,
         key: settings.key.clone(),
         sas: settings.sas.clone(),
         http: reqwest::Client::new(),
@@ -156,6 +162,9 @@ struct AzureContainer {
     container: String,
     account: String,
     endpoint: String,
+    /// The account's queue service, when known (from a connection string, or Azure's default
+    /// for the account).
+    queue_endpoint: Option<String>,
     key: Option<String>,
     sas: Option<String>,
     http: reqwest::Client,
@@ -204,6 +213,10 @@ impl Container for AzureContainer {
 
     fn name(&self) -> &str {
         &self.container
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     async fn delete_each(&self, blobs: Vec<String>) -> Result<()> {
@@ -382,6 +395,41 @@ impl AzureContainer {
         )
         .set_retryable(is_transient_status(status.as_u16())))
     }
+}
+
+/// The queue service of the storage account an `az://` store writes to, signed as the store
+/// is (its account key, or the SAS it was given).
+pub(crate) fn queue_service(storage: &Storage) -> Result<crate::queue::QueueService> {
+    let container = storage
+        .container()
+        .and_then(|c| c.as_any())
+        .and_then(|c| c.downcast_ref::<AzureContainer>())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "storage {} is not an Azure storage account (az://): it has no queues",
+                    storage.url()
+                ),
+            )
+        })?;
+    let queue_endpoint = container.queue_endpoint.clone().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "the queue service of storage {} is not known: give a connection string, or the \
+                 storage option `queue_endpoint`",
+                storage.url()
+            ),
+        )
+    })?;
+    crate::queue::QueueService::new(&AccountSettings {
+        account: Some(container.account.clone()),
+        key: container.key.clone(),
+        sas: container.sas.clone(),
+        endpoint: Some(container.endpoint.clone()),
+        queue_endpoint: Some(queue_endpoint),
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod blob;
 mod env;
 pub mod functions;
+mod group_run;
 mod http_client;
 pub mod queue;
 pub mod sas;

@@ -103,6 +103,21 @@ impl QueueService {
         &self.inner.account
     }
 
+    /// The queue service's endpoint (no trailing `/`).
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// A SAS (query string) for a process that only takes messages from queues of this
+    /// account and puts failed ones in another (read, add, update, process), valid until
+    /// `expiry`; the SAS this service was given when it has no key.
+    pub fn worker_sas(&self, expiry: SystemTime) -> Result<String> {
+        match (&self.inner.key, &self.inner.given_sas) {
+            (Some(key), _) => account_sas(&self.inner.account, key, "q", "raup", expiry),
+            (None, _) => self.inner.sas(),
+        }
+    }
+
     /// A queue of this account. Its name must be valid (3-63 lower-case letters, digits and
     /// single hyphens, starting and ending with a letter or digit).
     pub fn queue(&self, name: &str) -> Result<Queue> {

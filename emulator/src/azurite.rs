@@ -278,10 +278,14 @@ impl Azurite {
     /// A connection string for an account whose blob requests go to `base` (a proxy in front of
     /// this Azurite, say) instead of Azurite itself.
     pub fn connection_string_via(&self, account: &Account, base: &str) -> String {
-        format!(
+        let mut s = format!(
             "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}/{}",
             account.name, account.key, base, account.name
-        )
+        );
+        if let Some(q) = self.queue_endpoint(&account.name) {
+            s.push_str(&format!(";QueueEndpoint={q}"));
+        }
+        s
     }
 
     /// A connection string for an account, as Azure tools take it.

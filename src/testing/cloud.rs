@@ -12,7 +12,10 @@ use redwood_emulator::fault_proxy::{FaultConfig, FaultProxy};
 use redwood_emulator::functions::{FunctionsHost, FunctionsHostOptions};
 
 /// The session kinds [`TestCloud::session`] knows.
-const KINDS: &str = "local, azure-batch, azure-functions, local-regions, azure-batch-regions";
+const KINDS: &str =
+    "local, azure-batch, azure-batch-warm, azure-functions, local-regions, azure-batch-regions";
+/// How long the warm workers of an `azure-batch-warm` session wait for work.
+const WARM_IDLE: Duration = Duration::from_secs(20);
 
 /// The two regions: the home one and a second with its own storage account and Batch account.
 const HOME: &str = "west";
@@ -196,7 +199,8 @@ impl TestCloud {
     }
 
     /// A session on `kind`, in a namespace of its own: `local` (a local process pool),
-    /// `azure-batch` (the Batch emulator; its nodes are local processes), `azure-functions`
+    /// `azure-batch` (the Batch emulator; its nodes are local processes), `azure-batch-warm`
+    /// (the same on warm workers that take tasks from a queue in Azurite), `azure-functions`
     /// (needs [`TestCloudBuilder::functions`]), or two regions `west` and `east`:
     /// `local-regions`, `azure-batch-regions`. Its storage is Azurite, through the proxy
     /// [`TestCloud::faults`] and [`TestCloud::take_region_down`] act on.
@@ -216,7 +220,11 @@ impl TestCloud {
             .progress(false);
         match kind {
             "local" => Ok(builder.backend_name("local")),
-            "azure-batch" => Ok(builder.backend(Arc::new(self.batch_backend(HOME)?))),
+            "azure-batch" => Ok(builder.backend(Arc::new(self.batch_backend(HOME)?.build()?))),
+            "azure-batch-warm" => {
+                let backend = self.batch_backend(HOME)?.warm_workers(WARM_IDLE).build()?;
+                Ok(builder.backend(Arc::new(backend)))
+            }
             "azure-functions" => Ok(builder.backend(Arc::new(self.functions_backend()?))),
             "local-regions" | "azure-batch-regions" => {
                 let mut builder = builder.failover_after(FAILOVER_AFTER);
@@ -232,7 +240,7 @@ impl TestCloud {
                         if kind == "local-regions" {
                             Arc::new(crate::local::LocalBackend::builder().workers(2).build()?)
                         } else {
-                            Arc::new(self.batch_backend(name)?)
+                            Arc::new(self.batch_backend(name)?.build()?)
                         };
                     builder = builder.region(Region::new(*name, executor, storage));
                 }
@@ -339,7 +347,7 @@ impl TestCloud {
         self.scratch.path()
     }
 
-    fn batch_backend(&self, account: &str) -> Result<crate::azure::AzureBatchBackend> {
+    fn batch_backend(&self, account: &str) -> Result<crate::azure::AzureBatchBackendBuilder> {
         let (name, key) = BATCH_ACCOUNTS
             .iter()
             .find(|(name, _)| *name == account)
@@ -355,11 +363,12 @@ impl TestCloud {
             task_slots_per_node: 4,
             ..Default::default()
         };
-        crate::azure::AzureBatchBackendBuilder::new(&url, *name, *key)
-            .pool(pool)
-            .poll_interval(Duration::from_millis(100))
-            .progress(false)
-            .build()
+        Ok(
+            crate::azure::AzureBatchBackendBuilder::new(&url, *name, *key)
+                .pool(pool)
+                .poll_interval(Duration::from_millis(100))
+                .progress(false),
+        )
     }
 
     fn functions_backend(&self) -> Result<crate::azure::AzureFunctionsBackend> {

@@ -29,6 +29,7 @@ use super::monitor::{Attempts, Monitor, Running};
 use super::pack::PackPolicy;
 use super::pool::{self, PoolFacts};
 use super::tasks::{JobTemplate, parse_batch_id, sas_expiry};
+use super::warm::{Placement, Warm, WarmJob};
 use crate::task_times::TaskTimes;
 
 /// The backend's name in configuration.
@@ -45,6 +46,8 @@ pub struct AzureBatchBackend {
     polls: Arc<AtomicU64>,
     /// What each function's tasks took lately (automatic pack sizes), shared by its jobs.
     task_times: std::sync::Mutex<HashMap<String, Arc<TaskTimes>>>,
+    /// Warm workers (`workers = "warm"`), when on.
+    warm: Option<Warm>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ struct Settings {
     executable: Option<PathBuf>,
     progress: bool,
     pack: PackPolicy,
+    /// Warm workers, and how long one waits for work before it exits.
+    warm_idle: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +116,7 @@ impl AzureBatchBackendBuilder {
                 executable: None,
                 progress: true,
                 pack: PackPolicy::Auto,
+                warm_idle: None,
             },
         }
     }
@@ -160,9 +166,19 @@ impl AzureBatchBackendBuilder {
         self
     }
 
+    /// Runs tasks on warm workers (`workers = "warm"`): long-lived Batch tasks, one per node,
+    /// that take groups of tasks from a queue in the storage account and keep the program
+    /// loaded across groups and jobs; each exits after `idle` without work, and new ones
+    /// start when work arrives. Default: one Batch task per task or pack.
+    pub fn warm_workers(mut self, idle: Duration) -> Self {
+        self.settings.warm_idle = Some(idle);
+        self
+    }
+
     /// Builds the backend; the pool is made ready on the first submit.
     pub fn build(self) -> Result<AzureBatchBackend> {
         Ok(AzureBatchBackend {
+            warm: self.settings.warm_idle.map(Warm::new),
             client: self.client.build()?,
             pool: self.pool,
             settings: self.settings,
@@ -394,6 +410,36 @@ impl AzureBatchBackend {
         })
     }
 
+    /// Opens a job on warm workers: its groups go to the program's queue, the workers are
+    /// started when it launches.
+    async fn open_warm(&self, warm: &Warm, mut request: OpenRequest) -> Result<Opened> {
+        let storage = request.storage.clone();
+        let (program, facts) = self.prepare(&storage).await?;
+        let placement = Placement {
+            client: self.client.clone(),
+            pool: facts.id.clone(),
+            slots_per_node: facts.slots_per_node.max(1),
+            nodes: facts.nodes,
+            sas_valid_for: self.settings.sas_valid_for,
+            poll: self.settings.poll,
+            infra_retries: self.settings.infra_retries,
+        };
+        let queue = warm.queue(&storage, &program, &placement).await?;
+        // The worker checks that it runs the binary the caller expects; a configured
+        // executable is the same program built for the pool, so it vouches for itself.
+        if self.settings.executable.is_some() {
+            let mut spec = (*request.job).clone();
+            spec.binary = program;
+            request.job = Arc::new(spec);
+        }
+        let opened = queue.executor.open(request).await?;
+        let job = WarmJob {
+            inner: opened.job,
+            keeper: queue.keeper,
+        };
+        Ok(Opened::new(Box::new(job), opened.ends).with_running(opened.running))
+    }
+
     async fn add_job(&self, template: &JobTemplate) -> Result<()> {
         let (job, concurrency) = (&template.spec.id, template.spec.options.concurrency);
         let (environment, preparation) = template.job_settings()?;
@@ -457,6 +503,13 @@ impl Executor for AzureBatchBackend {
         let nodes = u64::from(self.pool.dedicated).saturating_add(u64::from(self.pool.spot));
         c.slots = (self.pool.autoscale_formula.is_none() && nodes > 0)
             .then(|| nodes.saturating_mul(u64::from(self.pool.task_slots_per_node.max(1))));
+        if self.warm.is_some() {
+            // A group taken by a warm worker runs to its end; the driver keeps the limit; a
+            // warm worker is one process per node, not a multi-instance task.
+            c.cancel_running = false;
+            c.concurrency_limit = false;
+            c.mpi = false;
+        }
         c
     }
 
@@ -465,6 +518,9 @@ impl Executor for AzureBatchBackend {
         async {
             let storage = request.storage.clone();
             crate::blob::require_blob_storage(&storage, NAME, "its nodes")?;
+            if let Some(warm) = &self.warm {
+                return self.open_warm(warm, request).await;
+            }
             let job = request.job.id.clone();
             if request.follow {
                 let template = self.existing_template(&request).await?;
@@ -544,7 +600,9 @@ impl Executor for AzureBatchBackend {
             let mut jobs = if request.dry_run {
                 Vec::new()
             } else {
-                std::mem::take(&mut ready.jobs)
+                let mut jobs = std::mem::take(&mut ready.jobs);
+                jobs.extend(self.warm.iter().flat_map(Warm::made_jobs));
+                jobs
             };
             jobs.extend(request.jobs);
             jobs.sort();
@@ -748,9 +806,67 @@ fn build_from_config(config: &LoadedConfig) -> Result<Arc<dyn Executor>> {
             }
         },
     }
+    let idle = from_env_or(&region.name, &region.warm_idle, "REDWOOD_BATCH_WARM_IDLE");
+    match from_env_or(&region.name, &region.workers, "REDWOOD_BATCH_WORKERS").as_deref() {
+        None | Some("per-task") => {}
+        Some("warm") => {
+            let idle = duration(config, &idle, super::warm::DEFAULT_IDLE)?;
+            builder = builder.warm_workers(idle);
+        }
+        Some(other) => {
+            return Err(config.error(
+                "workers",
+                other,
+                "must be `per-task` (one Batch task per task or pack) or `warm` (long-lived \
+                 workers taking tasks from a queue)",
+            ));
+        }
+    }
     Ok(Arc::new(builder.build()?))
 }
 
 inventory::submit! {
     BackendFactory { name: NAME, build: build_from_config }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(region: &str) -> Result<Arc<dyn Executor>> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("Redwood.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[default]\nbackend = \"azure-batch\"\n[[default.regions]]\nname = \"west\"\n\
+                 batch_url = \"http://127.0.0.1:1/acct\"\nbatch_account = \"acct\"\n\
+                 batch_key = \"a2V5\"\n{region}\n"
+            ),
+        )
+        .unwrap();
+        let loaded = LoadedConfig::load_from(Some(file), "default", false).unwrap();
+        build_from_config(&loaded)
+    }
+
+    #[test]
+    fn warm_workers_are_chosen_by_configuration() {
+        let warm = built("workers = \"warm\"\nwarm_idle = \"30s\"").unwrap();
+        assert!(!warm.capabilities().cancel_running && !warm.capabilities().mpi);
+        let per_task = built("workers = \"per-task\"").unwrap();
+        assert!(per_task.capabilities().cancel_running && per_task.capabilities().mpi);
+        let text = match built("workers = \"hot\"") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("`hot` was taken"),
+        };
+        assert!(
+            text.contains("workers") && text.contains("hot") && text.contains("per-task"),
+            "{text}"
+        );
+        let text = match built("workers = \"warm\"\nwarm_idle = \"soon\"") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("`soon` was taken"),
+        };
+        assert!(text.contains("soon"), "{text}");
+    }
 }

@@ -45,6 +45,15 @@ pub struct RegionConfig {
     /// times), or a number (`1`: one Batch task per Redwood task). Also `REDWOOD_BATCH_PACK`.
     #[serde(default)]
     pub pack: Option<String>,
+    /// How tasks reach the nodes: `per-task` (the default: one Batch task per task or pack)
+    /// or `warm` (long-lived workers, one per node, take groups of tasks from a queue in the
+    /// storage account; see the README). Also `REDWOOD_BATCH_WORKERS`.
+    #[serde(default)]
+    pub workers: Option<String>,
+    /// How long a warm worker waits for work before it exits (humantime, default `2m`). Also
+    /// `REDWOOD_BATCH_WARM_IDLE`.
+    #[serde(default)]
+    pub warm_idle: Option<String>,
     /// The executable nodes run, when this one cannot run on the pool's OS (a static
     /// `x86_64-unknown-linux-musl` build of the same program). Default: this executable.
     #[serde(default)]
@@ -63,6 +72,8 @@ impl std::fmt::Debug for RegionConfig {
             .field("poll_interval", &self.poll_interval)
             .field("sas_valid_for", &self.sas_valid_for)
             .field("pack", &self.pack)
+            .field("workers", &self.workers)
+            .field("warm_idle", &self.warm_idle)
             .field("executable", &self.executable)
             .finish()
     }

@@ -17,6 +17,8 @@ mod pack_monitor;
 mod pack_worker;
 mod pool;
 mod tasks;
+mod warm;
+pub mod warm_worker;
 pub mod worker;
 
 pub use backend::{AzureBatchBackend, AzureBatchBackendBuilder};

@@ -90,6 +90,24 @@ pub(crate) fn parse_batch_id(id: &str) -> Option<(std::ops::RangeInclusive<u64>,
     super::pack::parse_pack_id(id).or_else(|| parse_task_id(id).map(|(i, a)| (i..=i, a)))
 }
 
+/// The file name program `program` (its sha256) gets on a node.
+fn program_file_name(program: &str) -> String {
+    format!("redwood-{}", &program[..12.min(program.len())])
+}
+
+/// The command line of a task running program `program` on a node. Batch does not start
+/// Linux command lines in a shell; this one needs $VARS. The program is where the job
+/// preparation task put it.
+pub(crate) fn program_command_line(program: &str) -> String {
+    let file = program_file_name(program);
+    format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'")
+}
+
+/// Program `program`, downloaded from `binary_url`, as a job preparation task's resource file.
+pub(crate) fn program_file(binary_url: &str, program: &str) -> Value {
+    json!({ "httpUrl": binary_url, "filePath": program_file_name(program), "fileMode": "0755" })
+}
+
 /// One task of a pack about to be added.
 pub(crate) struct Member<'a> {
     pub task: u64,
@@ -149,21 +167,8 @@ impl JobTemplate {
         Ok(url.split_once('?').map(|(_, query)| query.to_string()))
     }
 
-    /// The file name the program gets on the node.
-    fn file_name(&self) -> String {
-        format!("redwood-{}", &self.program[..12.min(self.program.len())])
-    }
-
-    /// The command line of a task on a node. Batch does not start Linux command lines in a
-    /// shell; this one needs $VARS. The program is where the job preparation task put it.
     fn command_line(&self) -> String {
-        let file = self.file_name();
-        format!("/bin/sh -c 'exec \"$AZ_BATCH_JOB_PREP_WORKING_DIR/{file}\"'")
-    }
-
-    /// The program as a resource file.
-    fn program_file(&self) -> Value {
-        json!({ "httpUrl": self.binary_url, "filePath": self.file_name(), "fileMode": "0755" })
+        program_command_line(&self.program)
     }
 
     /// What the add-job body adds for the tasks: the common environment (worker mode and the
@@ -191,7 +196,7 @@ impl JobTemplate {
         let preparation = json!({
             "id": "redwood-program",
             "commandLine": "/bin/true",
-            "resourceFiles": [self.program_file()],
+            "resourceFiles": [program_file(&self.binary_url, &self.program)],
             "waitForSuccess": true,
             "constraints": { "maxTaskRetryCount": self.infra_retries },
         });
@@ -223,7 +228,7 @@ impl JobTemplate {
             pack: None,
         };
         let spec_json = encode(&own)?;
-        let file = self.file_name();
+        let file = program_file_name(&self.program);
         // An MPI task's launcher exits non-zero when any rank fails: Batch must not rerun it,
         // Redwood's own retries (TaskOptions::retries) decide.
         let batch_retries = if options.mpi.is_some() {
@@ -255,7 +260,7 @@ impl JobTemplate {
             body["multiInstanceSettings"] = json!({
                 "numberOfInstances": shape.nodes,
                 "coordinationCommandLine": "/bin/true",
-                "commonResourceFiles": [self.program_file()],
+                "commonResourceFiles": [program_file(&self.binary_url, &self.program)],
             });
         }
         Ok(body)

@@ -75,6 +75,15 @@ impl AzureFunctionsBackend {
     pub fn new(settings: FunctionsSettings) -> Result<AzureFunctionsBackend> {
         let service = QueueService::from_connection_string(&settings.connection_string)
             .map_err(|e| e.with_context("backend", NAME))?;
+        AzureFunctionsBackend::on_service(settings, &service)
+    }
+
+    /// A backend sending to the queue `settings` name in `service` (its connection string is
+    /// not read).
+    pub(crate) fn on_service(
+        settings: FunctionsSettings,
+        service: &QueueService,
+    ) -> Result<AzureFunctionsBackend> {
         let queue = Arc::new(service.queue(&settings.queue)?);
         let poison = Arc::new(service.queue(&format!("{}-poison", settings.queue))?);
         let caller = match &settings.invoke {

@@ -79,6 +79,11 @@ pub trait Container: Send + Sync + fmt::Debug {
         let _ = e;
         None
     }
+    /// The container as `Any`, so that the store crate that made it can reach what it alone
+    /// knows (the Azure one: the account's queue service); default: not offered.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
     /// Whether deleting many objects should use the store's bulk delete (default true).
     fn bulk_delete(&self) -> bool {
         true
@@ -371,6 +376,11 @@ impl Storage {
         })?;
         let expiry = std::time::SystemTime::now() + valid_for;
         container.signed_url(key.map(|k| k.as_ref()), access, expiry)
+    }
+
+    /// The container this storage writes to, when it has one (`az://`, `s3://`, `gs://`).
+    pub fn container(&self) -> Option<&Arc<dyn Container>> {
+        self.container.as_ref()
     }
 
     /// Whether another process can read what this process writes (false for `memory://`).
