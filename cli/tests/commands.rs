@@ -411,17 +411,7 @@ async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<(
         .build()?;
     let job = rw.map(slow, 0..24u64).await?;
     job.wait(redwood::WaitFor::Any).await?;
-    let nodes = client
-        .list("list_nodes", "/pools/redwood/nodes", &[])
-        .await?;
-    let node = nodes[0]["id"].as_str().unwrap().to_string();
-    client
-        .post(
-            "emulator_admin",
-            &format!("/_emulator/pools/redwood/nodes/{node}/remove"),
-            &serde_json::json!({}),
-        )
-        .await?;
+    cloud.lose_node("west").await?;
     assert_eq!(job.collect().await?, (0..24).collect::<Vec<u64>>());
     let id = job.id().to_string();
     rw.close().await?;

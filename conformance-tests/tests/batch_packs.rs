@@ -56,20 +56,7 @@ async fn a_node_lost_mid_pack_loses_and_duplicates_nothing() -> redwood::Result<
         )
         .await?;
     job.wait(WaitFor::Any).await?;
-    let env = cloud.batch_env("west")?;
-    let client =
-        redwood::azure::BatchClientBuilder::new(&env[0].1, &env[1].1, &env[2].1).build()?;
-    let nodes = client
-        .list("list_nodes", "/pools/redwood/nodes", &[])
-        .await?;
-    let node = nodes[0]["id"].as_str().expect("a node id").to_string();
-    client
-        .post(
-            "emulator_admin",
-            &format!("/_emulator/pools/redwood/nodes/{node}/remove"),
-            &serde_json::json!({}),
-        )
-        .await?;
+    cloud.lose_node("west").await?;
     let got = job.clone().collect().await?;
     assert_eq!(got, (0..n).collect::<Vec<_>>());
     let stats = job.stats();

@@ -95,18 +95,7 @@ async fn a_node_lost_mid_group_loses_and_duplicates_nothing() -> redwood::Result
     let n = 48u64;
     let job = rw.map(sleep_echo, (0..n).map(|i| (300u64, i))).await?;
     job.wait(WaitFor::Any).await?;
-    let client = client(&cloud)?;
-    let nodes = client
-        .list("list_nodes", "/pools/redwood/nodes", &[])
-        .await?;
-    let node = nodes[0]["id"].as_str().expect("a node id").to_string();
-    client
-        .post(
-            "emulator_admin",
-            &format!("/_emulator/pools/redwood/nodes/{node}/remove"),
-            &serde_json::json!({}),
-        )
-        .await?;
+    cloud.lose_node("west").await?;
     // The lost node's groups come back to the queue once their messages are visible again,
     // and the other node's worker runs them.
     let got = job.clone().collect().await?;

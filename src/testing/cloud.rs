@@ -332,6 +332,35 @@ impl TestCloud {
         ])
     }
 
+    /// Takes a node of region `region`'s pool away, as when Azure reclaims a spot node: its
+    /// running tasks end without an outcome. Returns the node's id.
+    pub async fn lose_node(&self, region: &str) -> Result<String> {
+        let env = self.batch_env(region)?;
+        let client =
+            crate::azure::BatchClientBuilder::new(&env[0].1, &env[1].1, &env[2].1).build()?;
+        let nodes = client
+            .list("list_nodes", "/pools/redwood/nodes", &[])
+            .await?;
+        let node = nodes
+            .first()
+            .and_then(|n| n["id"].as_str())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("region `{region}`'s pool has no node to lose"),
+                )
+            })?
+            .to_string();
+        client
+            .post(
+                "emulator_admin",
+                &format!("/_emulator/pools/redwood/nodes/{node}/remove"),
+                &serde_json::json!({}),
+            )
+            .await?;
+        Ok(node)
+    }
+
     /// The Azurite behind the stores.
     pub fn azurite(&self) -> &Azurite {
         &self.azurite
