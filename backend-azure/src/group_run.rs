@@ -137,7 +137,7 @@ pub(crate) async fn deliver(
         // What the client reports if this message ends in the poison queue.
         let note = format!(
             "delivery {delivery} started in process {} at {}; the delivery before it stored \
-             nothing (its instance or worker died, or it ran out of time)",
+             nothing (its instance or worker died, or it ran past functionTimeout)",
             std::process::id(),
             humantime::format_rfc3339_seconds(SystemTime::now())
         );
