@@ -107,15 +107,33 @@ async fn node_loss_loses_and_duplicates_nothing(env: Env) -> TrialResult {
         .map_err(fail)?;
     job.wait(WaitFor::Any).await.map_err(fail)?;
     let client = env.client()?;
-    let nodes = client
-        .list("list_nodes", "/pools/lossy/nodes", &[])
+    // The node to lose is one a task runs on now (a loaded machine may not have started any
+    // on the first node yet).
+    let running = client
+        .list(
+            "list_tasks",
+            &format!("/jobs/{}/tasks", job.id()),
+            &[
+                ("$filter", "state eq 'running'"),
+                ("$select", "id,nodeInfo"),
+            ],
+        )
         .await
         .map_err(fail)?;
-    let node = nodes
-        .first()
-        .and_then(|n| n["id"].as_str())
-        .ok_or("the pool has no nodes")?
-        .to_string();
+    let node = match running
+        .iter()
+        .find_map(|t| t["nodeInfo"]["nodeId"].as_str())
+    {
+        Some(node) => node.to_string(),
+        None => client
+            .list("list_nodes", "/pools/lossy/nodes", &[])
+            .await
+            .map_err(fail)?
+            .first()
+            .and_then(|n| n["id"].as_str())
+            .ok_or("the pool has no nodes")?
+            .to_string(),
+    };
     env.admin(&format!("pools/lossy/nodes/{node}/remove"), json!({}))
         .await?;
     let got = job.clone().collect().await.map_err(fail)?;
