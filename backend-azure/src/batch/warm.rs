@@ -51,7 +51,7 @@ pub(crate) struct Placement {
     pub infra_retries: u32,
 }
 
-/// The warm mode of a backend: for each storage account and program, a queue executor and
+/// The warm mode of a backend: for each store and program, a queue executor and
 /// the workers it keeps.
 #[derive(Debug)]
 pub(crate) struct Warm {
@@ -62,7 +62,7 @@ pub(crate) struct Warm {
     made: Arc<Mutex<Vec<String>>>,
 }
 
-/// One program's queue in one storage account: its executor and its keeper.
+/// One program's queue in one store's account: its executor and its keeper.
 #[derive(Clone)]
 pub(crate) struct WarmQueue {
     /// The executor that sends groups and watches their outcomes.
@@ -102,13 +102,13 @@ impl Warm {
         program: &str,
         placement: &Placement,
     ) -> Result<WarmQueue> {
-        let service = crate::blob::queue_service(storage)?;
-        let name = queue_name(program);
-        let id = format!("{}/{name}", service.endpoint());
+        let id = format!("{}/{program}", storage.identity());
         let mut queues = self.queues.lock().await;
         if let Some(q) = queues.get(&id) {
             return Ok(q.clone());
         }
+        let service = crate::blob::queue_service(storage)?;
+        let name = queue_name(program);
         let queue = Arc::new(service.queue(&name)?);
         let poison = service.queue(&format!("{name}-poison"))?;
         queue.create().await?;
@@ -119,9 +119,6 @@ impl Warm {
         settings.sas_valid_for = placement.sas_valid_for;
         // Warm workers have no time limit of their own: a group is sized by task times only.
         settings.function_timeout = Duration::from_secs(365 * 24 * 3600);
-        settings.slots = placement
-            .nodes
-            .map(|n| n.saturating_mul(placement.slots_per_node));
         let executor = Arc::new(AzureFunctionsBackend::on_service(settings, &service)?);
         let keeper = Arc::new(Keeper {
             placement: placement.clone(),
@@ -354,10 +351,17 @@ pub(crate) struct WarmJob {
 impl ExecutorJob for WarmJob {
     async fn launch(&self, attempts: Vec<Attempt>) -> Result<()> {
         self.inner.launch(attempts).await?;
-        // The keeper tries again within seconds: the groups wait in the queue meanwhile.
-        if let Err(e) = self.keeper.ensure().await {
-            tracing::warn!("cannot start warm workers: {e}");
-        }
+        // In the background: the launch does not wait for Batch. If it fails, the keeper
+        // tries again within seconds; the groups wait in the queue meanwhile.
+        let keeper = self.keeper.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = keeper.ensure().await {
+                    tracing::warn!("cannot start warm workers: {e}");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
         Ok(())
     }
 
