@@ -367,7 +367,11 @@ impl Pool {
                 match msg {
                     FromWorker::Ready { pid, binary } => {
                         tracing::debug!(worker = id, pid, binary = %&binary[..binary.len().min(12)], "worker ready");
-                        self.slots[s].ready = true;
+                        let slot = &mut self.slots[s];
+                        slot.ready = true;
+                        // Tasks sent while it started begin now: its start is not their time.
+                        slot.head_since = Instant::now();
+                        slot.head_started_at = SystemTime::now();
                         self.startup_failures = 0;
                     }
                     FromWorker::Done { seq, outcome } => self.on_done(s, seq, outcome),

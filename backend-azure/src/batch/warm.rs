@@ -119,6 +119,8 @@ impl Warm {
         settings.sas_valid_for = placement.sas_valid_for;
         // Warm workers have no time limit of their own: a group is sized by task times only.
         settings.function_timeout = Duration::from_secs(365 * 24 * 3600);
+        // A group runs on a whole node at once.
+        settings.group_workers = u32::try_from(placement.slots_per_node).unwrap_or(u32::MAX);
         let executor = Arc::new(AzureFunctionsBackend::on_service(settings, &service)?);
         let keeper = Arc::new(Keeper {
             placement: placement.clone(),
@@ -313,7 +315,7 @@ impl Keeper {
                 .as_secs(),
             visibility_ms: u64::try_from(VISIBILITY.as_millis()).unwrap_or(u64::MAX),
             idle_ms: u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX),
-            groups: u32::try_from(p.slots_per_node.saturating_mul(2)).unwrap_or(u32::MAX),
+            tasks: u32::try_from(p.slots_per_node.saturating_mul(4)).unwrap_or(u32::MAX),
         };
         let spec = serde_json::to_string(&spec).map_err(|e| {
             Error::new(

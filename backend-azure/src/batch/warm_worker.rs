@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::functions::message::TaskMessage;
 use crate::group_run;
-use crate::queue::{MAX_RECEIVE, Message, Queue, QueueService};
+use crate::queue::{Message, Queue, QueueService};
 
 /// The value of `REDWOOD_WORKER` for a warm worker.
 pub const MODE: &str = "batch-warm";
@@ -31,6 +31,8 @@ pub const MAX_DELIVERIES: u32 = 5;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The worker stops taking messages this long before its SAS expires.
 const SAS_MARGIN: Duration = Duration::from_secs(10 * 60);
+/// The most messages taken by one receive.
+const RECEIVE_AT_ONCE: u32 = 4;
 /// The longest wait between two receives of an empty queue.
 const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -53,8 +55,9 @@ pub struct WarmSpec {
     pub visibility_ms: u64,
     /// The worker exits after this long without work.
     pub idle_ms: u64,
-    /// Groups it runs at once.
-    pub groups: u32,
+    /// Tasks it holds at once (in the groups it has taken; a group larger than that is taken
+    /// alone).
+    pub tasks: u32,
 }
 
 impl std::fmt::Debug for WarmSpec {
@@ -64,7 +67,7 @@ impl std::fmt::Debug for WarmSpec {
             .field("queue", &self.queue)
             .field("sas", &"<redacted>")
             .field("idle_ms", &self.idle_ms)
-            .field("groups", &self.groups)
+            .field("tasks", &self.tasks)
             .finish_non_exhaustive()
     }
 }
@@ -120,11 +123,13 @@ async fn take_groups(spec: WarmSpec) -> Result<()> {
     tokio::spawn(group_run::close_idle_jobs());
     let idle = Duration::from_millis(spec.idle_ms);
     let stop_at = UNIX_EPOCH + Duration::from_secs(spec.sas_expires);
-    let groups = spec.groups.max(1);
-    let slots = Arc::new(Semaphore::new(groups as usize));
+    let room = spec.tasks.max(1);
+    let slots = Arc::new(Semaphore::new(room as usize));
     let last_work = Arc::new(Mutex::new(Instant::now()));
+    // Tasks in the last group taken: how many messages fit the room left.
+    let mut group_tasks = 1u32;
     let mut poll = Duration::from_millis(50);
-    tracing::info!(queue = %spec.queue, groups, ?idle, "warm worker started");
+    tracing::info!(queue = %spec.queue, tasks = room, ?idle, "warm worker started");
     loop {
         if SystemTime::now() + SAS_MARGIN >= stop_at {
             tracing::info!("the queue SAS expires soon: this worker stops taking groups");
@@ -138,9 +143,10 @@ async fn take_groups(spec: WarmSpec) -> Result<()> {
             .map_err(|_| Error::new(ErrorKind::Unexpected, "the worker's slots closed"))?;
         let free = u32::try_from(slots.available_permits())
             .unwrap_or(u32::MAX)
-            .saturating_add(1)
-            .min(MAX_RECEIVE);
-        let received = match queues.tasks.receive(free, queues.visibility).await {
+            .saturating_add(1);
+        // A few at most: the last group's size may not be this job's.
+        let count = (free / group_tasks.max(1)).clamp(1, RECEIVE_AT_ONCE);
+        let received = match queues.tasks.receive(count, queues.visibility).await {
             Ok(r) => r,
             Err(e) => {
                 drop(first);
@@ -154,7 +160,7 @@ async fn take_groups(spec: WarmSpec) -> Result<()> {
         };
         if received.is_empty() {
             drop(first);
-            let busy = slots.available_permits() < groups as usize;
+            let busy = slots.available_permits() < room as usize;
             if !busy && since(&last_work) > idle {
                 break;
             }
@@ -164,27 +170,35 @@ async fn take_groups(spec: WarmSpec) -> Result<()> {
         }
         poll = Duration::from_millis(50);
         touch(&last_work);
-        let mut permit = Some(first);
+        let mut first = Some(first);
         for message in received {
-            let permit =
-                match permit.take() {
-                    Some(p) => p,
-                    None => slots.clone().acquire_owned().await.map_err(|_| {
-                        Error::new(ErrorKind::Unexpected, "the worker's slots closed")
-                    })?,
-                };
+            let group = TaskMessage::from_trigger(&serde_json::Value::String(message.text.clone()));
+            let tasks = group
+                .as_ref()
+                .map_or(1, |g| u32::try_from(g.tasks.len()).unwrap_or(u32::MAX))
+                .clamp(1, room);
+            group_tasks = tasks;
+            let (roomy, has_room) = tokio::sync::oneshot::channel();
+            let room = Room {
+                slots: slots.clone(),
+                held: first.take(),
+                tasks,
+                roomy,
+            };
             let queues = queues.clone();
             let last_work = last_work.clone();
             tokio::spawn(async move {
-                take(&queues, message).await;
+                take(&queues, message, group, room).await;
                 touch(&last_work);
-                drop(permit);
             });
+            // One group at a time gets its room (its message kept hidden meanwhile), so the
+            // next receive waits for room the groups taken do not hold.
+            let _ = has_room.await;
         }
     }
     // Let the groups it holds finish (their messages would come back to another worker
     // otherwise, and run again).
-    let _all = slots.acquire_many(groups).await;
+    let _all = slots.acquire_many(room).await;
     tracing::info!("warm worker idle: exiting");
     Ok(())
 }
@@ -199,13 +213,46 @@ fn touch(at: &Mutex<Instant>) {
     }
 }
 
-/// Runs one message's group, keeping the message hidden meanwhile; deletes it once stored,
-/// lets it come back when its delivery failed, and moves it to the poison queue after
-/// [`MAX_DELIVERIES`].
-async fn take(queues: &Queues, message: Message) {
-    let group = match TaskMessage::from_trigger(&serde_json::Value::String(message.text.clone())) {
+/// The room a taken group waits for in its worker: a permit per task.
+struct Room {
+    slots: Arc<Semaphore>,
+    /// A permit already held (the one the receive waited for).
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    tasks: u32,
+    /// Told once the group has its room (dropped if it never gets it).
+    roomy: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Room {
+    /// Waits until the worker holds few enough tasks to take this group's.
+    async fn wait(self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let need = self.tasks.saturating_sub(u32::from(self.held.is_some()));
+        let mut permit = self.held;
+        if need > 0 {
+            let more = self.slots.acquire_many_owned(need).await.ok()?;
+            match permit.as_mut() {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
+            }
+        }
+        let _ = self.roomy.send(());
+        permit
+    }
+}
+
+/// Runs one message's group once there is room for it, keeping the message hidden meanwhile;
+/// deletes it once stored, lets it come back when its delivery failed, and moves it to the
+/// poison queue after [`MAX_DELIVERIES`].
+async fn take(
+    queues: &Queues,
+    message: Message,
+    group: std::result::Result<TaskMessage, String>,
+    room: Room,
+) {
+    let group = match group {
         Ok(g) => g,
         Err(why) => {
+            drop(room);
             tracing::warn!(id = %message.id, "{why}: moved to the poison queue");
             return to_poison(queues, &message).await;
         }
@@ -216,6 +263,7 @@ async fn take(queues: &Queues, message: Message) {
         queues.visibility,
         current.clone(),
     ));
+    let _permit = room.wait().await;
     let delivered = group_run::deliver(&group, u64::from(message.dequeue_count), false).await;
     renewer.abort();
     let current = current.lock().await.clone();
@@ -284,7 +332,7 @@ mod tests {
             sas_expires: 1_900_000_000,
             visibility_ms: 30_000,
             idle_ms: 120_000,
-            groups: 16,
+            tasks: 16,
         };
         let text = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<WarmSpec>(&text).unwrap(), spec);

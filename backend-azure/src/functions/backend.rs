@@ -341,13 +341,14 @@ impl ExecutorJob for FunctionsJob {
 
 impl Shared {
     /// How many tasks of a launch of `n` go in one message: enough messages for the app's
-    /// instances to share the work, a group's work kept short once task times are known, and
-    /// a group within `functionTimeout` when tasks have a timeout.
+    /// instances to share the work, a group's work (on its `group_workers`) kept short once
+    /// task times are known, and a group within `functionTimeout` when tasks have a timeout.
     fn group_size(&self, n: usize) -> usize {
         let max = self.settings.group_size.max(1) as usize;
         let mut size = n.div_ceil(32).clamp(1, max);
         let typical = self.watch.task_times.typical_us();
-        if let Some(fit) = 250_000u64.checked_div(typical) {
+        let budget = 250_000u64.saturating_mul(u64::from(self.settings.group_workers.max(1)));
+        if let Some(fit) = budget.checked_div(typical) {
             size = size.min(usize::try_from(fit.max(1)).unwrap_or(usize::MAX));
         }
         if let Some(timeout) = self.spec.options.timeout.filter(|t| *t != Duration::MAX) {

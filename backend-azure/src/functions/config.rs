@@ -131,6 +131,10 @@ pub struct FunctionsSettings {
     pub sas_valid_for: Duration,
     /// Tasks at once, if known.
     pub slots: Option<u64>,
+    /// Tasks of one group that run at once where it is taken (1 for an app's instance, whose
+    /// groups share it; a node's slots for warm workers). Groups are sized so that their work
+    /// there stays short.
+    pub group_workers: u32,
     /// How tasks reach the app.
     pub invoke: Invoke,
 }
@@ -141,6 +145,7 @@ impl std::fmt::Debug for FunctionsSettings {
             .field("queue", &self.queue)
             .field("function_timeout", &self.function_timeout)
             .field("group_size", &self.group_size)
+            .field("group_workers", &self.group_workers)
             .field("base64", &self.base64)
             .field("poll_interval", &self.poll_interval)
             .field("invoke", &self.invoke)
@@ -160,6 +165,7 @@ impl FunctionsSettings {
             poll_interval: Duration::from_millis(100),
             sas_valid_for: Duration::from_secs(2 * 24 * 3600),
             slots: None,
+            group_workers: 1,
             invoke: Invoke::Queue,
         }
     }
