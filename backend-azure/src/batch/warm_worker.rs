@@ -33,8 +33,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const SAS_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// The most messages taken by one receive.
 const RECEIVE_AT_ONCE: u32 = 4;
-/// The longest wait between two receives of an empty queue.
-const MAX_IDLE_POLL: Duration = Duration::from_secs(1);
+/// The longest wait between two receives of an empty queue (a new job waits at most this
+/// long for an idle worker; four requests a second cost little).
+const MAX_IDLE_POLL: Duration = Duration::from_millis(250);
 
 inventory::submit! {
     redwood_core::raw::worker::WorkerMode { name: MODE, also_when: &[], serve }
