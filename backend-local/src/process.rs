@@ -100,6 +100,11 @@ pub(crate) fn spawn_worker(
         // Its own process group, so a kill reaches what its task started too.
         .process_group(0)
         .kill_on_drop(true);
+    // A worker started from this executable need not hash it again (a copy of some 50 MB
+    // takes a loaded node's core a few hundred ms).
+    if let Some(known) = redwood_core::raw::binary::hash_env_value() {
+        command.env(redwood_core::raw::binary::HASH_ENV, known);
+    }
     // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
     unsafe {
         command.pre_exec(move || {

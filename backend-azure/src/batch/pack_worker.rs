@@ -22,6 +22,8 @@ use crate::task_times::epoch_micros;
 
 /// Tasks handed to the worker ahead of the one it runs (so it never waits for the next).
 const AHEAD: usize = 2;
+/// Outcomes looked for at once when a pack starts.
+const CHECKS_AT_ONCE: usize = 16;
 /// How often a running pack stores its report so far.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -42,9 +44,16 @@ async fn run_pack(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
     let mut report = PackReport::default();
     // A pack run again (its node was lost, or it could not store an outcome) skips what a
     // run before stored.
+    let stored: Vec<bool> = futures::stream::iter(&pack.tasks)
+        .map(|t| blobs.signed_url_exists(&t.result_url))
+        .buffered(CHECKS_AT_ONCE)
+        .collect::<Vec<Result<bool>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
     let mut todo: Vec<&PackTask> = Vec::with_capacity(pack.tasks.len());
-    for t in &pack.tasks {
-        if blobs.signed_url_exists(&t.result_url).await? {
+    for (t, stored) in pack.tasks.iter().zip(stored) {
+        if stored {
             report.skipped.push(t.task);
         } else {
             todo.push(t);
@@ -95,6 +104,9 @@ async fn run_tasks(
 ) -> Result<()> {
     // The pool's workers are this program in the local worker mode: naming it links it in.
     let _ = redwood_local::worker::serve as fn() -> !;
+    // Known from the node's cache, it is handed to the worker, which need not hash the
+    // program again.
+    let _ = super::worker::own_binary_hash();
     let pool = redwood_local::LocalBackend::builder().workers(1).build()?;
     let job = JobOnNode {
         job: &spec.job,

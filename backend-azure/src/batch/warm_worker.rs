@@ -119,7 +119,9 @@ async fn take_groups(spec: WarmSpec) -> Result<()> {
         poison: service.queue(&format!("{}-poison", spec.queue))?,
         visibility: Duration::from_millis(spec.visibility_ms.max(3_000)),
     });
-    // Workers start with the worker, not with its first group.
+    // Workers start with the worker, not with its first group (and are handed the program's
+    // hash from the node's cache rather than each reading the program).
+    let _ = super::worker::own_binary_hash();
     group_run::node()?;
     tokio::spawn(group_run::close_idle_jobs());
     let idle = Duration::from_millis(spec.idle_ms);

@@ -220,36 +220,29 @@ fn run_task(spec: &TaskSpec, args: Vec<u8>) -> Outcome {
 /// The sha256 of this executable. Tasks on one node often run the same copy of it, so the
 /// hash is kept in the node's shared folder under the file's device, inode, size and time:
 /// a copy is hashed once, not once per task.
-fn own_binary_hash() -> Result<String> {
-    #[cfg(unix)]
+pub(crate) fn own_binary_hash() -> Result<String> {
+    use redwood_core::raw::binary::{assume_current_hash, current_binary_hash, file_id};
     if let (Ok(exe), Some(shared)) = (
         std::env::current_exe(),
         std::env::var_os("AZ_BATCH_NODE_SHARED_DIR"),
-    ) && let Ok(meta) = std::fs::metadata(&exe)
+    ) && let Some(id) = file_id(&exe)
     {
-        use std::os::unix::fs::MetadataExt;
         let dir = std::path::Path::new(&shared).join("redwood-hashes");
-        let id = format!(
-            "{}-{}-{}-{}.{}",
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime(),
-            meta.mtime_nsec()
-        );
         if let Ok(known) = std::fs::read_to_string(dir.join(&id))
             && known.len() == 64
         {
+            // The workers it starts are handed it too.
+            assume_current_hash(known.clone());
             return Ok(known);
         }
-        let hash = redwood_core::raw::binary::current_binary_hash()?.to_string();
+        let hash = current_binary_hash()?.to_string();
         let tmp = dir.join(format!("{id}.{}", std::process::id()));
         if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, &hash).is_ok() {
             let _ = std::fs::rename(&tmp, dir.join(&id));
         }
         return Ok(hash);
     }
-    Ok(redwood_core::raw::binary::current_binary_hash()?.to_string())
+    Ok(current_binary_hash()?.to_string())
 }
 
 /// Blob reads and writes through SAS URLs, on a small runtime of its own.
