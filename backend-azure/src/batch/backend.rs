@@ -421,7 +421,6 @@ impl AzureBatchBackend {
             slots_per_node: facts.slots_per_node.max(1),
             nodes: facts.nodes,
             sas_valid_for: self.settings.sas_valid_for,
-            poll: self.settings.poll,
             infra_retries: self.settings.infra_retries,
         };
         let queue = warm.queue(&storage, &program, &placement).await?;

@@ -45,8 +45,6 @@ pub(crate) struct Placement {
     pub nodes: Option<u64>,
     /// How long signed URLs stay valid.
     pub sas_valid_for: Duration,
-    /// How often outcomes are listed.
-    pub poll: Duration,
     /// Batch-level retries of the job preparation task.
     pub infra_retries: u32,
 }
@@ -115,7 +113,8 @@ impl Warm {
         poison.create().await?;
         let mut settings = FunctionsSettings::new(&name, String::new());
         settings.base64 = false;
-        settings.poll_interval = placement.poll;
+        // Outcomes are listed in storage, not asked of Batch: the Functions executor's pace
+        // (the region's `poll_interval` paces Batch requests).
         settings.sas_valid_for = placement.sas_valid_for;
         // Warm workers have no time limit of their own: a group is sized by task times only.
         settings.function_timeout = Duration::from_secs(365 * 24 * 3600);
