@@ -137,8 +137,9 @@ fn one_region(ctx: &Ctx) -> TaskOptions {
 
 async fn results_stream_in_completion_order(ctx: Ctx) -> CaseResult {
     // Task 0 sleeps long; every other task is quick and must come out before it (with a
-    // margin for a loaded machine: a quick task on a cloud set-up may wait for a slot).
-    let mut items = vec![(4000u64, 0u64)];
+    // margin for a loaded machine: a quick task on a cloud set-up may wait for a slot, and
+    // under the whole suite on 2 cores two quick Batch tasks once took more than 4 s).
+    let mut items = vec![(8000u64, 0u64)];
     items.extend((1..8).map(|i| (0, i)));
     let job = ctx
         .session
