@@ -333,24 +333,36 @@ impl TestCloud {
     }
 
     /// Takes a node of region `region`'s pool away, as when Azure reclaims a spot node: its
-    /// running tasks end without an outcome. Returns the node's id.
+    /// running tasks end without an outcome. The node is one that runs a task (waiting up to
+    /// 10 s for one to; then the first node). Returns the node's id.
     pub async fn lose_node(&self, region: &str) -> Result<String> {
         let env = self.batch_env(region)?;
         let client =
             crate::azure::BatchClientBuilder::new(&env[0].1, &env[1].1, &env[2].1).build()?;
-        let nodes = client
-            .list("list_nodes", "/pools/redwood/nodes", &[])
-            .await?;
-        let node = nodes
-            .first()
-            .and_then(|n| n["id"].as_str())
-            .ok_or_else(|| {
-                Error::new(
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let node = loop {
+            let nodes = client
+                .list("list_nodes", "/pools/redwood/nodes", &[])
+                .await?;
+            let busy = nodes
+                .iter()
+                .find(|n| n["runningTasksCount"].as_u64().unwrap_or(0) > 0);
+            let pick = busy.or_else(|| {
+                (std::time::Instant::now() >= deadline)
+                    .then(|| nodes.first())
+                    .flatten()
+            });
+            if let Some(id) = pick.and_then(|n| n["id"].as_str()) {
+                break id.to_string();
+            }
+            if nodes.is_empty() {
+                return Err(Error::new(
                     ErrorKind::Backend,
                     format!("region `{region}`'s pool has no node to lose"),
-                )
-            })?
-            .to_string();
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         client
             .post(
                 "emulator_admin",
