@@ -100,8 +100,8 @@ pub(crate) fn spawn_worker(
         // Its own process group, so a kill reaches what its task started too.
         .process_group(0)
         .kill_on_drop(true);
-    // A worker started from this executable need not hash it again (a copy of some 50 MB
-    // takes a loaded node's core a few hundred ms).
+    // A worker started from this executable need not hash it again (the release bench
+    // program is 136 MB with debug info; hashing it was 45% of a packed run's CPU).
     if let Some(known) = redwood_core::raw::binary::hash_env_value() {
         command.env(redwood_core::raw::binary::HASH_ENV, known);
     }
