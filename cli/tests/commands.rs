@@ -194,6 +194,20 @@ fn slow(i: u64) -> u64 {
     i
 }
 
+/// Waits until the file `gate` exists (at most a minute), then sleeps a little.
+#[redwood::remote]
+fn gated(gate: String, i: u64) -> u64 {
+    let gate = Path::new(&gate);
+    for _ in 0..3000 {
+        if gate.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    i
+}
+
 /// `logs --follow`, started while a job runs, prints each task once as it ends and returns
 /// when the last one has.
 #[redwood::test]
@@ -409,9 +423,14 @@ async fn batch_and_two_region_jobs_read_back_from_azurite() -> redwood::Result<(
         .session_builder("azure-batch")?
         .namespace("lossy")
         .build()?;
-    let job = rw.map(slow, 0..24u64).await?;
-    job.wait(redwood::WaitFor::Any).await?;
+    // The tasks wait for a gate opened after the loss, so the lost node surely runs some.
+    let gate = cloud.scratch().join("lossy-gate");
+    let gate_arg = gate.display().to_string();
+    let job = rw
+        .map(gated, (0..24u64).map(|i| (gate_arg.clone(), i)))
+        .await?;
     cloud.lose_node("west").await?;
+    std::fs::write(&gate, b"").expect("the gate opens");
     assert_eq!(job.collect().await?, (0..24).collect::<Vec<u64>>());
     let id = job.id().to_string();
     rw.close().await?;

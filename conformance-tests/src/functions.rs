@@ -74,6 +74,20 @@ pub fn sleep_echo(ms: u64, value: u64) -> u64 {
     value
 }
 
+/// Waits until the file `gate` exists (at most a minute), then returns `value`: for a test
+/// that must act while tasks are surely running (a node lost under them, say).
+#[redwood::remote]
+pub fn wait_for_gate(gate: String, value: u64) -> Result<u64, String> {
+    let path = std::path::Path::new(&gate);
+    for _ in 0..3000 {
+        if path.exists() {
+            return Ok(value);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("the gate {gate} was not opened within a minute"))
+}
+
 /// Writes the worker's pid into `dir`, then sleeps: for checking that workers die with a
 /// killed client.
 #[redwood::remote]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use redwood::azure::PoolConfig;
 use redwood::azure::{AzureBatchBackendBuilder, BatchClient, BatchClientBuilder};
-use redwood::{Broadcast, Session, TaskOptions, WaitFor};
-use redwood_conformance::functions::{mpi_world, sleep_echo, square};
+use redwood::{Broadcast, Session, TaskOptions};
+use redwood_conformance::functions::{mpi_world, square, wait_for_gate};
 use redwood_conformance::watchdog::{Watchdog, message_of};
 use redwood_emulator::azurite::Azurite;
 use redwood_emulator::batch::{BatchAccount, BatchEmulator};
@@ -101,41 +101,43 @@ fn fail(e: impl std::fmt::Display) -> Failed {
 async fn node_loss_loses_and_duplicates_nothing(env: Env) -> TrialResult {
     let rw = env.session("lossy", KEY, 2)?;
     let n = 24u64;
+    // The tasks wait for a gate the test opens after the loss, so the lost node surely has
+    // tasks running (on a loaded machine, tasks of 400 ms could all be over by then).
+    let gates = tempfile::tempdir().map_err(fail)?;
+    let gate = gates.path().join("open");
+    let gate_arg = gate.display().to_string();
     let job = rw
-        .map(sleep_echo, (0..n).map(|i| (400u64, i)))
+        .map(wait_for_gate, (0..n).map(|i| (gate_arg.clone(), i)))
         .await
         .map_err(fail)?;
-    job.wait(WaitFor::Any).await.map_err(fail)?;
     let client = env.client()?;
-    // The node to lose is one a task runs on now (a loaded machine may not have started any
-    // on the first node yet).
-    let running = client
-        .list(
-            "list_tasks",
-            &format!("/jobs/{}/tasks", job.id()),
-            &[
-                ("$filter", "state eq 'running'"),
-                ("$select", "id,nodeInfo"),
-            ],
-        )
-        .await
-        .map_err(fail)?;
-    let node = match running
-        .iter()
-        .find_map(|t| t["nodeInfo"]["nodeId"].as_str())
-    {
-        Some(node) => node.to_string(),
-        None => client
-            .list("list_nodes", "/pools/lossy/nodes", &[])
+    let started = Instant::now();
+    let node = loop {
+        let running = client
+            .list(
+                "list_tasks",
+                &format!("/jobs/{}/tasks", job.id()),
+                &[
+                    ("$filter", "state eq 'running'"),
+                    ("$select", "id,nodeInfo"),
+                ],
+            )
             .await
-            .map_err(fail)?
-            .first()
-            .and_then(|n| n["id"].as_str())
-            .ok_or("the pool has no nodes")?
-            .to_string(),
+            .map_err(fail)?;
+        if let Some(node) = running
+            .iter()
+            .find_map(|t| t["nodeInfo"]["nodeId"].as_str())
+        {
+            break node.to_string();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err("no task started within a minute".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     env.admin(&format!("pools/lossy/nodes/{node}/remove"), json!({}))
         .await?;
+    std::fs::write(&gate, b"").map_err(fail)?;
     let got = job.clone().collect().await.map_err(fail)?;
     if got != (0..n).collect::<Vec<_>>() {
         return Err(format!("results after the node loss: {got:?}").into());

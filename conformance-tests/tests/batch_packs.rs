@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redwood::testing::TestCloud;
 use redwood::{TaskErrorKind, TaskOptions, WaitFor};
-use redwood_conformance::functions::sleep_echo;
+use redwood_conformance::functions::{sleep_echo, wait_for_gate};
 
 /// Task 3's first attempt fails; every other attempt returns its input.
 #[redwood::remote]
@@ -48,15 +48,18 @@ async fn a_node_lost_mid_pack_loses_and_duplicates_nothing() -> redwood::Result<
     let cloud = TestCloud::start().await?;
     let rw = cloud.session("azure-batch")?;
     let n = 48u64;
+    // The tasks wait for a gate opened after the loss, so the lost node surely runs a pack.
+    let gate = cloud.scratch().join("pack-loss-gate");
+    let gate_arg = gate.display().to_string();
     let job = rw
         .map_with(
-            sleep_echo,
-            (0..n).map(|i| (300u64, i)),
+            wait_for_gate,
+            (0..n).map(|i| (gate_arg.clone(), i)),
             TaskOptions::new().pack(6),
         )
         .await?;
-    job.wait(WaitFor::Any).await?;
     cloud.lose_node("west").await?;
+    std::fs::write(&gate, b"").expect("the gate opens");
     let got = job.clone().collect().await?;
     assert_eq!(got, (0..n).collect::<Vec<_>>());
     let stats = job.stats();

@@ -334,12 +334,12 @@ impl TestCloud {
 
     /// Takes a node of region `region`'s pool away, as when Azure reclaims a spot node: its
     /// running tasks end without an outcome. The node is one that runs a task (waiting up to
-    /// 10 s for one to; then the first node). Returns the node's id.
+    /// 30 s for one to; then the first node). Returns the node's id.
     pub async fn lose_node(&self, region: &str) -> Result<String> {
         let env = self.batch_env(region)?;
         let client =
             crate::azure::BatchClientBuilder::new(&env[0].1, &env[1].1, &env[2].1).build()?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let node = loop {
             let nodes = client
                 .list("list_nodes", "/pools/redwood/nodes", &[])
