@@ -19,6 +19,7 @@ use super::client::BatchClient;
 use super::pool;
 use super::tasks::{program_command_line, program_file};
 use super::warm_worker::{MODE, SPEC_ENV, WarmSpec};
+use crate::functions::config::Taker;
 use crate::functions::{AzureFunctionsBackend, FunctionsSettings};
 use crate::queue::{Queue, QueueService};
 
@@ -120,6 +121,7 @@ impl Warm {
         settings.function_timeout = Duration::from_secs(365 * 24 * 3600);
         // A group runs on a whole node at once.
         settings.group_workers = u32::try_from(placement.slots_per_node).unwrap_or(u32::MAX);
+        settings.taker = Taker::WarmWorkers;
         let executor = Arc::new(AzureFunctionsBackend::on_service(settings, &service)?);
         let keeper = Arc::new(Keeper {
             placement: placement.clone(),

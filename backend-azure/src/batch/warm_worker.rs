@@ -325,6 +325,7 @@ async fn to_poison(queues: &Queues, message: &Message) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     #[test]
     fn a_spec_reads_back_and_its_debug_hides_the_sas() {
@@ -344,5 +345,64 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("redwood-warm-0123"),
             "{shown}"
         );
+    }
+
+    fn room_for(slots: &Arc<Semaphore>, held: bool, tasks: u32) -> (Room, oneshot::Receiver<()>) {
+        let (roomy, has_room) = oneshot::channel();
+        let held = held.then(|| slots.clone().try_acquire_owned().unwrap());
+        let room = Room {
+            slots: slots.clone(),
+            held,
+            tasks,
+            roomy,
+        };
+        (room, has_room)
+    }
+
+    #[tokio::test]
+    async fn a_group_gets_its_room_with_the_permit_already_held() {
+        let slots = Arc::new(Semaphore::new(4));
+        let (room, has_room) = room_for(&slots, true, 3);
+        let permit = room.wait().await.unwrap();
+        assert_eq!(permit.num_permits(), 3);
+        assert_eq!(slots.available_permits(), 1);
+        has_room.await.unwrap();
+        drop(permit);
+        assert_eq!(slots.available_permits(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_for_room_and_says_so_only_when_it_has_it() {
+        let slots = Arc::new(Semaphore::new(4));
+        let busy = slots.clone().acquire_many_owned(3).await.unwrap();
+        // The receive loop's permit is the last free one; the group needs two.
+        let (room, mut has_room) = room_for(&slots, true, 2);
+        let waiting = tokio::spawn(room.wait());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            has_room.try_recv().is_err(),
+            "told of room it does not have"
+        );
+        drop(busy);
+        let permit = waiting.await.unwrap().unwrap();
+        assert_eq!(permit.num_permits(), 2);
+        has_room.await.unwrap();
+        assert_eq!(slots.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_group_larger_than_the_worker_takes_it_all_and_a_dropped_room_frees_its_permit() {
+        let slots = Arc::new(Semaphore::new(4));
+        // Groups are clamped to the worker's room before they wait.
+        let (room, has_room) = room_for(&slots, false, 4);
+        let permit = room.wait().await.unwrap();
+        assert_eq!(slots.available_permits(), 0);
+        has_room.await.unwrap();
+        drop(permit);
+        // A group that never runs (unreadable) gives back the permit it was handed.
+        let (room, has_room) = room_for(&slots, true, 1);
+        drop(room);
+        assert!(has_room.await.is_err());
+        assert_eq!(slots.available_permits(), 4);
     }
 }

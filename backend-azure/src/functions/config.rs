@@ -137,6 +137,33 @@ pub struct FunctionsSettings {
     pub group_workers: u32,
     /// How tasks reach the app.
     pub invoke: Invoke,
+    /// Who takes the groups off the queue (for what errors say).
+    pub(crate) taker: Taker,
+}
+
+/// Who takes a queue's groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taker {
+    /// A Functions app's instances.
+    FunctionsApp,
+    /// Redwood's warm workers on Batch nodes.
+    WarmWorkers,
+}
+
+impl Taker {
+    /// Why a delivery can end without the handler's note.
+    pub(crate) fn silent_delivery(self) -> &'static str {
+        match self {
+            Taker::FunctionsApp => {
+                "the handler never answered: the host failed the invocation, its instance \
+                 died, or it ran past functionTimeout"
+            }
+            Taker::WarmWorkers => {
+                "the warm worker never answered: its node was lost or its process died while \
+                 it held the group"
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for FunctionsSettings {
@@ -167,6 +194,7 @@ impl FunctionsSettings {
             slots: None,
             group_workers: 1,
             invoke: Invoke::Queue,
+            taker: Taker::FunctionsApp,
         }
     }
 

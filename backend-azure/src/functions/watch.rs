@@ -253,12 +253,13 @@ async fn check_poison(shared: &Shared, poison: &Queue) {
             .group(&shared.spec.id, &format!("{name}.note"));
         let note = match shared.storage.get(&note_key).await {
             Ok(b) => String::from_utf8_lossy(&b).to_string(),
-            Err(_) => "no delivery left a note (the handler never answered: the host failed \
-                       the invocation, its instance died, or it ran past functionTimeout)"
-                .to_string(),
+            Err(_) => format!(
+                "no delivery left a note ({})",
+                shared.settings.taker.silent_delivery()
+            ),
         };
         let why = format!(
-            "its queue message failed every delivery the app allows (maxDequeueCount) and was \
+            "its queue message failed every delivery allowed (maxDequeueCount) and was \
              moved to the poison queue `{}`; last: {note}",
             poison.name()
         );
