@@ -24,7 +24,7 @@ use crate::task_times::epoch_micros;
 const AHEAD: usize = 2;
 /// Outcomes looked for at once when a pack starts.
 const CHECKS_AT_ONCE: usize = 16;
-/// How often a running pack stores its report so far (when an outcome was stored since).
+/// How often a running pack stores its report so far.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs the pack on a runtime of its own; an error means an outcome or the report could not
@@ -42,7 +42,15 @@ async fn run_pack(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
     let plain_http = spec.container.starts_with("http://");
     let blobs = SasBlobs::new(&spec.container, &spec.read_sas, plain_http)?;
     let mut report = PackReport::default();
-    let stored = stored_before(&blobs, pack).await?;
+    // A pack run again (its node was lost, or it could not store an outcome) skips what a
+    // run before stored.
+    let stored: Vec<bool> = futures::stream::iter(&pack.tasks)
+        .map(|t| blobs.signed_url_exists(&t.result_url))
+        .buffered(CHECKS_AT_ONCE)
+        .collect::<Vec<Result<bool>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
     let mut todo: Vec<&PackTask> = Vec::with_capacity(pack.tasks.len());
     for (t, stored) in pack.tasks.iter().zip(stored) {
         if stored {
@@ -85,35 +93,6 @@ async fn run_pack(spec: &TaskSpec, pack: &PackSpec) -> Result<()> {
         .map(|_| ())
 }
 
-/// Which of the pack's tasks a run before this one stored. A pack run again (its node was
-/// lost, or it could not store an outcome) skips those. A first run finds no report: it
-/// stores an empty one before any task runs, so that a later run knows to look, and asks
-/// for no outcome (a HEAD per task, one storage request in four of a packed task's).
-async fn stored_before(blobs: &SasBlobs, pack: &PackSpec) -> Result<Vec<bool>> {
-    let earlier = match blobs.signed_url_exists(&pack.report_url).await {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot tell whether the pack ran before: looking for each outcome");
-            true
-        }
-    };
-    if !earlier {
-        let body = serde_json::to_vec(&PackReport::default())
-            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot encode the report: {e}")))?;
-        blobs
-            .put(&pack.report_url, Bytes::from(body), false)
-            .await?;
-        return Ok(vec![false; pack.tasks.len()]);
-    }
-    futures::stream::iter(&pack.tasks)
-        .map(|t| blobs.signed_url_exists(&t.result_url))
-        .buffered(CHECKS_AT_ONCE)
-        .collect::<Vec<Result<bool>>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
 /// Runs tasks from the front of `queue` until it is empty or the budget is spent; stores each
 /// outcome as it comes.
 async fn run_tasks(
@@ -144,9 +123,6 @@ async fn run_tasks(
     let started = Instant::now();
     let mut out: Vec<(u64, String)> = Vec::new(); // (task, result URL) handed to the worker
     let mut last_progress = Instant::now();
-    // Outcomes stored since the report was: the client reads the report while the pack runs,
-    // to hand each outcome on as it comes, even one followed by a long task.
-    let mut unreported = false;
     let result = async {
         loop {
             while out.len() < AHEAD
@@ -159,24 +135,7 @@ async fn run_tasks(
             if out.is_empty() {
                 return Ok(());
             }
-            if unreported && last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = Instant::now();
-                unreported = false;
-                if let Ok(body) = serde_json::to_vec(&*report) {
-                    let _ = blobs.put(&pack.report_url, Bytes::from(body), false).await;
-                }
-            }
-            let next = if unreported {
-                let due = PROGRESS_EVERY.saturating_sub(last_progress.elapsed());
-                match tokio::time::timeout(due, ends.next()).await {
-                    Ok(next) => next,
-                    // The report is due: stored above, then the wait goes on.
-                    Err(_) => continue,
-                }
-            } else {
-                ends.next().await
-            };
-            let Some(end) = next else {
+            let Some(end) = ends.next().await else {
                 return Err(Error::new(
                     ErrorKind::Backend,
                     "the pack's worker pool stopped",
@@ -195,7 +154,13 @@ async fn run_tasks(
                 epoch_micros(end.started.unwrap_or(end.finished)),
                 epoch_micros(end.finished),
             ));
-            unreported = true;
+            // The client reads this while the pack runs, to hand each outcome on as it comes.
+            if last_progress.elapsed() >= PROGRESS_EVERY && !queue.is_empty() {
+                last_progress = Instant::now();
+                if let Ok(body) = serde_json::to_vec(&*report) {
+                    let _ = blobs.put(&pack.report_url, Bytes::from(body), false).await;
+                }
+            }
         }
     }
     .await;
